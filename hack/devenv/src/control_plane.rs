@@ -1,0 +1,203 @@
+//! kube-apiserver + its etcd as processes on loopback, envtest-style: no controllers,
+//! no kubelet, no garbage collection.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::certs::{self, Pki};
+use crate::etcd::{self, EtcdServer};
+use crate::process::{Process, free_port};
+use crate::{Error, Result, binary};
+
+#[derive(Debug)]
+pub struct ControlPlane {
+    dir: PathBuf,
+    port: u16,
+    pki: Pki,
+    kubeconfig: PathBuf,
+    apiserver: Process,
+    etcd: EtcdServer,
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver under `dir` and waits until the API server is ready
+    /// and namespace `default` exists.
+    pub async fn start(dir: &Path) -> Result<Self> {
+        let started = Instant::now();
+        std::fs::create_dir_all(dir)?;
+        let etcd = etcd::start_single(dir, "apiserver-etcd")?;
+        let pki = certs::generate(&dir.join("pki"))?;
+        let port = free_port()?;
+        let args = apiserver_args(port, &pki, &etcd.endpoint(), &dir.join("pki"));
+        let apiserver = Process::spawn(
+            "kube-apiserver",
+            &binary("kube-apiserver")?,
+            &args,
+            &dir.join("kube-apiserver.log"),
+        )?;
+        let kubeconfig = dir.join("admin.kubeconfig");
+        std::fs::write(&kubeconfig, admin_kubeconfig(port, &pki))?;
+        let mut control_plane = Self { dir: dir.to_path_buf(), port, pki, kubeconfig, apiserver, etcd };
+        control_plane.wait_ready(Duration::from_secs(90)).await?;
+        eprintln!(
+            "devenv: kube-apiserver ready on https://127.0.0.1:{port} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(control_plane)
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.apiserver.exited() {
+                return Err(Error::NotReady {
+                    what: format!("kube-apiserver exited ({status})"),
+                    log: self.apiserver.log_tail(30),
+                });
+            }
+            if self.is_ready().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NotReady {
+                    what: "kube-apiserver".into(),
+                    log: self.apiserver.log_tail(30),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn is_ready(&self) -> bool {
+        let Ok(client) = self.client().await else { return false };
+        let Ok(request) = http::Request::get("/readyz").body(Vec::new()) else { return false };
+        let ready = matches!(client.request_text(request).await.as_deref(), Ok("ok"));
+        ready && Api::<Namespace>::all(client).get("default").await.is_ok()
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The admin (system:masters) kubeconfig.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn apiserver_pid(&self) -> u32 {
+        self.apiserver.pid()
+    }
+
+    pub fn etcd(&self) -> &EtcdServer {
+        &self.etcd
+    }
+
+    /// A kube client with admin rights.
+    pub async fn client(&self) -> Result<Client> {
+        client_for(&self.kubeconfig).await
+    }
+
+    /// `kubectl` (bin/kubectl, the release the API server was built from) with the admin
+    /// kubeconfig.
+    pub fn kubectl(&self) -> Result<Command> {
+        let mut command = Command::new(binary("kubectl")?);
+        command.env("KUBECONFIG", &self.kubeconfig);
+        Ok(command)
+    }
+
+    /// Writes a kubeconfig that authenticates as ServiceAccount `namespace/name` with a token
+    /// from the TokenRequest API, so a process runs under exactly that account's RBAC.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec { expiration_seconds: Some(24 * 3600), ..Default::default() }),
+            ..Default::default()
+        };
+        let token = accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await?
+            .status
+            .and_then(|s| s.token)
+            .ok_or_else(|| Error::Token(format!("{namespace}/{name}")))?;
+        let path = self.dir.join(format!("sa-{namespace}-{name}.kubeconfig"));
+        std::fs::write(&path, kubeconfig_yaml(self.port, &self.pki, &format!("token: {token}")))?;
+        Ok(path)
+    }
+}
+
+/// A kube client from a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+fn apiserver_args(port: u16, pki: &Pki, etcd: &str, cert_dir: &Path) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    let mut args = vec![
+        format!("--etcd-servers={etcd}"),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={port}"),
+        format!("--cert-dir={}", path(cert_dir)),
+        format!("--tls-cert-file={}", path(&pki.serving_cert)),
+        format!("--tls-private-key-file={}", path(&pki.serving_key)),
+        format!("--client-ca-file={}", path(&pki.ca_cert)),
+        format!("--service-account-issuer=https://127.0.0.1:{port}/"),
+        format!("--service-account-key-file={}", path(&pki.sa_public_key)),
+        format!("--service-account-signing-key-file={}", path(&pki.sa_signing_key)),
+        "--authorization-mode=RBAC".into(),
+        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        "--allow-privileged=true".into(),
+        "--disable-admission-plugins=ServiceAccount".into(),
+        // There is no default route to advertise on loopback.
+        "--endpoint-reconciler-type=none".into(),
+        "--v=1".into(),
+    ];
+    args.retain(|a| !a.is_empty());
+    args
+}
+
+fn admin_kubeconfig(port: u16, pki: &Pki) -> String {
+    let user = format!(
+        "client-certificate: {}\n    client-key: {}",
+        pki.admin_cert.display(),
+        pki.admin_key.display()
+    );
+    kubeconfig_yaml(port, pki, &user)
+}
+
+fn kubeconfig_yaml(port: u16, pki: &Pki, user: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: devenv
+  cluster:
+    server: https://127.0.0.1:{port}
+    certificate-authority: {ca}
+users:
+- name: devenv
+  user:
+    {user}
+contexts:
+- name: devenv
+  context:
+    cluster: devenv
+    user: devenv
+    namespace: default
+current-context: devenv
+",
+        ca = pki.ca_cert.display()
+    )
+}

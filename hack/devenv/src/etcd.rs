@@ -1,0 +1,186 @@
+//! etcd servers on loopback: a single member, or a cluster of several.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::process::{Process, free_port, wait_until};
+use crate::{Error, Result, binary};
+
+/// One etcd member. It can be stopped, restarted on the same ports and data, and paused.
+#[derive(Debug)]
+pub struct EtcdServer {
+    name: String,
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+    initial_cluster: String,
+    process: Option<Process>,
+}
+
+impl EtcdServer {
+    fn new(name: &str, dir: &Path, client_port: u16, peer_port: u16) -> Self {
+        Self {
+            name: name.to_string(),
+            dir: dir.join(name),
+            client_port,
+            peer_port,
+            initial_cluster: format!("{name}=http://127.0.0.1:{peer_port}"),
+            process: None,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `--etcd-servers` and etcd clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
+    fn args(&self) -> Vec<String> {
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        [
+            "--name",
+            &self.name,
+            "--data-dir",
+            &self.dir.join("data").display().to_string(),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &self.initial_cluster,
+            "--initial-cluster-token",
+            "devenv",
+            "--initial-cluster-state",
+            "new",
+            "--listen-metrics-urls",
+            "",
+            "--log-level",
+            "warn",
+            // Tests measure behaviour, not durability.
+            "--unsafe-no-fsync=true",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Starts the process (again, after `stop`) without waiting for health.
+    pub fn launch(&mut self) -> Result<()> {
+        if self.process.is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let log = self.dir.join("etcd.log");
+        self.process = Some(Process::spawn(&self.name, &binary("etcd")?, &self.args(), &log)?);
+        Ok(())
+    }
+
+    /// Starts the process and waits until `/health` answers 200.
+    pub fn start(&mut self) -> Result<()> {
+        self.launch()?;
+        self.wait_healthy(Duration::from_secs(30))
+    }
+
+    pub fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
+        let addr = format!("127.0.0.1:{}", self.client_port);
+        if wait_until(timeout, || http_status(&addr, "/health") == Some(200)) {
+            return Ok(());
+        }
+        let tail = self.process.as_ref().map(|p| p.log_tail(20)).unwrap_or_default();
+        Err(Error::NotReady { what: format!("etcd {}", self.name), log: tail })
+    }
+
+    /// Stops gracefully (SIGTERM). `start` brings it back on the same ports and data.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.terminate(Duration::from_secs(10));
+        }
+    }
+
+    /// SIGKILL: a crash, not a shutdown.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+
+    /// SIGSTOP: the process hangs, its sockets stay open (a hung etcd).
+    pub fn pause(&self) -> Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    pub fn resume(&self) -> Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+
+    fn signal(&self, signal: libc::c_int) -> Result<()> {
+        match &self.process {
+            Some(p) => Ok(p.signal(signal)?),
+            None => Err(Error::NotRunning(self.name.clone())),
+        }
+    }
+}
+
+/// A single etcd server.
+pub fn start_single(dir: &Path, name: &str) -> Result<EtcdServer> {
+    let mut server = EtcdServer::new(name, dir, free_port()?, free_port()?);
+    server.start()?;
+    Ok(server)
+}
+
+/// An etcd cluster of `size` members on loopback.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    pub members: Vec<EtcdServer>,
+}
+
+impl EtcdCluster {
+    pub fn start(dir: &Path, prefix: &str, size: usize) -> Result<Self> {
+        let mut members = Vec::with_capacity(size);
+        for i in 0..size {
+            members.push(EtcdServer::new(&format!("{prefix}-{i}"), dir, free_port()?, free_port()?));
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.initial_cluster = initial_cluster.clone();
+            m.launch()?;
+        }
+        for m in &mut members {
+            m.wait_healthy(Duration::from_secs(30))?;
+        }
+        Ok(Self { members })
+    }
+
+    /// All client endpoints, comma-separated.
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(EtcdServer::endpoint).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// The status code of a plain HTTP GET on loopback, or None when it cannot connect.
+pub(crate) fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}

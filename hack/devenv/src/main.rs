@@ -1,0 +1,103 @@
+//! `devenv up`: a local control plane and a lock etcd until Ctrl-C; `devenv sweep`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use devenv::{ControlPlane, EtcdCluster, etcd};
+
+#[derive(Parser)]
+#[command(about = "A local kube-apiserver + etcd, and etcd servers for locks, on loopback")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the control plane and a lock etcd; print how to reach them; stop on Ctrl-C,
+    /// SIGTERM, or after --seconds.
+    Up {
+        /// Write `export …` lines for KUBECONFIG and LOCKGUARD_ETCD_ENDPOINTS here.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// Members of the lock etcd cluster (1 or 3).
+        #[arg(long, default_value_t = 1)]
+        lock_etcd_members: usize,
+        /// Stop by itself after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Remove run directories left by harness processes that are gone.
+    Sweep,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Sweep => {
+            println!("devenv: removed {} stale run directories", devenv::sweep());
+            Ok(())
+        }
+        Command::Up { env_file, lock_etcd_members, seconds } => {
+            up(env_file, lock_etcd_members, seconds).await
+        }
+    }
+}
+
+async fn up(env_file: Option<PathBuf>, members: usize, seconds: Option<u64>) -> anyhow::Result<()> {
+    let dir = devenv::run_dir("up")?;
+    let result = async {
+        let control_plane =
+            ControlPlane::start(&dir.join("control-plane")).await.context("start the control plane")?;
+        let lock_etcd = if members <= 1 {
+            let single = etcd::start_single(&dir, "lock-etcd").context("start the lock etcd")?;
+            EtcdCluster { members: vec![single] }
+        } else {
+            EtcdCluster::start(&dir, "lock-etcd", members).context("start the lock etcd cluster")?
+        };
+        let exports = format!(
+            "export KUBECONFIG={}\nexport LOCKGUARD_ETCD_ENDPOINTS={}\n",
+            control_plane.kubeconfig().display(),
+            lock_etcd.endpoints()
+        );
+        if let Some(path) = &env_file {
+            std::fs::write(path, &exports).with_context(|| format!("write {}", path.display()))?;
+        }
+        println!("devenv: up. API server {}; run dir {}", control_plane.url(), dir.display());
+        print!("{exports}");
+        println!("devenv: Ctrl-C stops everything");
+        wait_for_stop(seconds).await;
+        println!("devenv: stopping");
+        drop(lock_etcd);
+        drop(control_plane);
+        Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn wait_for_stop(seconds: Option<u64>) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let timer = async {
+        match seconds {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+        _ = timer => {}
+    }
+}

@@ -1,0 +1,3 @@
+//! The command-line front ends of the library.
+
+pub mod lock;

@@ -1,0 +1,336 @@
+//! The etcd lease lock: one lease per acquisition, the key layout and queue of etcd's own
+//! lock service (`concurrency.Mutex`, `etcdctl lock`), a token per acquisition (the key's
+//! create revision) and fenced transactions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchOptions,
+};
+use tokio::time::{Instant, sleep_until};
+
+use super::hold::{Held, Renewal, Session};
+use super::{Backend, Lock, LockError, LockGuard, LockOptions, bounded};
+
+/// Bound for calls that are not part of an acquisition (release, listing, fenced writes).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the lock etcd is, and the client certificate to show it when it uses TLS.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl EtcdConfig {
+    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self { endpoints: endpoints.into_iter().map(Into::into).collect(), ..Default::default() }
+    }
+
+    /// Parses `http://a:2379,http://b:2379`.
+    pub fn from_list(list: &str) -> Self {
+        Self::new(list.split(',').map(str::trim).filter(|s| !s.is_empty()))
+    }
+
+    /// Connects; fails within `timeout` when no endpoint answers.
+    pub async fn connect(&self, timeout: Duration) -> Result<Client, LockError> {
+        if self.endpoints.is_empty() {
+            return Err(LockError::Invalid("no etcd endpoints given".into()));
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        if let Some(tls) = self.tls()? {
+            options = options.with_tls(tls);
+        }
+        bounded(Backend::Etcd, "connect", timeout, Client::connect(&self.endpoints, Some(options))).await
+    }
+
+    fn tls(&self) -> Result<Option<TlsOptions>, LockError> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| LockError::Invalid(format!("read {}: {e}", p.display())))
+        };
+        let mut tls = match &self.ca {
+            Some(ca) => TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?)),
+            None if self.cert.is_none() => return Ok(None),
+            None => TlsOptions::new(),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?)),
+            (None, None) => {}
+            _ => return Err(LockError::Invalid("an etcd client certificate needs both cert and key".into())),
+        }
+        Ok(Some(tls))
+    }
+}
+
+/// One entry in a lock's queue, lowest create revision first: the first one holds.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    pub key: String,
+    pub identity: String,
+    pub token: u64,
+    pub lease: i64,
+    /// Seconds the entry's lease has left, if it could be read.
+    pub ttl_left: Option<i64>,
+}
+
+#[derive(Clone)]
+pub struct EtcdLock {
+    client: Client,
+    identity: String,
+}
+
+impl EtcdLock {
+    /// `identity` is stored as the lock key's value, so `lockguard locks` can show holders.
+    pub fn new(client: Client, identity: impl Into<String>) -> Self {
+        Self { client, identity: identity.into() }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Runs `ops` in one transaction that commits only while `guard`'s key still exists with
+    /// the guard's create revision (the Go client's `Mutex.IsOwner()`); otherwise the write
+    /// is rejected by etcd itself and this returns [`LockError::Fenced`].
+    pub async fn fenced_txn(&self, guard: &LockGuard, ops: Vec<TxnOp>) -> Result<TxnResponse, LockError> {
+        let owner = Compare::create_revision(guard.key(), CompareOp::Equal, guard.fencing_token() as i64);
+        let txn = Txn::new().when([owner]).and_then(ops);
+        let mut client = self.client.clone();
+        let response = bounded(Backend::Etcd, "fenced txn", CALL_TIMEOUT, client.txn(txn)).await?;
+        if response.succeeded() {
+            Ok(response)
+        } else {
+            Err(LockError::Fenced { name: guard.name().to_string(), token: guard.fencing_token() })
+        }
+    }
+
+    /// The queue of lock `name`: the holder first, then the waiters in order.
+    pub async fn queue(&self, name: &str) -> Result<Vec<QueueEntry>, LockError> {
+        let mut client = self.client.clone();
+        let options = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend);
+        let response =
+            bounded(Backend::Etcd, "list lock queue", CALL_TIMEOUT, client.get(prefix(name), Some(options)))
+                .await?;
+        let mut queue = Vec::new();
+        for kv in response.kvs() {
+            let ttl_left = bounded(
+                Backend::Etcd,
+                "lease ttl",
+                CALL_TIMEOUT,
+                client.lease_time_to_live(kv.lease(), None),
+            )
+            .await
+            .ok()
+            .map(|r| r.ttl());
+            queue.push(QueueEntry {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                identity: String::from_utf8_lossy(kv.value()).into_owned(),
+                token: kv.create_revision() as u64,
+                lease: kv.lease(),
+                ttl_left,
+            });
+        }
+        Ok(queue)
+    }
+
+    /// Puts the own key and waits until every key created before it is gone.
+    async fn wait_turn(
+        &self,
+        name: &str,
+        key: &str,
+        lease: i64,
+        deadline: Instant,
+        session: &Session,
+    ) -> Result<u64, LockError> {
+        let mut client = self.client.clone();
+        let first =
+            GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
+        let enqueue = Txn::new().and_then([
+            TxnOp::put(key, self.identity.as_str(), Some(PutOptions::new().with_lease(lease))),
+            TxnOp::get(prefix(name), Some(first)),
+        ]);
+        let response = bounded(Backend::Etcd, "enqueue", remaining(deadline), client.txn(enqueue)).await?;
+        let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+        if first_key(&response).as_deref() == Some(key) {
+            return Ok(revision as u64);
+        }
+        loop {
+            // The key just before ours, and ours (it vanishes if our lease expired meanwhile:
+            // the re-check etcd added after the Jepsen analysis).
+            let before = GetOptions::new()
+                .with_prefix()
+                .with_max_create_revision(revision - 1)
+                .with_sort(SortTarget::Create, SortOrder::Descend)
+                .with_limit(1);
+            let check = Txn::new().and_then([TxnOp::get(prefix(name), Some(before)), TxnOp::get(key, None)]);
+            let response =
+                bounded(Backend::Etcd, "check queue", remaining(deadline), client.txn(check)).await?;
+            let [predecessor, own] = range_kvs(&response);
+            if own.is_empty() {
+                return Err(LockError::LostWhileWaiting {
+                    name: name.into(),
+                    reason: format!("own key {key} is gone (lease expired)"),
+                });
+            }
+            let Some((before_key, before_identity)) = predecessor.first().cloned() else {
+                return Ok(revision as u64);
+            };
+            let watch_from = response.header().map(|h| h.revision()).unwrap_or_default() + 1;
+            let options = WatchOptions::new().with_start_revision(watch_from);
+            let mut watch = bounded(
+                Backend::Etcd,
+                "watch",
+                remaining(deadline),
+                client.watch(before_key.clone(), Some(options)),
+            )
+            .await?;
+            loop {
+                tokio::select! {
+                    _ = session.lost() => {
+                        return Err(LockError::LostWhileWaiting { name: name.into(), reason: "own lease lost".into() });
+                    }
+                    _ = sleep_until(deadline) => {
+                        return Err(LockError::Timeout { name: name.into(), waited: Duration::ZERO, holder: before_identity });
+                    }
+                    message = watch.message() => match message? {
+                        Some(m) if m.events().iter().any(|e| e.event_type() == EventType::Delete) => break,
+                        Some(m) if m.canceled() => break,
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Lock for EtcdLock {
+    fn backend(&self) -> Backend {
+        Backend::Etcd
+    }
+
+    async fn acquire(&self, name: &str, options: LockOptions) -> Result<LockGuard, LockError> {
+        check_name(name)?;
+        let started = Instant::now();
+        let deadline = started + options.timeout();
+        let mut client = self.client.clone();
+        let ttl = i64::from(options.ttl_seconds());
+        let grant =
+            bounded(Backend::Etcd, "lease grant", remaining(deadline), client.lease_grant(ttl, None)).await?;
+        let lease = grant.id();
+        // From here on the lease is kept alive (also while waiting) and revoked when this
+        // function fails or times out: a dead waiter's key must not block those behind it.
+        let session = Session::start(EtcdRenewal { client, lease, stream: None }, &options, started, name);
+        let key = format!("{}{lease:x}", prefix(name));
+        let token = match self.wait_turn(name, &key, lease, deadline, &session).await {
+            Ok(token) => token,
+            Err(LockError::Timeout { name, holder, .. }) => {
+                return Err(LockError::Timeout { name, waited: started.elapsed(), holder });
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(session.into_guard(Held {
+            name: name.to_string(),
+            key,
+            token,
+            backend: Backend::Etcd,
+            waited: started.elapsed(),
+        }))
+    }
+}
+
+struct EtcdRenewal {
+    client: Client,
+    lease: i64,
+    stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+}
+
+impl Renewal for EtcdRenewal {
+    async fn renew(&mut self) -> Result<bool, LockError> {
+        if self.stream.is_none() {
+            self.stream = Some(self.client.lease_keep_alive(self.lease).await?);
+        }
+        let Some((keeper, stream)) = self.stream.as_mut() else { return Ok(false) };
+        let answer = async {
+            keeper.keep_alive().await?;
+            stream.message().await
+        }
+        .await;
+        match answer {
+            Ok(Some(response)) => Ok(response.ttl() > 0),
+            Ok(None) => {
+                self.stream = None;
+                Err(LockError::Invalid("keep-alive stream closed".into()))
+            }
+            Err(e) => {
+                self.stream = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn release(&mut self) -> Result<(), LockError> {
+        self.stream = None;
+        match bounded(Backend::Etcd, "lease revoke", CALL_TIMEOUT, self.client.lease_revoke(self.lease)).await
+        {
+            Err(LockError::Etcd(e)) if e.to_string().contains("lease not found") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+}
+
+fn prefix(name: &str) -> String {
+    format!("{name}/")
+}
+
+fn check_name(name: &str) -> Result<(), LockError> {
+    if name.is_empty() || name.len() > 1024 || name.ends_with('/') {
+        return Err(LockError::InvalidName {
+            name: name.into(),
+            reason: "must be 1–1024 bytes and not end with '/'".into(),
+        });
+    }
+    Ok(())
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+}
+
+fn first_key(response: &TxnResponse) -> Option<String> {
+    response.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(get) => get.kvs().first().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()),
+        _ => None,
+    })
+}
+
+/// The (key, value) pairs of the first two range results of a transaction.
+fn range_kvs(response: &TxnResponse) -> [Vec<(String, String)>; 2] {
+    let mut ranges = response.op_responses().into_iter().filter_map(|op| match op {
+        TxnOpResponse::Get(get) => Some(
+            get.kvs()
+                .iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(kv.key()).into_owned(),
+                        String::from_utf8_lossy(kv.value()).into_owned(),
+                    )
+                })
+                .collect(),
+        ),
+        _ => None,
+    });
+    [ranges.next().unwrap_or_default(), ranges.next().unwrap_or_default()]
+}

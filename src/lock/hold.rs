@@ -1,0 +1,224 @@
+//! What every backend shares once it holds a lease: renew at an interval, declare the lock
+//! lost when no renewal succeeded before the deadline, release on request or drop.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, LockError, LockGuard, LockOptions};
+
+/// Default keep-alive interval: a third of the TTL, so two renewals can fail before expiry.
+pub fn renew_interval(ttl_seconds: u32) -> Duration {
+    Duration::from_secs(ttl_seconds.into()) / 3
+}
+
+/// How long after the *sending* of the last successful renewal the holder still trusts its
+/// lease: the TTL minus a margin (a tenth of it, at least 200 ms). The server counts from
+/// when it received the renewal, which is later, so the holder gives up first.
+pub fn lost_deadline(ttl: Duration) -> Duration {
+    let margin = (ttl / 10).max(Duration::from_millis(200));
+    ttl.saturating_sub(margin)
+}
+
+/// A backend's renew and release calls for one held lease.
+pub(crate) trait Renewal: Send + 'static {
+    /// One renewal; `Ok(false)` means the lease is gone for good.
+    fn renew(&mut self) -> impl Future<Output = Result<bool, LockError>> + Send;
+    /// Gives the lock up; must be bounded in time.
+    fn release(&mut self) -> impl Future<Output = Result<(), LockError>> + Send;
+}
+
+/// A lease being kept alive by a background task.
+pub(crate) struct Session {
+    lost: CancellationToken,
+    release: oneshot::Sender<()>,
+    released: oneshot::Receiver<Result<(), LockError>>,
+}
+
+pub(crate) struct Held {
+    pub name: String,
+    pub key: String,
+    pub token: u64,
+    pub backend: Backend,
+    pub waited: Duration,
+}
+
+impl Session {
+    /// Starts keeping the lease alive; `renewed_at` is when the request that created or last
+    /// renewed the lease was sent.
+    pub fn start(renewal: impl Renewal, options: &LockOptions, renewed_at: Instant, name: &str) -> Self {
+        let lost = CancellationToken::new();
+        let (release, release_rx) = oneshot::channel();
+        let (released_tx, released) = oneshot::channel();
+        let timing = Timing { interval: options.renew_interval(), deadline: lost_deadline(options.ttl()) };
+        tokio::spawn(hold(
+            renewal,
+            timing,
+            renewed_at,
+            lost.clone(),
+            release_rx,
+            released_tx,
+            name.to_string(),
+        ));
+        Self { lost, release, released }
+    }
+
+    #[cfg(test)]
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    pub async fn lost(&self) {
+        self.lost.cancelled().await
+    }
+
+    pub fn into_guard(self, held: Held) -> LockGuard {
+        LockGuard {
+            name: held.name,
+            key: held.key,
+            token: held.token,
+            backend: held.backend,
+            waited: held.waited,
+            lost: self.lost,
+            release: Some(self.release),
+            released: Some(self.released),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Timing {
+    interval: Duration,
+    deadline: Duration,
+}
+
+enum Ended {
+    Released,
+    Lost(String),
+}
+
+async fn hold(
+    mut renewal: impl Renewal,
+    timing: Timing,
+    mut renewed_at: Instant,
+    lost: CancellationToken,
+    mut release: oneshot::Receiver<()>,
+    released: oneshot::Sender<Result<(), LockError>>,
+    name: String,
+) {
+    let mut next = renewed_at + timing.interval;
+    let ended = loop {
+        let deadline = renewed_at + timing.deadline;
+        // Checked first: after a pause (SIGSTOP, a long GC) every timer is due at once.
+        if Instant::now() >= deadline {
+            break Ended::Lost(format!("no successful keep-alive within {:?}", timing.deadline));
+        }
+        tokio::select! {
+            biased;
+            _ = &mut release => break Ended::Released,
+            _ = sleep_until(deadline) => {}
+            _ = sleep_until(next) => {
+                let sent = Instant::now();
+                match timeout(deadline.saturating_duration_since(sent), renewal.renew()).await {
+                    Ok(Ok(true)) => {
+                        renewed_at = sent;
+                        next = sent + timing.interval;
+                    }
+                    Ok(Ok(false)) => break Ended::Lost("the lease is gone".into()),
+                    Ok(Err(e)) => {
+                        tracing::warn!(lock = %name, error = %e, "keep-alive failed; retrying");
+                        next = Instant::now() + (timing.interval / 4).max(Duration::from_millis(100));
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    };
+    let result = match ended {
+        Ended::Released => renewal.release().await,
+        Ended::Lost(reason) => {
+            lost.cancel();
+            tracing::warn!(lock = %name, %reason, "lock lost");
+            // Best effort, so that waiters need not wait for the server-side expiry.
+            let _ = renewal.release().await;
+            Ok(())
+        }
+    };
+    let _ = released.send(result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_leaves_a_margin_before_the_ttl() {
+        assert_eq!(lost_deadline(Duration::from_secs(2)), Duration::from_millis(1800));
+        assert_eq!(lost_deadline(Duration::from_secs(10)), Duration::from_secs(9));
+        assert_eq!(renew_interval(15), Duration::from_secs(5));
+    }
+
+    struct Scripted {
+        answers: Vec<Result<bool, LockError>>,
+        released: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Renewal for Scripted {
+        async fn renew(&mut self) -> Result<bool, LockError> {
+            if self.answers.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            self.answers.remove(0)
+        }
+        async fn release(&mut self) -> Result<(), LockError> {
+            self.released.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn session(
+        answers: Vec<Result<bool, LockError>>,
+    ) -> (Session, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let options = LockOptions::new(3, Duration::from_secs(1)).unwrap();
+        let renewal = Scripted { answers, released: released.clone() };
+        (Session::start(renewal, &options, Instant::now(), "test"), released)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_keep_the_lock_and_a_hung_renewal_loses_it() {
+        // Three good renewals (1 s apart), then the backend hangs.
+        let (session, released) = session(vec![Ok(true), Ok(true), Ok(true)]);
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert!(!session.is_lost(), "renewed at 1, 2 and 3 s: still held at 3.5 s");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(session.is_lost(), "no renewal since 3 s, deadline 2.7 s later");
+        tokio::task::yield_now().await;
+        assert!(released.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_reported_gone_is_lost_at_once() {
+        let (session, _) = session(vec![Ok(false)]);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(session.is_lost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_guard_releases() {
+        let (session, released) = session(vec![]);
+        let guard = session.into_guard(Held {
+            name: "n".into(),
+            key: "k".into(),
+            token: 1,
+            backend: Backend::Etcd,
+            waited: Duration::ZERO,
+        });
+        drop(guard);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(released.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}

@@ -1,0 +1,289 @@
+//! Distributed locks with fencing tokens: one interface, two backends.
+//!
+//! - [`etcd::EtcdLock`]: a lease per acquisition and the key layout of etcd's lock service
+//!   (`NAME/<lease-hex>`, lowest create revision holds), so it excludes `etcdctl lock NAME`.
+//!   The token is the lock key's create revision; [`etcd::EtcdLock::fenced_txn`] commits only
+//!   while that key still exists with that revision.
+//! - [`lease::LeaseLock`]: a `coordination.k8s.io/v1` Lease with client-go's conventions.
+//!   The token is `leaseTransitions`, which every acquisition increments.
+//!
+//! An acquisition returns a [`LockGuard`]. A background task keeps the lease alive at a
+//! fraction of the TTL; when no renewal succeeds before the deadline, the guard's
+//! [`LockGuard::lost`] fires. Dropping the guard releases the lock in the background.
+
+pub mod etcd;
+mod hold;
+pub mod lease;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+pub use hold::{lost_deadline, renew_interval};
+
+/// Which lock implementation a caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Etcd,
+    Lease,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Etcd => "etcd",
+            Backend::Lease => "lease",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Bounds a lock's TTL must stay within.
+pub const MIN_TTL_SECONDS: u32 = 2;
+pub const MAX_TTL_SECONDS: u32 = 300;
+/// Longest an acquisition may wait.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How long a lock lives without renewal, and how long an acquisition may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockOptions {
+    ttl_seconds: u32,
+    timeout: Duration,
+    renew_interval: Duration,
+}
+
+impl LockOptions {
+    /// Validates the TTL (2–300 s) and timeout (more than 0, at most an hour); the
+    /// keep-alive interval defaults to a third of the TTL.
+    pub fn new(ttl_seconds: u32, timeout: Duration) -> Result<Self, LockError> {
+        if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
+            return Err(LockError::Invalid(format!(
+                "ttl must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS} seconds, got {ttl_seconds}"
+            )));
+        }
+        if timeout.is_zero() || timeout > MAX_TIMEOUT {
+            return Err(LockError::Invalid(format!(
+                "timeout must be more than 0 and at most {}s, got {timeout:?}",
+                MAX_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Self { ttl_seconds, timeout, renew_interval: renew_interval(ttl_seconds) })
+    }
+
+    /// Renews every `interval` instead; it must leave time for a retry before the deadline.
+    pub fn with_renew_interval(mut self, interval: Duration) -> Result<Self, LockError> {
+        let deadline = lost_deadline(self.ttl());
+        if interval.is_zero() || interval * 2 > deadline {
+            return Err(LockError::Invalid(format!(
+                "keep-alive interval must be more than 0 and at most half of {deadline:?} \
+                 (the TTL minus a safety margin), got {interval:?}"
+            )));
+        }
+        self.renew_interval = interval;
+        Ok(self)
+    }
+
+    pub fn ttl_seconds(&self) -> u32 {
+        self.ttl_seconds
+    }
+
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_seconds.into())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn renew_interval(&self) -> Duration {
+        self.renew_interval
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("invalid lock options: {0}")]
+    Invalid(String),
+    #[error("invalid lock name {name:?}: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("timed out after {waited:?} waiting for lock {name} (held by {holder})")]
+    Timeout { name: String, waited: Duration, holder: String },
+    #[error("{backend} did not answer within {after:?} ({during})")]
+    Unresponsive { backend: Backend, during: &'static str, after: Duration },
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("lock {name} was lost while waiting for it: {reason}")]
+    LostWhileWaiting { name: String, reason: String },
+    #[error("fenced write rejected: lock {name} with token {token} is no longer held")]
+    Fenced { name: String, token: u64 },
+}
+
+impl LockError {
+    /// True when the lock service could not be reached or did not answer; the caller may
+    /// retry later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, LockError::Unresponsive { .. } | LockError::Etcd(_) | LockError::Kube(_))
+    }
+}
+
+/// A lock implementation. Every acquisition gets its own lease and a fencing token that
+/// is larger than every earlier token of the same lock name.
+pub trait Lock: Send + Sync {
+    fn backend(&self) -> Backend;
+
+    /// Waits (watch-driven) until the lock is held or `options.timeout()` passes.
+    fn acquire(
+        &self,
+        name: &str,
+        options: LockOptions,
+    ) -> impl Future<Output = Result<LockGuard, LockError>> + Send;
+}
+
+/// A held lock. Dropping it releases the lock in the background; [`LockGuard::release`]
+/// releases and waits for the outcome.
+#[derive(Debug)]
+pub struct LockGuard {
+    name: String,
+    key: String,
+    token: u64,
+    backend: Backend,
+    waited: Duration,
+    lost: CancellationToken,
+    release: Option<oneshot::Sender<()>>,
+    released: Option<oneshot::Receiver<Result<(), LockError>>>,
+}
+
+impl LockGuard {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The backend's own key: `NAME/<lease-hex>` for etcd, `namespace/name` for a Lease.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Strictly increasing over all acquisitions of one lock name.
+    pub fn fencing_token(&self) -> u64 {
+        self.token
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// How long the acquisition waited.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// Completes when the lock is lost (renewal failed past its deadline, or the lease is
+    /// gone). After that, fenced writes with this guard's token fail.
+    pub fn lost(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.lost.clone().cancelled_owned()
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Releases the lock and waits until the backend confirmed it (or it was lost).
+    pub async fn release(mut self) -> Result<(), LockError> {
+        if let Some(tx) = self.release.take() {
+            let _ = tx.send(());
+        }
+        match self.released.take() {
+            Some(rx) => rx.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // The holder task sees the closed channel and releases.
+        self.release.take();
+    }
+}
+
+/// A process identity that never repeats: `base-<8 hex digits>`. A restarted process must
+/// not mistake a lock held by its previous life for its own.
+pub fn unique_identity(base: &str) -> String {
+    let mut bytes = [0u8; 4];
+    // getrandom fails only on exotic platforms; fall back to time and pid, still unique enough.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        bytes = (nanos ^ std::process::id()).to_be_bytes();
+    }
+    format!("{base}-{:08x}", u32::from_be_bytes(bytes))
+}
+
+/// The host or pod name, for default identities.
+pub fn host_name() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "lockguard".to_string())
+}
+
+/// Runs `call` with a deadline; a call that does not answer becomes `Unresponsive`.
+pub(crate) async fn bounded<T, E>(
+    backend: Backend,
+    during: &'static str,
+    limit: Duration,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, LockError>
+where
+    LockError: From<E>,
+{
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(LockError::from),
+        Err(_) => Err(LockError::Unresponsive { backend, during, after: limit }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_reject_out_of_range_ttl_and_timeout() {
+        assert!(LockOptions::new(1, Duration::from_secs(5)).is_err());
+        assert!(LockOptions::new(301, Duration::from_secs(5)).is_err());
+        assert!(LockOptions::new(10, Duration::ZERO).is_err());
+        assert!(LockOptions::new(10, Duration::from_secs(3601)).is_err());
+        let ok = LockOptions::new(9, Duration::from_secs(5)).unwrap();
+        assert_eq!(ok.renew_interval(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn renew_interval_must_leave_room_before_the_deadline() {
+        let options = LockOptions::new(10, Duration::from_secs(5)).unwrap();
+        assert!(options.with_renew_interval(Duration::from_secs(9)).is_err());
+        assert!(options.with_renew_interval(Duration::ZERO).is_err());
+        assert!(options.with_renew_interval(Duration::from_secs(2)).is_ok());
+    }
+
+    #[test]
+    fn identities_do_not_repeat() {
+        let a = unique_identity("replica");
+        let b = unique_identity("replica");
+        assert!(a.starts_with("replica-") && a.len() == "replica-".len() + 8);
+        assert_ne!(a, b);
+    }
+}

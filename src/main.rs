@@ -1,0 +1,45 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lockguard::cli;
+use lockguard::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "lockguard",
+    version,
+    about = "A Kubernetes operator that takes a fenced distributed lock before it mutates shared state"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator (not yet: the operator issue).
+    Run,
+    /// Print the CustomResourceDefinitions (not yet: the operator issue).
+    Crd,
+    /// Wait for a lock, then run COMMAND while holding it, or hold until Ctrl-C.
+    Lock(cli::lock::LockArgs),
+    /// List the holder and waiters of a lock.
+    Locks(cli::lock::LocksArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Lock(args) => cli::lock::lock(args).await,
+        Command::Locks(args) => cli::lock::locks(args).await,
+        Command::Run | Command::Crd => {
+            eprintln!("lockguard: not yet implemented (see the open operator issue)");
+            ExitCode::from(cli::lock::EXIT_ERROR)
+        }
+    }
+}
