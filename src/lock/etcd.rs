@@ -105,8 +105,7 @@ impl EtcdLock {
     /// the guard's create revision (the Go client's `Mutex.IsOwner()`); otherwise the write
     /// is rejected by etcd itself and this returns [`LockError::Fenced`].
     pub async fn fenced_txn(&self, guard: &LockGuard, ops: Vec<TxnOp>) -> Result<TxnResponse, LockError> {
-        let owner = Compare::create_revision(guard.key(), CompareOp::Equal, guard.fencing_token() as i64);
-        let txn = Txn::new().when([owner]).and_then(ops);
+        let txn = Txn::new().when([fence(guard.key(), guard.fencing_token())]).and_then(ops);
         let mut client = self.client.clone();
         let response = bounded(Backend::Etcd, "fenced txn", CALL_TIMEOUT, client.txn(txn)).await?;
         if response.succeeded() {
@@ -289,6 +288,12 @@ impl Renewal for EtcdRenewal {
             other => other.map(drop),
         }
     }
+}
+
+/// The compare that makes a transaction commit only while the lock key `key` still exists
+/// with create revision `token`.
+pub fn fence(key: &str, token: u64) -> Compare {
+    Compare::create_revision(key, CompareOp::Equal, token as i64)
 }
 
 fn prefix(name: &str) -> String {

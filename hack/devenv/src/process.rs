@@ -46,25 +46,7 @@ impl Process {
         let out = File::options().create(true).append(true).open(log)?;
         let mut command = Command::new(program);
         command.args(args).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The harness may have died between fork and prctl.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-        let (tx, rx) = mpsc::channel();
-        spawner().send((command, tx)).map_err(|_| io::Error::other("devenv spawner thread is gone"))?;
-        let child = rx
-            .recv()
-            .map_err(|_| io::Error::other("devenv spawner thread is gone"))?
+        let child = spawn_tied(command)
             .map_err(|e| io::Error::new(e.kind(), format!("start {}: {e}", program.display())))?;
         Ok(Self { name: name.to_string(), child, log: log.to_path_buf() })
     }
@@ -128,6 +110,28 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Spawns `command` so that it is SIGKILLed when this process dies.
+pub fn spawn_tied(mut command: Command) -> io::Result<Child> {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The harness may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    let gone = || io::Error::other("devenv spawner thread is gone");
+    spawner().send((command, tx)).map_err(|_| gone())?;
+    rx.recv().map_err(|_| gone())?
 }
 
 pub(crate) fn tail(path: &Path, lines: usize) -> String {

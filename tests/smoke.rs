@@ -1,0 +1,136 @@
+//! The local control plane and etcd are real: what the other tests rely on.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, PostParams};
+use support::{etcd_client, kube_client, lock_etcd, namespace, shared};
+
+const WIDGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.smoke.lockguard.dev
+spec:
+  group: smoke.lockguard.dev
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer, minimum: 1}
+"#;
+
+fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut command = shared().control_plane.kubectl().expect("bin/kubectl");
+    command.args(args).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("run kubectl");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("kubectl output")
+}
+
+#[tokio::test]
+async fn crd_applied_with_kubectl_is_served_and_read_back_with_kube() {
+    let applied = kubectl(&["apply", "-f", "-"], Some(WIDGET_CRD));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let established = kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/widgets.smoke.lockguard.dev"], None);
+    assert!(established.status.success(), "{}", String::from_utf8_lossy(&established.stderr));
+
+    let ns = namespace("smoke").await;
+    let widget = "apiVersion: smoke.lockguard.dev/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 3}\n";
+    let created = kubectl(&["apply", "-n", &ns, "-f", "-"], Some(widget));
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let invalid = kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&widget.replace("size: 3", "size: 0")));
+    assert!(!invalid.status.success(), "the schema's minimum must be enforced by the server");
+
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("smoke.lockguard.dev", "v1", "Widget"));
+    let widgets: Api<DynamicObject> = Api::namespaced_with(kube_client().await, &ns, &resource);
+    let read = widgets.get("w1").await.expect("read the widget back");
+    assert_eq!(read.data["spec"]["size"], 3);
+}
+
+#[tokio::test]
+async fn a_lease_written_twice_from_one_resource_version_conflicts() {
+    let ns = namespace("smoke").await;
+    let leases: Api<Lease> = Api::namespaced(kube_client().await, &ns);
+    let lease = Lease {
+        metadata: ObjectMeta { name: Some("l".into()), ..Default::default() },
+        spec: Some(LeaseSpec { holder_identity: Some("a".into()), ..Default::default() }),
+    };
+    let created = leases.create(&PostParams::default(), &lease).await.expect("create lease");
+    let mut first = created.clone();
+    first.spec.as_mut().expect("spec").holder_identity = Some("b".into());
+    leases.replace("l", &PostParams::default(), &first).await.expect("first update");
+    let mut second = created;
+    second.spec.as_mut().expect("spec").holder_identity = Some("c".into());
+    match leases.replace("l", &PostParams::default(), &second).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 409, "{e:?}"),
+        other => panic!("expected 409 Conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn standalone_etcd_serves_put_get_and_leases() {
+    let mut etcd = etcd_client(&lock_etcd()).await;
+    let key = support::unique("smoke/key");
+    etcd.put(key.as_str(), "value", None).await.expect("put");
+    let got = etcd.get(key.as_str(), None).await.expect("get");
+    assert_eq!(got.kvs()[0].value(), b"value");
+    let lease = etcd.lease_grant(5, None).await.expect("grant");
+    assert_eq!(lease.ttl(), 5);
+    let ttl = etcd.lease_time_to_live(lease.id(), None).await.expect("ttl");
+    assert!(ttl.ttl() > 0 && ttl.ttl() <= 5);
+}
+
+#[tokio::test]
+async fn a_service_account_kubeconfig_has_exactly_its_rbac() {
+    let ns = namespace("smoke-sa").await;
+    let setup = format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: reader, namespace: {ns}}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: lease-reader, namespace: {ns}}}\n\
+         rules: [{{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, list]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: reader, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: lease-reader}}\n\
+         subjects: [{{kind: ServiceAccount, name: reader, namespace: {ns}}}]\n"
+    );
+    let applied = kubectl(&["apply", "-f", "-"], Some(&setup));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let path = shared().control_plane.service_account_kubeconfig(&ns, "reader").await.expect("token kubeconfig");
+    let client = devenv::client_for(&path).await.expect("client");
+    let leases: Api<Lease> = Api::namespaced(client, &ns);
+    leases.list(&Default::default()).await.expect("list is granted");
+    let lease = Lease { metadata: ObjectMeta { name: Some("x".into()), ..Default::default() }, ..Default::default() };
+    match leases.create(&PostParams::default(), &lease).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{e:?}"),
+        other => panic!("create must be forbidden, got {other:?}"),
+    }
+}
+
+#[test]
+fn harness_processes_die_with_their_owner() {
+    // A child of a short-lived helper thread must survive that thread (the spawner thread
+    // owns PDEATHSIG), and die when killed through the harness.
+    let dir = devenv::run_dir("smoke").expect("run dir");
+    let mut etcd = std::thread::spawn(move || devenv::etcd::start_single(&dir, "smoke-etcd").expect("etcd"))
+        .join()
+        .expect("thread");
+    std::thread::sleep(Duration::from_millis(300));
+    etcd.wait_healthy(Duration::from_secs(5)).expect("still healthy after its starter thread ended");
+    let pid = etcd.pid().expect("pid") as i32;
+    drop(etcd);
+    // SAFETY: signal 0 only checks existence.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "etcd must be gone after drop");
+}
