@@ -34,7 +34,11 @@ spec:
 fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;
     let mut command = shared().control_plane.kubectl().expect("bin/kubectl");
-    command.args(args).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    command
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = command.spawn().expect("run kubectl");
     if let Some(input) = stdin {
         child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
@@ -46,7 +50,10 @@ fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
 async fn crd_applied_with_kubectl_is_served_and_read_back_with_kube() {
     let applied = kubectl(&["apply", "-f", "-"], Some(WIDGET_CRD));
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
-    let established = kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/widgets.smoke.lockguard.dev"], None);
+    let established = kubectl(
+        &["wait", "--for=condition=Established", "--timeout=30s", "crd/widgets.smoke.lockguard.dev"],
+        None,
+    );
     assert!(established.status.success(), "{}", String::from_utf8_lossy(&established.stderr));
 
     let ns = namespace("smoke").await;
@@ -108,11 +115,13 @@ async fn a_service_account_kubeconfig_has_exactly_its_rbac() {
     );
     let applied = kubectl(&["apply", "-f", "-"], Some(&setup));
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
-    let path = shared().control_plane.service_account_kubeconfig(&ns, "reader").await.expect("token kubeconfig");
+    let path =
+        shared().control_plane.service_account_kubeconfig(&ns, "reader").await.expect("token kubeconfig");
     let client = devenv::client_for(&path).await.expect("client");
     let leases: Api<Lease> = Api::namespaced(client, &ns);
     leases.list(&Default::default()).await.expect("list is granted");
-    let lease = Lease { metadata: ObjectMeta { name: Some("x".into()), ..Default::default() }, ..Default::default() };
+    let lease =
+        Lease { metadata: ObjectMeta { name: Some("x".into()), ..Default::default() }, ..Default::default() };
     match leases.create(&PostParams::default(), &lease).await {
         Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{e:?}"),
         other => panic!("create must be forbidden, got {other:?}"),

@@ -26,8 +26,14 @@ pub async fn kube_client() -> kube::Client {
 /// Creates a fresh namespace for one test.
 pub async fn namespace(prefix: &str) -> String {
     let name = unique(prefix);
-    let ns = Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
-    Api::<Namespace>::all(kube_client().await).create(&PostParams::default(), &ns).await.expect("create namespace");
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(kube_client().await)
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
     name
 }
 
@@ -74,7 +80,8 @@ impl Cli {
 
     /// Waits until the process printed its key and token: `(key, token)`.
     pub fn held(&self, timeout: Duration) -> (String, u64) {
-        let key = self.line(timeout).unwrap_or_else(|| panic!("no lock key printed; stderr: {}", self.stderr()));
+        let key =
+            self.line(timeout).unwrap_or_else(|| panic!("no lock key printed; stderr: {}", self.stderr()));
         let token = self.line(timeout).expect("token line");
         let token = token.strip_prefix("token: ").and_then(|t| t.parse().ok()).expect("token: N");
         (key, token)
