@@ -382,3 +382,65 @@ fn bad_options_are_rejected_with_a_clear_message() {
     let error = LockOptions::new(1, Duration::from_secs(1)).expect_err("ttl 1");
     assert!(error.to_string().contains("ttl must be between 2 and 300"), "{error}");
 }
+
+#[tokio::test]
+async fn a_timed_out_waiter_leaves_nothing_in_the_queue() {
+    let name = unique("withdraw");
+    let holder = etcd_lock().await;
+    let guard = holder.acquire(&name, options(5, 2_000)).await.expect("holder");
+    let waiter = etcd_lock().await;
+    assert!(matches!(waiter.acquire(&name, options(5, 500)).await, Err(LockError::Timeout { .. })));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queue = holder.queue(&name).await.expect("queue");
+    assert_eq!(queue.len(), 1, "only the holder is left: {queue:?}");
+    assert_eq!(queue[0].key, guard.key());
+}
+
+#[tokio::test]
+async fn cli_reports_timeout_with_its_own_exit_code_and_lists_the_queue() {
+    let name = unique("cli");
+    let holder = Cli::lock(&[&name, "--identity", "shell-user"]);
+    let (key, token) = holder.held(Duration::from_secs(10));
+    let mut waiter = Cli::lock(&[&name, "--timeout", "1"]);
+    let status = waiter.wait(Duration::from_secs(5)).expect("the waiter gives up");
+    assert_eq!(status.code(), Some(3), "exit code 3 = timeout");
+    assert!(waiter.stderr().contains("timed out"), "{}", waiter.stderr());
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lockguard"))
+        .args(["locks", &name, "--etcd-endpoints", &lock_etcd()])
+        .output()
+        .expect("lockguard locks");
+    let table = String::from_utf8_lossy(&output.stdout);
+    let row = table.lines().find(|l| l.starts_with("holder")).expect("a holder row");
+    assert!(row.contains(&key) && row.contains("shell-user") && row.contains(&token.to_string()), "{table}");
+}
+
+#[tokio::test]
+async fn cli_runs_the_command_with_key_and_token_and_exits_with_its_status() {
+    let name = unique("cli-run");
+    let mut cli = Cli::lock(&[&name, "--", "sh", "-c", "echo \"$LOCKGUARD_LOCK_KEY $LOCKGUARD_FENCING_TOKEN\"; exit 7"]);
+    let line = cli.line(Duration::from_secs(10)).expect("the command ran");
+    let (key, token) = line.split_once(' ').expect("key and token");
+    assert!(key.starts_with(&format!("{name}/")), "{line}");
+    assert!(token.parse::<u64>().is_ok_and(|t| t > 0), "{line}");
+    assert_eq!(cli.wait(Duration::from_secs(5)).and_then(|s| s.code()), Some(7));
+    // Released on exit: the lock is free at once.
+    let guard = etcd_lock().await.acquire(&name, options(5, 500)).await;
+    assert!(guard.is_ok(), "released when the command exited: {guard:?}");
+}
+
+#[tokio::test]
+async fn cli_stops_the_command_when_the_lock_is_lost() {
+    let name = unique("cli-lost");
+    let mut cli = Cli::lock(&[&name, "--ttl", "3", "--", "sh", "-c", "echo $$ $LOCKGUARD_LOCK_KEY; exec sleep 60"]);
+    let line = cli.line(Duration::from_secs(10)).expect("the command ran");
+    let (pid, key) = line.split_once(' ').expect("pid and key");
+    let pid: i32 = pid.parse().expect("pid");
+    let lease = i64::from_str_radix(key.rsplit('/').next().expect("lease hex"), 16).expect("hex lease id");
+    // The lease is revoked behind the holder's back (an admin, or etcd expiring it).
+    etcd_client(&lock_etcd()).await.lease_revoke(lease).await.expect("revoke");
+    let status = cli.wait(Duration::from_secs(5)).expect("lockguard notices at its next keep-alive");
+    assert_eq!(status.code(), Some(4), "exit code 4 = lock lost; stderr: {}", cli.stderr());
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the command must not keep running without the lock");
+}

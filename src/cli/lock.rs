@@ -94,8 +94,41 @@ pub async fn lock(args: LockArgs) -> ExitCode {
     }
 }
 
+/// SIGINT and SIGTERM, installed before anything is held so neither can kill the process
+/// while it holds a lock.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    }
+
+    /// The exit code for the signal that arrived: 130 for SIGINT, 143 for SIGTERM.
+    async fn recv(&mut self) -> u8 {
+        tokio::select! {
+            _ = self.interrupt.recv() => 130,
+            _ = self.terminate.recv() => 143,
+        }
+    }
+}
+
 async fn hold(lock: impl Lock, args: &LockArgs, options: LockOptions) -> ExitCode {
-    let guard = match lock.acquire(&args.name, options).await {
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lockguard: cannot install signal handlers: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let acquired = tokio::select! {
+        acquired = lock.acquire(&args.name, options) => acquired,
+        // Dropping the acquisition withdraws from the queue.
+        code = signals.recv() => return ExitCode::from(code),
+    };
+    let guard = match acquired {
         Ok(g) => g,
         Err(e @ LockError::Timeout { .. }) => {
             eprintln!("lockguard: {e}");
@@ -103,10 +136,17 @@ async fn hold(lock: impl Lock, args: &LockArgs, options: LockOptions) -> ExitCod
         }
         Err(e) => return fail(e),
     };
-    tracing::info!(lock = %args.name, key = guard.key(), token = guard.fencing_token(), waited_ms = guard.waited().as_millis() as u64, backend = %lock.backend(), "acquired");
+    tracing::info!(
+        lock = %args.name,
+        key = guard.key(),
+        token = guard.fencing_token(),
+        waited_ms = guard.waited().as_millis() as u64,
+        backend = %lock.backend(),
+        "acquired"
+    );
     let code = match args.command.split_first() {
-        Some((program, rest)) => run_command(&guard, program, rest).await,
-        None => wait_for_signal(&guard).await,
+        Some((program, rest)) => run_command(&guard, program, rest, &mut signals).await,
+        None => hold_until_signal(&guard, &mut signals).await,
     };
     if let Err(e) = guard.release().await {
         eprintln!("lockguard: release: {e}");
@@ -114,7 +154,7 @@ async fn hold(lock: impl Lock, args: &LockArgs, options: LockOptions) -> ExitCod
     code
 }
 
-async fn run_command(guard: &LockGuard, program: &str, args: &[String]) -> ExitCode {
+async fn run_command(guard: &LockGuard, program: &str, args: &[String], signals: &mut Signals) -> ExitCode {
     let mut child = match Command::new(program)
         .args(args)
         .env("LOCKGUARD_LOCK_KEY", guard.key())
@@ -128,11 +168,6 @@ async fn run_command(guard: &LockGuard, program: &str, args: &[String]) -> ExitC
             return ExitCode::from(127);
         }
     };
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        eprintln!("lockguard: cannot install signal handlers");
-        return ExitCode::from(EXIT_ERROR);
-    };
     let pid = child.id();
     tokio::select! {
         status = child.wait() => match status {
@@ -144,17 +179,16 @@ async fn run_command(guard: &LockGuard, program: &str, args: &[String]) -> ExitC
         },
         _ = guard.lost() => {
             // Unlike `etcdctl lock`, never leave the command running without the lock.
-            eprintln!("lockguard: lock {} lost (keep-alive failed past its deadline); stopping {program}", guard.name());
+            eprintln!(
+                "lockguard: lock {} lost (keep-alive failed past its deadline); stopping {program}",
+                guard.name()
+            );
             stop(&mut child, pid).await;
             ExitCode::from(EXIT_LOST)
         }
-        _ = int.recv() => {
+        code = signals.recv() => {
             stop(&mut child, pid).await;
-            ExitCode::from(130)
-        }
-        _ = term.recv() => {
-            stop(&mut child, pid).await;
-            ExitCode::from(143)
+            ExitCode::from(code)
         }
     }
 }
@@ -170,17 +204,12 @@ async fn stop(child: &mut tokio::process::Child, pid: Option<u32>) {
     }
 }
 
-async fn wait_for_signal(guard: &LockGuard) -> ExitCode {
+/// Without a command: print the key and token, hold until SIGINT/SIGTERM (exit 0).
+async fn hold_until_signal(guard: &LockGuard, signals: &mut Signals) -> ExitCode {
     println!("{}", guard.key());
     println!("token: {}", guard.fencing_token());
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        eprintln!("lockguard: cannot install signal handlers");
-        return ExitCode::from(EXIT_ERROR);
-    };
     tokio::select! {
-        _ = int.recv() => ExitCode::SUCCESS,
-        _ = term.recv() => ExitCode::SUCCESS,
+        _ = signals.recv() => ExitCode::SUCCESS,
         _ = guard.lost() => {
             eprintln!("lockguard: lock {} lost (keep-alive failed past its deadline)", guard.name());
             ExitCode::from(EXIT_LOST)

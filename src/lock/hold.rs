@@ -27,8 +27,17 @@ pub fn lost_deadline(ttl: Duration) -> Duration {
 pub(crate) trait Renewal: Send + 'static {
     /// One renewal; `Ok(false)` means the lease is gone for good.
     fn renew(&mut self) -> impl Future<Output = Result<bool, LockError>> + Send;
-    /// Gives the lock up; must be bounded in time.
+    /// Gives the lock up (waiters may proceed once it returns); must be bounded in time.
     fn release(&mut self) -> impl Future<Output = Result<(), LockError>> + Send;
+    /// Tidies up after the release was reported, off the caller's critical path.
+    /// `clean` carries when the last renewal was sent if a guard was released without loss.
+    fn cleanup(self, clean: Option<Instant>) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        let _ = clean;
+        async {}
+    }
 }
 
 /// A lease being kept alive by a background task.
@@ -96,10 +105,13 @@ struct Timing {
 }
 
 enum Ended {
-    Released,
+    Released { by_guard: bool },
     Lost(String),
 }
 
+/// Ends when the guard is released (explicitly or by drop: a sent signal), when a session
+/// is dropped before it became a guard (a failed acquisition: a closed channel), or when
+/// the lease is lost.
 async fn hold(
     mut renewal: impl Renewal,
     timing: Timing,
@@ -118,7 +130,7 @@ async fn hold(
         }
         tokio::select! {
             biased;
-            _ = &mut release => break Ended::Released,
+            signal = &mut release => break Ended::Released { by_guard: signal.is_ok() },
             _ = sleep_until(deadline) => {}
             _ = sleep_until(next) => {
                 let sent = Instant::now();
@@ -137,17 +149,22 @@ async fn hold(
             }
         }
     };
-    let result = match ended {
-        Ended::Released => renewal.release().await,
+    let (result, clean) = match ended {
+        Ended::Released { by_guard } => {
+            let result = renewal.release().await;
+            let clean = (by_guard && result.is_ok()).then_some(renewed_at);
+            (result, clean)
+        }
         Ended::Lost(reason) => {
             lost.cancel();
             tracing::warn!(lock = %name, %reason, "lock lost");
             // Best effort, so that waiters need not wait for the server-side expiry.
             let _ = renewal.release().await;
-            Ok(())
+            (Ok(()), None)
         }
     };
     let _ = released.send(result);
+    renewal.cleanup(clean).await;
 }
 
 #[cfg(test)]
@@ -194,7 +211,9 @@ mod tests {
         let (session, released) = session(vec![Ok(true), Ok(true), Ok(true)]);
         tokio::time::sleep(Duration::from_millis(3500)).await;
         assert!(!session.is_lost(), "renewed at 1, 2 and 3 s: still held at 3.5 s");
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert!(!session.is_lost(), "the deadline is 3 s + 2.7 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(session.is_lost(), "no renewal since 3 s, deadline 2.7 s later");
         tokio::task::yield_now().await;
         assert!(released.load(std::sync::atomic::Ordering::SeqCst));

@@ -210,8 +210,10 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        // The holder task sees the closed channel and releases.
-        self.release.take();
+        // The holder task releases in the background.
+        if let Some(tx) = self.release.take() {
+            let _ = tx.send(());
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     initial_cluster: String,
+    durable: bool,
     process: Option<Process>,
 }
 
@@ -27,6 +28,7 @@ impl EtcdServer {
             client_port,
             peer_port,
             initial_cluster: format!("{name}=http://127.0.0.1:{peer_port}"),
+            durable: false,
             process: None,
         }
     }
@@ -70,8 +72,8 @@ impl EtcdServer {
             "",
             "--log-level",
             "warn",
-            // Tests measure behaviour, not durability.
-            "--unsafe-no-fsync=true",
+            // Tests measure behaviour, not durability; benchmarks keep fsync.
+            if self.durable { "--unsafe-no-fsync=false" } else { "--unsafe-no-fsync=true" },
         ]
         .iter()
         .map(|s| s.to_string())
@@ -135,9 +137,17 @@ impl EtcdServer {
     }
 }
 
-/// A single etcd server.
+/// A single etcd server without fsync (fast, for tests).
 pub fn start_single(dir: &Path, name: &str) -> Result<EtcdServer> {
     let mut server = EtcdServer::new(name, dir, free_port()?, free_port()?);
+    server.start()?;
+    Ok(server)
+}
+
+/// A single etcd server that fsyncs its log, as in production (for benchmarks).
+pub fn start_durable(dir: &Path, name: &str) -> Result<EtcdServer> {
+    let mut server = EtcdServer::new(name, dir, free_port()?, free_port()?);
+    server.durable = true;
     server.start()?;
     Ok(server)
 }
