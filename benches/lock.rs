@@ -80,8 +80,7 @@ async fn handoffs<L: Lock + 'static>(locks: Vec<L>, name: &str) -> Vec<Duration>
     for t in tasks {
         t.await.expect("contender");
     }
-    let samples = samples.lock().expect("mutex").clone();
-    samples
+    samples.lock().expect("mutex").clone()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
