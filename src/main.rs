@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run the operator (not yet: the operator issue).
     Run,
-    /// Print the CustomResourceDefinitions (not yet: the operator issue).
+    /// Print the CustomResourceDefinitions (YAML, as in crds/).
     Crd,
     /// Wait for a lock, then run COMMAND while holding it, or hold until Ctrl-C.
     Lock(cli::lock::LockArgs),
@@ -37,7 +37,17 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Lock(args) => cli::lock::lock(args).await,
         Command::Locks(args) => cli::lock::locks(args).await,
-        Command::Run | Command::Crd => {
+        Command::Crd => match lockguard::api::crds_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("lockguard: cannot render the CRDs: {e}");
+                ExitCode::from(cli::lock::EXIT_ERROR)
+            }
+        },
+        Command::Run => {
             eprintln!("lockguard: not yet implemented (see the open operator issue)");
             ExitCode::from(cli::lock::EXIT_ERROR)
         }

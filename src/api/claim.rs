@@ -1,0 +1,50 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A request for `count` unique items from a pool.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "lockguard.dev",
+    version = "v1alpha1",
+    kind = "Claim",
+    namespaced,
+    status = "ClaimStatus",
+    shortname = "lgclaim",
+    category = "lockguard",
+    printcolumn(name = "Pool", type_ = "string", json_path = ".spec.poolRef"),
+    printcolumn(name = "Count", type_ = "integer", json_path = ".spec.count"),
+    printcolumn(name = "Items", type_ = "string", json_path = ".status.summary"),
+    printcolumn(name = "Bound", type_ = "string", json_path = ".status.conditions[?(@.type==\"Bound\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Bound\")].reason", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 63").message("a claim name has at most 63 characters (it is kept in the pool's ledger)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimSpec {
+    /// Name of the Pool to allocate from; immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.poolRef is immutable; create a new claim instead"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub pool_ref: String,
+    /// How many items. Changing it grows or shrinks the allocation, keeping the lowest items.
+    #[schemars(range(min = 1, max = 65536))]
+    pub count: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The items this claim holds.
+    #[serde(default)]
+    pub items: Vec<String>,
+    /// The items in short form, e.g. `30000-30004`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Token of the lock under which the items were allocated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing_token: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}

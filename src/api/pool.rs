@@ -1,0 +1,196 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Largest pool: a range of this many items. The ledger stores item indices as compressed
+/// ranges ("0-99,120") for at most `ledger::MAX_CLAIMS_PER_POOL` claims with names of at most
+/// 63 characters, so even a fully fragmented ledger of this size stays under 1.3 MB, inside
+/// etcd's 1.5 MiB request limit (a unit test builds that worst case).
+pub const MAX_POOL_ITEMS: u32 = 65_536;
+/// Largest explicit list: 4,096 items of at most 63 characters (~260 KB in the spec).
+pub const MAX_LIST_ITEMS: u32 = 4_096;
+
+/// A finite set of unique items that claims allocate from, and the lock that guards the
+/// allocation ledger.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "lockguard.dev",
+    version = "v1alpha1",
+    kind = "Pool",
+    status = "PoolStatus",
+    shortname = "lgpool",
+    category = "lockguard",
+    printcolumn(name = "Backend", type_ = "string", json_path = ".spec.lock.backend"),
+    printcolumn(name = "Free", type_ = "integer", json_path = ".status.free"),
+    printcolumn(name = "Capacity", type_ = "integer", json_path = ".status.capacity"),
+    printcolumn(name = "Token", type_ = "integer", json_path = ".status.fencingToken"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new(
+        "!has(oldSelf.status) || !has(oldSelf.status.allocated) || oldSelf.status.allocated == 0 || self.spec.lock.backend == oldSelf.spec.lock.backend"
+    ).message("spec.lock.backend cannot change while items are allocated; free the claims first"),
+    validation = Rule::new(
+        "!has(oldSelf.status) || !has(oldSelf.status.allocated) || oldSelf.status.allocated == 0 || self.spec.items == oldSelf.spec.items"
+    ).message("spec.items cannot change while items are allocated; free the claims first")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSpec {
+    pub items: PoolItems,
+    #[serde(default)]
+    pub lock: LockSpec,
+}
+
+/// Exactly one of `range` or `list`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.range) != has(self.list)").message("give exactly one of items.range or items.list"))]
+#[serde(rename_all = "camelCase")]
+pub struct PoolItems {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<ItemRange>,
+    /// Unique, non-empty strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096), extend("x-kubernetes-list-type" = "set", "items" = {"type": "string", "minLength": 1, "maxLength": 63}))]
+    pub list: Option<Vec<String>>,
+}
+
+/// An inclusive integer range, e.g. 30000–30999.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.start <= self.end").message("items.range.start must not be greater than items.range.end"))]
+#[x_kube(validation = Rule::new("self.end - self.start < 65536").message("a pool holds at most 65536 items"))]
+pub struct ItemRange {
+    #[schemars(range(min = 0, max = 4_294_967_295i64))]
+    pub start: i64,
+    #[schemars(range(min = 0, max = 4_294_967_295i64))]
+    pub end: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Default)]
+pub enum LockBackend {
+    /// An etcd lease lock on the lock etcd (`--etcd-endpoints`).
+    #[default]
+    Etcd,
+    /// A coordination.k8s.io/v1 Lease in the operator's namespace.
+    Lease,
+}
+
+impl From<LockBackend> for crate::lock::Backend {
+    fn from(b: LockBackend) -> Self {
+        match b {
+            LockBackend::Etcd => crate::lock::Backend::Etcd,
+            LockBackend::Lease => crate::lock::Backend::Lease,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LockSpec {
+    #[serde(default)]
+    pub backend: LockBackend,
+    /// Seconds a lock lives without a keep-alive.
+    #[serde(default = "default_ttl")]
+    #[schemars(range(min = 2, max = 300))]
+    pub ttl_seconds: i32,
+    /// Seconds a reconcile waits for the lock before it reports LockUnavailable.
+    #[serde(default = "default_acquire_timeout")]
+    #[schemars(range(min = 1, max = 600))]
+    pub acquire_timeout_seconds: i32,
+}
+
+fn default_ttl() -> i32 {
+    10
+}
+
+fn default_acquire_timeout() -> i32 {
+    30
+}
+
+impl PoolItems {
+    /// How many items the pool has.
+    pub fn capacity(&self) -> u32 {
+        match (&self.range, &self.list) {
+            (Some(r), _) => u32::try_from(r.end - r.start + 1).unwrap_or(0).min(MAX_POOL_ITEMS),
+            (None, Some(list)) => list.len() as u32,
+            (None, None) => 0,
+        }
+    }
+
+    /// The item at `index`.
+    pub fn item(&self, index: u32) -> Option<String> {
+        match (&self.range, &self.list) {
+            (Some(r), _) if index < self.capacity() => Some((r.start + i64::from(index)).to_string()),
+            (None, Some(list)) => list.get(index as usize).cloned(),
+            _ => None,
+        }
+    }
+
+    /// The items at sorted `indices`, and a short form for display: `30000-30004,30010`
+    /// for a range, the first few names for a list.
+    pub fn describe(&self, indices: &[u32]) -> (Vec<String>, String) {
+        let items: Vec<String> = indices.iter().filter_map(|&i| self.item(i)).collect();
+        let summary = match &self.range {
+            Some(r) => crate::ledger::runs(indices)
+                .iter()
+                .map(|&(a, b)| {
+                    let (a, b) = (r.start + i64::from(a), r.start + i64::from(b));
+                    if a == b { a.to_string() } else { format!("{a}-{b}") }
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            None if items.len() > 4 => format!("{},… ({} items)", items[..4].join(","), items.len()),
+            None => items.join(","),
+        };
+        (items, summary)
+    }
+}
+
+impl Default for LockSpec {
+    fn default() -> Self {
+        Self { backend: LockBackend::Etcd, ttl_seconds: default_ttl(), acquire_timeout_seconds: default_acquire_timeout() }
+    }
+}
+
+/// The pool's ledger and health. Written only under the pool's lock, with the lock's
+/// fencing token: the API server rejects a token lower than the stored one.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "!has(oldSelf.fencingToken) || (has(self.fencingToken) && (!has(self.lockBackend) || !has(oldSelf.lockBackend) || self.lockBackend != oldSelf.lockBackend || self.fencingToken >= oldSelf.fencingToken))"
+).message("stale fencing token: the ledger was written under a newer lock; this holder lost its lock"))]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub capacity: i32,
+    #[serde(default)]
+    pub allocated: i32,
+    #[serde(default)]
+    pub free: i32,
+    /// The backend that issued `fencingToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_backend: Option<LockBackend>,
+    /// Token of the lock under which the ledger was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing_token: Option<i64>,
+    /// Identity of the replica that last wrote the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_holder: Option<String>,
+    /// Which claim holds which items (item indices as compressed ranges).
+    #[serde(default)]
+    #[schemars(length(max = 4096), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["claim"]))]
+    pub ledger: Vec<Allocation>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Allocation {
+    /// `namespace/name` of the claim.
+    pub claim: String,
+    /// The claim's UID: a claim re-created under the same name is a different claim.
+    pub uid: String,
+    /// Item indices, e.g. `0-9,15`.
+    pub items: String,
+}

@@ -1,0 +1,326 @@
+//! The allocation ledger of a pool, as pure functions: ledger in, ledger out. No I/O, so
+//! every rule (uniqueness, no loss, idempotence) is unit-tested without a server.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::api::Allocation;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("malformed item indices {0:?}")]
+    Malformed(String),
+    #[error("item index {index} of claim {claim} is outside the pool (capacity {capacity})")]
+    OutOfRange { claim: String, index: u32, capacity: u32 },
+    #[error("item index {index} is held by both {first} and {second}")]
+    Duplicate { index: u32, first: String, second: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    #[error("the claim asks for {count} items but the pool only has {capacity}")]
+    TooSmall { count: u32, capacity: u32 },
+    #[error("the claim asks for {needed} more items but only {free} are free")]
+    Exhausted { needed: u32, free: u32 },
+    #[error("the pool already has {max} claims, its most")]
+    TooManyClaims { max: usize },
+}
+
+/// Most claims one pool serves, so that its ledger always fits one object (see the test
+/// `a_full_fragmented_ledger_of_the_largest_pool_fits_one_object`).
+pub const MAX_CLAIMS_PER_POOL: usize = 4_096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub uid: String,
+    /// Sorted item indices.
+    pub indices: Vec<u32>,
+}
+
+/// Which claim (`namespace/name`) holds which item indices of a pool of `capacity` items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ledger {
+    capacity: u32,
+    entries: BTreeMap<String, Entry>,
+}
+
+/// What an allocation changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Change {
+    pub added: Vec<u32>,
+    pub removed: Vec<u32>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl Ledger {
+    pub fn empty(capacity: u32) -> Self {
+        Self { capacity, entries: BTreeMap::new() }
+    }
+
+    /// Reads a pool's status ledger, checking that no index is out of range or held twice.
+    pub fn from_status(allocations: &[Allocation], capacity: u32) -> Result<Self, LedgerError> {
+        let mut owner: BTreeMap<u32, &str> = BTreeMap::new();
+        let mut entries = BTreeMap::new();
+        for a in allocations {
+            let indices = parse_indices(&a.items)?;
+            for &index in &indices {
+                if index >= capacity {
+                    return Err(LedgerError::OutOfRange { claim: a.claim.clone(), index, capacity });
+                }
+                if let Some(first) = owner.insert(index, &a.claim) {
+                    return Err(LedgerError::Duplicate { index, first: first.into(), second: a.claim.clone() });
+                }
+            }
+            entries.insert(a.claim.clone(), Entry { uid: a.uid.clone(), indices });
+        }
+        Ok(Self { capacity, entries })
+    }
+
+    pub fn to_status(&self) -> Vec<Allocation> {
+        self.entries
+            .iter()
+            .map(|(claim, e)| Allocation { claim: claim.clone(), uid: e.uid.clone(), items: format_indices(&e.indices) })
+            .collect()
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    pub fn allocated(&self) -> u32 {
+        self.entries.values().map(|e| e.indices.len() as u32).sum()
+    }
+
+    pub fn free(&self) -> u32 {
+        self.capacity - self.allocated()
+    }
+
+    pub fn entry(&self, claim: &str) -> Option<&Entry> {
+        self.entries.get(claim)
+    }
+
+    pub fn claims(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.entries.iter().map(|(c, e)| (c.as_str(), e))
+    }
+
+    /// Gives claim `claim` (with `uid`) exactly `count` items: keeps what it holds, adds the
+    /// lowest free indices or drops its highest. An entry of an earlier claim with the same
+    /// name but another UID is stale (that claim is gone) and is freed first.
+    pub fn allocate(&self, claim: &str, uid: &str, count: u32) -> Result<(Ledger, Change), AllocError> {
+        if count > self.capacity {
+            return Err(AllocError::TooSmall { count, capacity: self.capacity });
+        }
+        let mut next = self.clone();
+        let mut change = Change::default();
+        if next.entries.get(claim).is_some_and(|e| e.uid != uid) {
+            change.removed = next.entries.remove(claim).map(|e| e.indices).unwrap_or_default();
+        }
+        if !next.entries.contains_key(claim) && next.entries.len() >= MAX_CLAIMS_PER_POOL {
+            return Err(AllocError::TooManyClaims { max: MAX_CLAIMS_PER_POOL });
+        }
+        let mut held = next.entries.get(claim).map(|e| e.indices.clone()).unwrap_or_default();
+        let have = held.len() as u32;
+        if have > count {
+            change.removed.extend(held.split_off(count as usize));
+        } else if have < count {
+            let needed = count - have;
+            let free = next.free();
+            if needed > free {
+                return Err(AllocError::Exhausted { needed, free });
+            }
+            change.added = next.lowest_free(needed as usize);
+            held.extend(&change.added);
+            held.sort_unstable();
+        }
+        next.entries.insert(claim.to_string(), Entry { uid: uid.to_string(), indices: held });
+        Ok((next, change))
+    }
+
+    /// Removes the claim's entry; returns the freed indices (empty if it held nothing).
+    pub fn release(&self, claim: &str) -> (Ledger, Vec<u32>) {
+        let mut next = self.clone();
+        let freed = next.entries.remove(claim).map(|e| e.indices).unwrap_or_default();
+        (next, freed)
+    }
+
+    fn lowest_free(&self, n: usize) -> Vec<u32> {
+        let mut used = vec![false; self.capacity as usize];
+        for e in self.entries.values() {
+            for &i in &e.indices {
+                used[i as usize] = true;
+            }
+        }
+        (0..self.capacity).filter(|&i| !used[i as usize]).take(n).collect()
+    }
+}
+
+/// `[0,1,2,3,7,9,10]` → `"0-3,7,9-10"`.
+pub fn format_indices(sorted: &[u32]) -> String {
+    let mut out = String::new();
+    for (start, end) in runs(sorted) {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = if start == end { write!(out, "{start}") } else { write!(out, "{start}-{end}") };
+    }
+    out
+}
+
+/// Consecutive runs `(first, last)` of sorted numbers.
+pub fn runs(sorted: &[u32]) -> Vec<(u32, u32)> {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &i in sorted {
+        match runs.last_mut() {
+            Some((_, end)) if i == *end + 1 => *end = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    runs
+}
+
+pub fn parse_indices(text: &str) -> Result<Vec<u32>, LedgerError> {
+    let malformed = || LedgerError::Malformed(text.to_string());
+    let mut out = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (start, end) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().map_err(|_| malformed())?, b.parse::<u32>().map_err(|_| malformed())?),
+            None => {
+                let i = part.parse::<u32>().map_err(|_| malformed())?;
+                (i, i)
+            }
+        };
+        if start > end || out.last().is_some_and(|&last| start <= last) {
+            return Err(malformed());
+        }
+        out.extend(start..=end);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_round_trip_in_compressed_form() {
+        let v = vec![0, 1, 2, 3, 7, 9, 10];
+        assert_eq!(format_indices(&v), "0-3,7,9-10");
+        assert_eq!(parse_indices("0-3,7,9-10").unwrap(), v);
+        assert_eq!(parse_indices("").unwrap(), Vec::<u32>::new());
+        assert!(parse_indices("3-1").is_err());
+        assert!(parse_indices("1,1").is_err());
+        assert!(parse_indices("x").is_err());
+    }
+
+    #[test]
+    fn allocation_takes_the_lowest_free_items_and_is_idempotent() {
+        let ledger = Ledger::empty(10);
+        let (ledger, change) = ledger.allocate("ns/a", "u1", 3).unwrap();
+        assert_eq!(change.added, vec![0, 1, 2]);
+        let (ledger, change) = ledger.allocate("ns/b", "u2", 2).unwrap();
+        assert_eq!(change.added, vec![3, 4]);
+        let (again, change) = ledger.allocate("ns/a", "u1", 3).unwrap();
+        assert!(change.is_empty());
+        assert_eq!(again, ledger);
+        let (ledger, freed) = ledger.release("ns/a");
+        assert_eq!(freed, vec![0, 1, 2]);
+        let (ledger, change) = ledger.allocate("ns/c", "u3", 4).unwrap();
+        assert_eq!(change.added, vec![0, 1, 2, 5]);
+        assert_eq!(ledger.allocated(), 6);
+        assert_eq!(ledger.free(), 4);
+    }
+
+    #[test]
+    fn too_small_and_exhausted_pools_change_nothing() {
+        let ledger = Ledger::empty(4);
+        assert_eq!(ledger.allocate("ns/a", "u", 5).unwrap_err(), AllocError::TooSmall { count: 5, capacity: 4 });
+        let (ledger, _) = ledger.allocate("ns/a", "u", 3).unwrap();
+        assert_eq!(ledger.allocate("ns/b", "v", 2).unwrap_err(), AllocError::Exhausted { needed: 2, free: 1 });
+        assert_eq!(ledger.allocated(), 3);
+    }
+
+    #[test]
+    fn resizing_keeps_the_lowest_items() {
+        let (ledger, _) = Ledger::empty(10).allocate("ns/a", "u", 4).unwrap();
+        let (ledger, change) = ledger.allocate("ns/a", "u", 2).unwrap();
+        assert_eq!(change.removed, vec![2, 3]);
+        assert_eq!(ledger.entry("ns/a").unwrap().indices, vec![0, 1]);
+        let (ledger, change) = ledger.allocate("ns/a", "u", 3).unwrap();
+        assert_eq!(change.added, vec![2]);
+        assert_eq!(ledger.allocated(), 3);
+    }
+
+    #[test]
+    fn an_entry_of_a_deleted_claim_with_the_same_name_is_replaced() {
+        let (ledger, _) = Ledger::empty(10).allocate("ns/a", "old", 3).unwrap();
+        let (ledger, change) = ledger.allocate("ns/a", "new", 1).unwrap();
+        assert_eq!(change.removed, vec![0, 1, 2]);
+        assert_eq!(change.added, vec![0]);
+        assert_eq!(ledger.entry("ns/a").unwrap().uid, "new");
+        assert_eq!(ledger.allocated(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_status_ledger_is_refused() {
+        let a = |claim: &str, items: &str| Allocation { claim: claim.into(), uid: "u".into(), items: items.into() };
+        assert!(matches!(
+            Ledger::from_status(&[a("x/a", "0-2"), a("x/b", "2")], 5),
+            Err(LedgerError::Duplicate { index: 2, .. })
+        ));
+        assert!(matches!(Ledger::from_status(&[a("x/a", "5")], 5), Err(LedgerError::OutOfRange { .. })));
+        let ok = Ledger::from_status(&[a("x/a", "0-2"), a("x/b", "4")], 5).unwrap();
+        assert_eq!(Ledger::from_status(&ok.to_status(), 5).unwrap(), ok);
+    }
+
+    #[test]
+    fn random_operations_never_duplicate_or_lose_an_item() {
+        // A small deterministic generator: the sequence is the same on every run.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u32| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % u64::from(n)) as u32
+        };
+        let mut ledger = Ledger::empty(64);
+        for _ in 0..5_000 {
+            let claim = format!("ns/c{}", next(20));
+            ledger = if next(3) == 0 {
+                ledger.release(&claim).0
+            } else {
+                match ledger.allocate(&claim, "u", 1 + next(8)) {
+                    Ok((l, _)) => l,
+                    Err(AllocError::Exhausted { .. }) => ledger,
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            let round_trip = Ledger::from_status(&ledger.to_status(), 64).expect("no index held twice");
+            assert_eq!(round_trip.allocated() + round_trip.free(), 64);
+        }
+    }
+
+    #[test]
+    fn a_full_fragmented_ledger_of_the_largest_pool_fits_one_object() {
+        // Worst case: the most claims, with the longest names (63 + 63), and every one of the
+        // 65,536 items in a run of its own.
+        let capacity = crate::api::MAX_POOL_ITEMS;
+        let claims = MAX_CLAIMS_PER_POOL as u32;
+        let per_claim = capacity / claims;
+        let allocations: Vec<Allocation> = (0..claims)
+            .map(|c| Allocation {
+                claim: format!("{:0>63}/{:0>63}", c, c),
+                uid: "01234567-89ab-cdef-0123-456789abcdef".into(),
+                items: format_indices(&(0..per_claim).map(|k| c + k * claims).collect::<Vec<_>>()),
+            })
+            .collect();
+        let ledger = Ledger::from_status(&allocations, capacity).unwrap();
+        assert_eq!(ledger.free(), 0);
+        let bytes = serde_json::to_vec(&ledger.to_status()).unwrap().len();
+        assert!(bytes < 1_300_000, "ledger JSON is {bytes} bytes; etcd accepts 1.5 MiB per object");
+    }
+}
