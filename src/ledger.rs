@@ -73,7 +73,11 @@ impl Ledger {
                     return Err(LedgerError::OutOfRange { claim: a.claim.clone(), index, capacity });
                 }
                 if let Some(first) = owner.insert(index, &a.claim) {
-                    return Err(LedgerError::Duplicate { index, first: first.into(), second: a.claim.clone() });
+                    return Err(LedgerError::Duplicate {
+                        index,
+                        first: first.into(),
+                        second: a.claim.clone(),
+                    });
                 }
             }
             entries.insert(a.claim.clone(), Entry { uid: a.uid.clone(), indices });
@@ -84,7 +88,11 @@ impl Ledger {
     pub fn to_status(&self) -> Vec<Allocation> {
         self.entries
             .iter()
-            .map(|(claim, e)| Allocation { claim: claim.clone(), uid: e.uid.clone(), items: format_indices(&e.indices) })
+            .map(|(claim, e)| Allocation {
+                claim: claim.clone(),
+                uid: e.uid.clone(),
+                items: format_indices(&e.indices),
+            })
             .collect()
     }
 
@@ -188,7 +196,9 @@ pub fn parse_indices(text: &str) -> Result<Vec<u32>, LedgerError> {
     let mut out = Vec::new();
     for part in text.split(',').filter(|p| !p.is_empty()) {
         let (start, end) = match part.split_once('-') {
-            Some((a, b)) => (a.parse::<u32>().map_err(|_| malformed())?, b.parse::<u32>().map_err(|_| malformed())?),
+            Some((a, b)) => {
+                (a.parse::<u32>().map_err(|_| malformed())?, b.parse::<u32>().map_err(|_| malformed())?)
+            }
             None => {
                 let i = part.parse::<u32>().map_err(|_| malformed())?;
                 (i, i)
@@ -238,9 +248,15 @@ mod tests {
     #[test]
     fn too_small_and_exhausted_pools_change_nothing() {
         let ledger = Ledger::empty(4);
-        assert_eq!(ledger.allocate("ns/a", "u", 5).unwrap_err(), AllocError::TooSmall { count: 5, capacity: 4 });
+        assert_eq!(
+            ledger.allocate("ns/a", "u", 5).unwrap_err(),
+            AllocError::TooSmall { count: 5, capacity: 4 }
+        );
         let (ledger, _) = ledger.allocate("ns/a", "u", 3).unwrap();
-        assert_eq!(ledger.allocate("ns/b", "v", 2).unwrap_err(), AllocError::Exhausted { needed: 2, free: 1 });
+        assert_eq!(
+            ledger.allocate("ns/b", "v", 2).unwrap_err(),
+            AllocError::Exhausted { needed: 2, free: 1 }
+        );
         assert_eq!(ledger.allocated(), 3);
     }
 
@@ -267,7 +283,11 @@ mod tests {
 
     #[test]
     fn a_corrupt_status_ledger_is_refused() {
-        let a = |claim: &str, items: &str| Allocation { claim: claim.into(), uid: "u".into(), items: items.into() };
+        let a = |claim: &str, items: &str| Allocation {
+            claim: claim.into(),
+            uid: "u".into(),
+            items: items.into(),
+        };
         assert!(matches!(
             Ledger::from_status(&[a("x/a", "0-2"), a("x/b", "2")], 5),
             Err(LedgerError::Duplicate { index: 2, .. })

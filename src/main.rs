@@ -20,8 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the operator (not yet: the operator issue).
-    Run,
+    /// Run the operator (Claim and Pool controllers).
+    Run(cli::run::RunArgs),
     /// Print the CustomResourceDefinitions (YAML, as in crds/).
     Crd,
     /// Wait for a lock, then run COMMAND while holding it, or hold until Ctrl-C.
@@ -47,9 +47,6 @@ async fn main() -> ExitCode {
                 ExitCode::from(cli::lock::EXIT_ERROR)
             }
         },
-        Command::Run => {
-            eprintln!("lockguard: not yet implemented (see the open operator issue)");
-            ExitCode::from(cli::lock::EXIT_ERROR)
-        }
+        Command::Run(args) => cli::run::run(args).await,
     }
 }

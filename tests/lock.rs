@@ -418,7 +418,13 @@ async fn cli_reports_timeout_with_its_own_exit_code_and_lists_the_queue() {
 #[tokio::test]
 async fn cli_runs_the_command_with_key_and_token_and_exits_with_its_status() {
     let name = unique("cli-run");
-    let mut cli = Cli::lock(&[&name, "--", "sh", "-c", "echo \"$LOCKGUARD_LOCK_KEY $LOCKGUARD_FENCING_TOKEN\"; exit 7"]);
+    let mut cli = Cli::lock(&[
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo \"$LOCKGUARD_LOCK_KEY $LOCKGUARD_FENCING_TOKEN\"; exit 7",
+    ]);
     let line = cli.line(Duration::from_secs(10)).expect("the command ran");
     let (key, token) = line.split_once(' ').expect("key and token");
     assert!(key.starts_with(&format!("{name}/")), "{line}");
@@ -432,7 +438,8 @@ async fn cli_runs_the_command_with_key_and_token_and_exits_with_its_status() {
 #[tokio::test]
 async fn cli_stops_the_command_when_the_lock_is_lost() {
     let name = unique("cli-lost");
-    let mut cli = Cli::lock(&[&name, "--ttl", "3", "--", "sh", "-c", "echo $$ $LOCKGUARD_LOCK_KEY; exec sleep 60"]);
+    let mut cli =
+        Cli::lock(&[&name, "--ttl", "3", "--", "sh", "-c", "echo $$ $LOCKGUARD_LOCK_KEY; exec sleep 60"]);
     let line = cli.line(Duration::from_secs(10)).expect("the command ran");
     let (pid, key) = line.split_once(' ').expect("pid and key");
     let pid: i32 = pid.parse().expect("pid");

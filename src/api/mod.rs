@@ -23,5 +23,9 @@ pub const GROUP: &str = "lockguard.dev";
 
 /// The CRDs as YAML documents, as checked in under `crds/`.
 pub fn crds_yaml() -> Result<String, serde_norway::Error> {
-    Ok(format!("---\n{}---\n{}", serde_norway::to_string(&Pool::crd())?, serde_norway::to_string(&Claim::crd())?))
+    Ok(format!(
+        "---\n{}---\n{}",
+        serde_norway::to_string(&Pool::crd())?,
+        serde_norway::to_string(&Claim::crd())?
+    ))
 }

@@ -147,7 +147,11 @@ impl PoolItems {
 
 impl Default for LockSpec {
     fn default() -> Self {
-        Self { backend: LockBackend::Etcd, ttl_seconds: default_ttl(), acquire_timeout_seconds: default_acquire_timeout() }
+        Self {
+            backend: LockBackend::Etcd,
+            ttl_seconds: default_ttl(),
+            acquire_timeout_seconds: default_acquire_timeout(),
+        }
     }
 }
 

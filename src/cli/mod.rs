@@ -1,3 +1,4 @@
 //! The command-line front ends of the library.
 
 pub mod lock;
+pub mod run;

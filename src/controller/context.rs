@@ -1,0 +1,128 @@
+//! What reconcilers share: the kube client, the locks, the event recorder, and per-object
+//! failure counts for backoff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+
+use super::Settings;
+use crate::api::{Claim, LockBackend, LockSpec};
+use crate::lock::etcd::{EtcdConfig, EtcdLock};
+use crate::lock::lease::LeaseLock;
+use crate::lock::{Lock, LockError, LockGuard, LockOptions};
+
+/// Both lock backends; the etcd client connects on first use and again after a failure,
+/// so an etcd that is down at start-up does not stop the operator.
+pub struct Locks {
+    etcd_config: Option<EtcdConfig>,
+    etcd: tokio::sync::Mutex<Option<EtcdLock>>,
+    lease: LeaseLock,
+    identity: String,
+}
+
+impl Locks {
+    pub fn new(client: Client, etcd: Option<EtcdConfig>, lease_namespace: &str, identity: &str) -> Self {
+        Self {
+            etcd_config: etcd,
+            etcd: tokio::sync::Mutex::new(None),
+            lease: LeaseLock::new(client, lease_namespace, identity),
+            identity: identity.to_string(),
+        }
+    }
+
+    /// The lock name of a pool for a backend.
+    pub fn lock_name(backend: LockBackend, pool: &str) -> String {
+        match backend {
+            LockBackend::Etcd => format!("lockguard/pools/{pool}"),
+            LockBackend::Lease => format!("lockguard-pool-{pool}"),
+        }
+    }
+
+    pub async fn acquire(&self, pool: &str, spec: &LockSpec) -> Result<LockGuard, LockError> {
+        let options = LockOptions::new(
+            spec.ttl_seconds.max(0) as u32,
+            Duration::from_secs(spec.acquire_timeout_seconds.max(1) as u64),
+        )?;
+        let name = Self::lock_name(spec.backend, pool);
+        match spec.backend {
+            LockBackend::Lease => self.lease.acquire(&name, options).await,
+            LockBackend::Etcd => {
+                let lock = self.etcd(options.timeout()).await?;
+                let result = lock.acquire(&name, options).await;
+                if result.as_ref().is_err_and(LockError::is_unavailable) {
+                    // Reconnect next time: the endpoints may have moved or come back.
+                    self.etcd.lock().await.take();
+                }
+                result
+            }
+        }
+    }
+
+    async fn etcd(&self, timeout: Duration) -> Result<EtcdLock, LockError> {
+        let mut slot = self.etcd.lock().await;
+        if let Some(lock) = slot.as_ref() {
+            return Ok(lock.clone());
+        }
+        let Some(config) = &self.etcd_config else {
+            return Err(LockError::Invalid(
+                "this pool uses the Etcd backend but no --etcd-endpoints were given".into(),
+            ));
+        };
+        let client = config.connect(timeout.min(Duration::from_secs(5))).await?;
+        let lock = EtcdLock::new(client, self.identity.clone());
+        *slot = Some(lock.clone());
+        Ok(lock)
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub locks: Locks,
+    pub claims: Store<Claim>,
+    settings: Settings,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, locks: Locks, settings: Settings, claims: Store<Claim>) -> Self {
+        let reporter = Reporter { controller: "lockguard".into(), instance: Some(settings.identity.clone()) };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self { client, locks, claims, settings, recorder, failures: Mutex::default() }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.settings.identity
+    }
+
+    /// Publishes an Event; a failure to publish is logged, never fatal.
+    pub async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(reason, error = %e, "cannot publish event");
+        }
+    }
+
+    /// Counts a failure of `key`; returns how many in a row.
+    pub fn failed(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}

@@ -1,0 +1,123 @@
+//! The operator: a Claim controller and a Pool controller, active-active on every replica.
+//!
+//! Reconciling a claim: take the pool's lock (backend from the pool) → read the ledger →
+//! allocate or free (a pure function, `crate::ledger`) → write the ledger with the token and
+//! a resourceVersion precondition → write the claim's status → release.
+
+mod claim;
+mod context;
+mod pool;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+pub use context::{Context, Locks};
+
+use crate::api::{Claim, Pool};
+use crate::ledger::LedgerError;
+use crate::lock::LockError;
+
+/// The finalizer that returns a claim's items before the claim goes away.
+pub const FINALIZER: &str = "lockguard.dev/release-items";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("lock: {0}")]
+    Lock(#[from] LockError),
+    #[error("pool {pool}: corrupt ledger: {source}")]
+    Ledger { pool: String, source: LedgerError },
+    #[error("pool {pool}: ledger write with token {token} rejected: a newer lock holder wrote it")]
+    Fenced { pool: String, token: u64 },
+    #[error("pool {pool}: ledger changed since it was read (conflict); retrying")]
+    Conflict { pool: String },
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// A metric and log label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Lock(_) => "lock",
+            Error::Ledger { .. } => "ledger",
+            Error::Fenced { .. } => "fenced",
+            Error::Conflict { .. } => "conflict",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// Settings of `lockguard run`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub identity: String,
+    pub lease_namespace: String,
+    pub concurrency: u16,
+}
+
+/// Runs both controllers until SIGTERM/SIGINT.
+pub async fn run(client: Client, locks: Locks, settings: Settings) -> anyhow::Result<()> {
+    let claims: Api<Claim> = Api::all(client.clone());
+    let pools: Api<Pool> = Api::all(client.clone());
+    let config = controller::Config::default().concurrency(settings.concurrency);
+
+    let claim_controller = Controller::new(claims, watcher::Config::default()).with_config(config.clone());
+    let claim_store = claim_controller.store();
+    let ctx = Arc::new(Context::new(client, locks, settings, claim_store.clone()));
+
+    // A pool that changes (items freed, created, resized) wakes its claims that wait.
+    let waiting = claim_store.clone();
+    let claim_controller = claim_controller
+        .watches(pools.clone(), watcher::Config::default(), move |pool: Pool| {
+            let name = pool.metadata.name.clone().unwrap_or_default();
+            waiting
+                .state()
+                .into_iter()
+                .filter(|c| c.spec.pool_ref == name && !claim::is_bound(c))
+                .map(|c| ObjectRef::from_obj(&*c))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(claim::reconcile, claim::error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    let pool_controller = Controller::new(pools, watcher::Config::default())
+        .with_config(config)
+        .shutdown_on_signal()
+        .run(pool::reconcile, pool::error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    tracing::info!(identity = %ctx.identity(), "controllers started");
+    tokio::join!(claim_controller, pool_controller);
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// Exponential backoff with a cap: 0.5 s, 1 s, 2 s, … up to `cap`.
+pub fn backoff(failures: u32, cap: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    (Duration::from_millis(500) * 2u32.pow(exp)).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let cap = Duration::from_secs(30);
+        assert_eq!(backoff(1, cap), Duration::from_millis(500));
+        assert_eq!(backoff(2, cap), Duration::from_secs(1));
+        assert_eq!(backoff(4, cap), Duration::from_secs(4));
+        assert_eq!(backoff(40, cap), cap);
+    }
+}
