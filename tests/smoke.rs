@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, PostParams};
-use support::{etcd_client, kube_client, lock_etcd, namespace, shared};
+use support::{etcd_client, kube_client, kubectl, lock_etcd, namespace, shared};
 
 const WIDGET_CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
@@ -30,21 +30,6 @@ spec:
             properties:
               size: {type: integer, minimum: 1}
 "#;
-
-fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use std::io::Write;
-    let mut command = shared().control_plane.kubectl().expect("bin/kubectl");
-    command
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = command.spawn().expect("run kubectl");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-    }
-    child.wait_with_output().expect("kubectl output")
-}
 
 #[tokio::test]
 async fn crd_applied_with_kubectl_is_served_and_read_back_with_kube() {

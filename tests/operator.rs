@@ -1,0 +1,261 @@
+//! The operator end to end: CRDs and RBAC applied with kubectl, three `lockguard run`
+//! replicas under the operator's ServiceAccount, all active at once.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, PostParams};
+use lockguard::api::{Claim, ClaimSpec, Pool};
+use support::{
+    Replicas, audit, bound_reason, claims_in, eventually, install, kube_client, kubectl, kubectl_ok,
+    lock_etcd, namespace, unique,
+};
+
+fn pool_yaml(name: &str, items: &str, backend: &str) -> String {
+    format!(
+        "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {name}}}\n\
+         spec: {{items: {items}, lock: {{backend: {backend}, ttlSeconds: 5, acquireTimeoutSeconds: 20}}}}\n"
+    )
+}
+
+async fn create_claim(ns: &str, name: &str, pool: &str, count: i32) {
+    let claim = Claim::new(name, ClaimSpec { pool_ref: pool.into(), count });
+    Api::<Claim>::namespaced(kube_client().await, ns)
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("create claim");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_bind_300_claims_uniquely_and_free_them_on_delete() {
+    let kubeconfig = install().await;
+    let mut replicas = Replicas::start(3, &kubeconfig, &lock_etcd());
+    let (ports, vlans) = (unique("ports"), unique("vlans"));
+    kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&pool_yaml(&ports, "{range: {start: 30000, end: 30499}}", "Etcd")),
+    );
+    let names: Vec<String> = (0..400).map(|i| format!("vlan-{i}")).collect();
+    kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&pool_yaml(&vlans, &format!("{{list: [{}]}}", names.join(",")), "Lease")),
+    );
+
+    let mut namespaces = Vec::new();
+    for _ in 0..5 {
+        namespaces.push(namespace("claims").await);
+    }
+    // 300 claims: 60 per namespace, alternating pools, 1 or 2 items each.
+    for i in 0..300 {
+        let pool = if i % 2 == 0 { &ports } else { &vlans };
+        create_claim(&namespaces[i % 5], &format!("c{i}"), pool, 1 + (i % 2) as i32).await;
+    }
+    let all_bound = eventually(Duration::from_secs(120), || async {
+        let claims = claims_in(&namespaces).await;
+        let bound = claims.iter().filter(|c| bound_reason(c).is_some_and(|(s, _)| s == "True")).count();
+        (bound == 300).then_some(())
+    })
+    .await;
+    assert!(all_bound.is_some(), "not all 300 claims bound in time\n{}", replicas.tails());
+    assert_eq!(audit(&[&ports, &vlans]).await, Ok(150 + 300));
+    assert!(replicas.all_alive(), "a replica died\n{}", replicas.tails());
+
+    // The work was shared: every replica allocated something.
+    for i in 0..3 {
+        assert!(replicas.log(i).contains("allocated"), "replica {i} never allocated\n{}", replicas.tails());
+    }
+    let items: HashSet<String> = claims_in(&namespaces)
+        .await
+        .iter()
+        .flat_map(|c| c.status.clone().unwrap_or_default().items)
+        .collect();
+    assert_eq!(items.len(), 450, "every item held once across both pools");
+
+    // Delete 100 claims (20 per namespace): their items return to the pools.
+    for i in 0..100 {
+        let api: Api<Claim> = Api::namespaced(kube_client().await, &namespaces[i % 5]);
+        api.delete(&format!("c{i}"), &DeleteParams::default()).await.expect("delete claim");
+    }
+    let freed = eventually(Duration::from_secs(60), || async {
+        let remaining = claims_in(&namespaces).await.len();
+        let pools: Api<Pool> = Api::all(kube_client().await);
+        let free_ports = pools.get(&ports).await.ok()?.status?.free;
+        let free_vlans = pools.get(&vlans).await.ok()?.status?.free;
+        (remaining == 200 && free_ports == 500 - 100 && free_vlans == 400 - 200).then_some(())
+    })
+    .await;
+    assert!(freed.is_some(), "items of deleted claims not freed\n{}", replicas.tails());
+    assert_eq!(audit(&[&ports, &vlans]).await, Ok(100 + 200));
+    assert!(replicas.all_alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_binds_the_waiting_claim_once_items_are_freed() {
+    let kubeconfig = install().await;
+    let replicas = Replicas::start(2, &kubeconfig, &lock_etcd());
+    let pool = unique("small");
+    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "{list: [a, b, c]}", "Etcd")));
+    let ns = namespace("exhausted").await;
+    create_claim(&ns, "first", &pool, 2).await;
+    let claims: Api<Claim> = Api::namespaced(kube_client().await, &ns);
+    let reason = |name: &'static str| {
+        let claims = claims.clone();
+        async move { claims.get(name).await.ok().and_then(|c| bound_reason(&c)) }
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async { reason("first").await.filter(|(s, _)| s == "True") })
+            .await
+            .is_some()
+    );
+
+    create_claim(&ns, "second", &pool, 2).await;
+    let waiting = eventually(Duration::from_secs(30), || async {
+        reason("second").await.filter(|(_, r)| r == "PoolExhausted")
+    })
+    .await;
+    assert!(waiting.is_some(), "the second claim reports PoolExhausted\n{}", replicas.tails());
+    let events = kubectl_ok(&["get", "events", "-n", &ns, "-o", "jsonpath={.items[*].reason}"], None);
+    assert!(events.contains("PoolExhausted"), "an Event says why: {events}");
+
+    claims.delete("first", &DeleteParams::default()).await.expect("delete first");
+    let bound =
+        eventually(Duration::from_secs(30), || async { reason("second").await.filter(|(s, _)| s == "True") })
+            .await;
+    assert!(bound.is_some(), "the waiting claim binds once items are freed\n{}", replicas.tails());
+    assert_eq!(audit(&[&pool]).await, Ok(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_too_small_pool_is_reported_and_bound_once_fixed() {
+    let kubeconfig = install().await;
+    let replicas = Replicas::start(1, &kubeconfig, &lock_etcd());
+    let ns = namespace("missing").await;
+    let pool = unique("later");
+    create_claim(&ns, "early", &pool, 3).await;
+    create_claim(&ns, "huge", &pool, 50).await;
+    let claims: Api<Claim> = Api::namespaced(kube_client().await, &ns);
+    let reason_of = |name: &'static str| {
+        let claims = claims.clone();
+        async move { claims.get(name).await.ok().and_then(|c| bound_reason(&c)) }
+    };
+    let missing = eventually(Duration::from_secs(30), || async {
+        reason_of("early").await.filter(|(_, r)| r == "PoolNotFound")
+    })
+    .await;
+    assert!(missing.is_some(), "PoolNotFound\n{}", replicas.tails());
+    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "{range: {start: 1, end: 10}}", "Lease")));
+    let bound = eventually(Duration::from_secs(30), || async {
+        reason_of("early").await.filter(|(s, _)| s == "True")
+    })
+    .await;
+    assert!(bound.is_some(), "bound once the pool exists\n{}", replicas.tails());
+    let small = eventually(Duration::from_secs(30), || async {
+        reason_of("huge").await.filter(|(_, r)| r == "PoolTooSmall")
+    })
+    .await;
+    assert!(small.is_some(), "PoolTooSmall\n{}", replicas.tails());
+}
+
+/// Each invalid input is refused by `kubectl apply` with its own message.
+#[tokio::test]
+async fn invalid_input_is_rejected_at_admission_with_a_clear_message() {
+    install().await;
+    let ns = namespace("invalid").await;
+    let pool = |spec: &str| {
+        format!(
+            "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {}}}\nspec: {spec}\n",
+            unique("bad")
+        )
+    };
+    let claim = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: lockguard.dev/v1alpha1\nkind: Claim\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+        )
+    };
+    let cases = [
+        (pool("{items: {range: {start: 10, end: 5}}}"), "start must not be greater than"),
+        (pool("{items: {range: {start: 0, end: 70000}}}"), "at most 65536 items"),
+        (pool("{items: {range: {start: 1, end: 2}, list: [a]}}"), "exactly one of items.range or items.list"),
+        (pool("{items: {}}"), "exactly one of items.range or items.list"),
+        (pool("{items: {list: [a, a]}}"), "Duplicate value"),
+        (pool("{items: {list: [\"\"]}}"), "at least 1 chars long"),
+        (
+            pool("{items: {list: [a]}, lock: {ttlSeconds: 1}}"),
+            "ttlSeconds in body should be greater than or equal to 2",
+        ),
+        (
+            pool("{items: {list: [a]}, lock: {ttlSeconds: 301}}"),
+            "ttlSeconds in body should be less than or equal to 300",
+        ),
+        (
+            pool("{items: {list: [a]}, lock: {acquireTimeoutSeconds: 0}}"),
+            "acquireTimeoutSeconds in body should be greater than or equal to 1",
+        ),
+        (pool("{items: {list: [a]}, lock: {backend: Zookeeper}}"), "supported values: \"Etcd\", \"Lease\""),
+        (claim("zero", "{poolRef: p, count: 0}"), "count in body should be greater than or equal to 1"),
+        (
+            claim("toomany", "{poolRef: p, count: 65537}"),
+            "count in body should be less than or equal to 65536",
+        ),
+        (claim("nopool", "{count: 1}"), "spec.poolRef: Required value"),
+        (claim(&"x".repeat(64), "{poolRef: p, count: 1}"), "at most 63 characters"),
+    ];
+    for (yaml, message) in &cases {
+        let out = kubectl(&["apply", "-f", "-"], Some(yaml));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted but must be rejected:\n{yaml}");
+        assert!(stderr.contains(message), "expected {message:?} in:\n{stderr}\nfor:\n{yaml}");
+    }
+
+    // Transition rules: poolRef is immutable; backend is immutable while items are allocated.
+    kubectl_ok(&["apply", "-f", "-"], Some(&claim("fixed", "{poolRef: p, count: 1}")));
+    let out = kubectl(&["apply", "-f", "-"], Some(&claim("fixed", "{poolRef: q, count: 1}")));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spec.poolRef is immutable"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let name = unique("busy");
+    let busy = format!(
+        "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {name}}}\nspec: {{items: {{list: [a, b]}}}}\n"
+    );
+    kubectl_ok(&["apply", "-f", "-"], Some(&busy));
+    // A token far above any the replicas of the other tests could hold, so none of them can
+    // overwrite this test ledger.
+    let high: i64 = 1 << 50;
+    let status = format!(
+        r#"{{"status":{{"capacity":2,"allocated":1,"free":1,"lockBackend":"Etcd","fencingToken":{high},"ledger":[{{"claim":"x/y","uid":"u","items":"0"}}]}}}}"#
+    );
+    kubectl_ok(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", &status], None);
+    let out = kubectl(
+        &["apply", "-f", "-"],
+        Some(&busy.replace("list: [a, b]}", "list: [a, b]}, lock: {backend: Lease}")),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("backend cannot change while items are allocated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The fencing token may not go down: a stale holder's ledger write is refused.
+    let stale = format!(r#"{{"status":{{"fencingToken":{}}}}}"#, high - 1);
+    let out = kubectl(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", &stale], None);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stale fencing token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let newer = format!(r#"{{"status":{{"fencingToken":{}}}}}"#, high + 1);
+    kubectl_ok(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", &newer], None);
+}
+
+#[test]
+fn checked_in_crds_match_the_rust_types() {
+    let generated = lockguard::api::crds_yaml().expect("render");
+    let checked_in = std::fs::read_to_string(support::repo().join("crds/lockguard.dev.yaml"))
+        .expect("crds/lockguard.dev.yaml");
+    assert!(generated == checked_in, "crds/ is stale: run `make crds` and commit the result");
+}
