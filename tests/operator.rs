@@ -6,27 +6,12 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use kube::api::{Api, DeleteParams, PostParams};
-use lockguard::api::{Claim, ClaimSpec, Pool};
+use kube::api::{Api, DeleteParams};
+use lockguard::api::{Claim, Pool};
 use support::{
     Replicas, audit, bound_reason, claims_in, eventually, install, kube_client, kubectl, kubectl_ok,
     lock_etcd, namespace, unique,
 };
-
-fn pool_yaml(name: &str, items: &str, backend: &str) -> String {
-    format!(
-        "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {name}}}\n\
-         spec: {{items: {items}, lock: {{backend: {backend}, ttlSeconds: 5, acquireTimeoutSeconds: 20}}}}\n"
-    )
-}
-
-async fn create_claim(ns: &str, name: &str, pool: &str, count: i32) {
-    let claim = Claim::new(name, ClaimSpec { pool_ref: pool.into(), count });
-    Api::<Claim>::namespaced(kube_client().await, ns)
-        .create(&PostParams::default(), &claim)
-        .await
-        .expect("create claim");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_bind_300_claims_uniquely_and_free_them_on_delete() {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
-use lockguard::api::{Claim, Pool};
+use lockguard::api::{Claim, ClaimSpec, Pool};
 use lockguard::ledger::Ledger;
 
 pub use devenv::shared;
@@ -370,4 +370,19 @@ fn forward(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String
         }
     });
     rx
+}
+
+pub fn pool_yaml(name: &str, items: &str, backend: &str) -> String {
+    format!(
+        "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {name}}}\n\
+         spec: {{items: {items}, lock: {{backend: {backend}, ttlSeconds: 5, acquireTimeoutSeconds: 20}}}}\n"
+    )
+}
+
+pub async fn create_claim(ns: &str, name: &str, pool: &str, count: i32) {
+    let claim = Claim::new(name, ClaimSpec { pool_ref: pool.into(), count });
+    Api::<Claim>::namespaced(kube_client().await, ns)
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("create claim");
 }
