@@ -9,8 +9,8 @@ use std::time::Duration;
 use kube::api::{Api, DeleteParams};
 use lockguard::api::{Claim, Pool};
 use support::{
-    Replicas, audit, bound_reason, claims_in, eventually, install, kube_client, kubectl, kubectl_ok,
-    lock_etcd, namespace, unique,
+    Replicas, audit, bound_reason, claims_in, create_claim, eventually, install, kube_client, kubectl,
+    kubectl_ok, lock_etcd, namespace, pool_yaml, unique,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
