@@ -4,6 +4,9 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod failpoint;
+pub mod health;
 pub mod ledger;
 pub mod lock;
+pub mod metrics;
 pub mod telemetry;

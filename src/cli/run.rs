@@ -1,11 +1,23 @@
-//! `lockguard run`: the operator.
+//! `lockguard run`: the operator, its health and metrics endpoints, and optional leader
+//! election built on the lock module.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use super::lock::BackendArg;
 use crate::controller::{self, Locks, Settings};
-use crate::lock::etcd::EtcdConfig;
-use crate::lock::{host_name, unique_identity};
+use crate::health::{self, Health};
+use crate::lock::etcd::{EtcdConfig, EtcdLock};
+use crate::lock::lease::LeaseLock;
+use crate::lock::{Lock, LockError, LockGuard, LockOptions, MAX_TIMEOUT, host_name, unique_identity};
+use crate::metrics::Metrics;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -25,23 +37,41 @@ pub struct RunArgs {
     /// suffix, so a restarted replica never takes its old identity.
     #[arg(long)]
     pub identity: Option<String>,
-    /// Namespace of the Leases of pools with backend Lease.
+    /// Namespace of the Leases (pools with backend Lease, and leader election).
     #[arg(long, env = "POD_NAMESPACE", default_value = "lockguard-system")]
     pub lease_namespace: String,
     /// Reconciles running at once per controller.
     #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
+    /// Where to serve /metrics, /healthz and /readyz (port 0: any free port, logged).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Only the elected leader reconciles (default: every replica is active).
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// The lock that elects the leader.
+    #[arg(long, value_enum, default_value = "lease")]
+    pub leader_elect_backend: BackendArg,
+    /// Seconds a dead leader keeps the leadership (the lock's TTL).
+    #[arg(long, default_value_t = 15)]
+    pub leader_elect_ttl: u32,
 }
 
 pub async fn run(args: RunArgs) -> ExitCode {
-    let client = match kube::Client::try_default().await {
-        Ok(c) => c,
+    match serve(args).await {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("lockguard: no cluster access (KUBECONFIG or in-cluster config): {e}");
-            return ExitCode::FAILURE;
+            eprintln!("lockguard: {e:#}");
+            ExitCode::FAILURE
         }
-    };
-    let identity = args.identity.unwrap_or_else(|| unique_identity(&host_name()));
+    }
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    let client =
+        kube::Client::try_default().await.context("no cluster access (KUBECONFIG or in-cluster config)")?;
+    let identity = args.identity.clone().unwrap_or_else(|| unique_identity(&host_name()));
     let etcd = args.etcd_endpoints.as_deref().map(|list| EtcdConfig {
         ca: args.etcd_ca.clone(),
         cert: args.etcd_cert.clone(),
@@ -51,14 +81,96 @@ pub async fn run(args: RunArgs) -> ExitCode {
     if etcd.is_none() {
         tracing::warn!("no --etcd-endpoints: pools with lock backend Etcd will report LockUnavailable");
     }
-    let locks = Locks::new(client.clone(), etcd, &args.lease_namespace, &identity);
-    let settings =
-        Settings { identity, lease_namespace: args.lease_namespace, concurrency: args.concurrency.max(1) };
-    match controller::run(client, locks, settings).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lockguard: {e:#}");
-            ExitCode::FAILURE
+
+    let shutdown = CancellationToken::new();
+    spawn_signal_watch(shutdown.clone())?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health { metrics: metrics.clone(), ready: ready.clone() };
+    let bound = health::serve(args.metrics_addr, health, shutdown.clone().cancelled_owned())
+        .await
+        .with_context(|| format!("serve metrics on {}", args.metrics_addr))?;
+    tracing::info!(%identity, metrics = %bound, "lockguard starting");
+
+    let locks = Locks::new(client.clone(), etcd.clone(), &args.lease_namespace, &identity);
+    let settings = Settings {
+        identity: identity.clone(),
+        lease_namespace: args.lease_namespace.clone(),
+        concurrency: args.concurrency.max(1),
+    };
+    let controllers = controller::run(client.clone(), locks, settings, metrics, ready);
+    if !args.leader_elect {
+        controllers.await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let leadership = tokio::select! {
+        leadership = campaign(&args, client, etcd, &identity) => leadership?,
+        _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
+    };
+    tracing::info!(%identity, token = leadership.fencing_token(), "elected leader; reconciling");
+    tokio::select! {
+        result = controllers => {
+            result?;
+            leadership.release().await.ok();
+            Ok(ExitCode::SUCCESS)
+        }
+        _ = leadership.lost() => {
+            // As client-go does: a leader that lost its lease stops at once; a fresh
+            // process (new identity) campaigns again.
+            tracing::error!("leadership lost; exiting");
+            Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Waits until this replica holds the leader lock.
+async fn campaign(
+    args: &RunArgs,
+    client: kube::Client,
+    etcd: Option<EtcdConfig>,
+    identity: &str,
+) -> anyhow::Result<LockGuard> {
+    let options = LockOptions::new(args.leader_elect_ttl, MAX_TIMEOUT)?;
+    tracing::info!(backend = ?args.leader_elect_backend, "campaigning for leadership");
+    loop {
+        let attempt = match args.leader_elect_backend {
+            BackendArg::Lease => {
+                LeaseLock::new(client.clone(), &args.lease_namespace, identity)
+                    .acquire("lockguard-leader", options)
+                    .await
+            }
+            BackendArg::Etcd => {
+                let config = etcd
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("--leader-elect-backend etcd needs --etcd-endpoints"))?;
+                match config.connect(Duration::from_secs(5)).await {
+                    Ok(c) => EtcdLock::new(c, identity).acquire("lockguard/leader", options).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match attempt {
+            Ok(guard) => return Ok(guard),
+            Err(LockError::Timeout { .. }) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "leader election: lock unavailable; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+fn spawn_signal_watch(shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down: finishing reconciles, releasing locks");
+        shutdown.cancel();
+    });
+    Ok(())
 }

@@ -16,8 +16,10 @@ use tracing::{info, warn};
 use super::context::Context;
 use super::{Error, FINALIZER, backoff};
 use crate::api::{Claim, ClaimStatus, LockBackend, Pool, PoolStatus, condition, is_true, set_condition};
+use crate::failpoint;
 use crate::ledger::{AllocError, Ledger};
 use crate::lock::LockGuard;
+use crate::metrics::by as by_backend;
 
 pub const BOUND: &str = "Bound";
 
@@ -31,6 +33,14 @@ pub fn ledger_key(claim: &Claim) -> String {
 }
 
 pub async fn reconcile(claim: Arc<Claim>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_claim(claim, &ctx).await;
+    ctx.metrics.reconciled("claim", started.elapsed().as_secs_f64(), result.as_ref().err().map(Error::kind));
+    result
+}
+
+async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let ctx = ctx.clone();
     let api: Api<Claim> = Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
     let result = finalizer(&api, FINALIZER, claim.clone(), |event| async {
         match event {
@@ -55,7 +65,8 @@ pub async fn reconcile(claim: Arc<Claim>, ctx: Arc<Context>) -> Result<Action, E
 pub fn error_policy(claim: Arc<Claim>, error: &Error, ctx: Arc<Context>) -> Action {
     let failures = ctx.failed(&ledger_key(&claim));
     let delay = match error {
-        Error::Conflict { .. } => Duration::from_millis(50 * u64::from(failures.min(10))),
+        // A fenced write means another replica holds the lock now: retry soon, as a waiter.
+        Error::Fenced { .. } => Duration::from_millis(200),
         _ => backoff(failures, Duration::from_secs(30)),
     };
     warn!(claim = %ledger_key(&claim), pool = %claim.spec.pool_ref, error = %error, kind = error.kind(), retry_in_ms = delay.as_millis() as u64, "reconcile failed");
@@ -108,7 +119,7 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     let result = allocate_locked(claim, ctx, &guard, &key, count).await;
     let hold_ms = held.elapsed().as_millis() as u64;
     let lost = guard.is_lost();
-    let _ = guard.release().await;
+    ctx.unlock(guard).await;
     match result {
         Ok(Allocated::Bound { indices, token, pool, changed }) => {
             info!(claim = %key, pool = %pool_name, backend = backend_name(backend), token, wait_ms, hold_ms, items = indices.len(), changed, "allocated");
@@ -119,13 +130,14 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
             info!(claim = %key, pool = %pool_name, reason = state.reason, hold_ms, "not bound");
             not_bound(claim, ctx, state, Some(30)).await
         }
-        Err(Error::Fenced { pool, token }) => {
-            warn!(claim = %key, pool = %pool, token, lost, "fenced ledger write rejected: another replica holds the lock now");
+        Err(Error::Fenced { pool, token, by }) => {
+            warn!(claim = %key, pool = %pool, token, by, lost, "fenced ledger write rejected: another replica wrote the ledger under a newer lock");
             let reference = claim.object_ref(&());
-            let note =
-                format!("ledger write of pool {pool} with stale token {token} rejected by the API server");
+            let note = format!(
+                "ledger write of pool {pool} with token {token} rejected by the API server ({by}); this replica had lost its lock"
+            );
             ctx.event(&reference, EventType::Warning, "FencedWriteRejected", note).await;
-            Err(Error::Fenced { pool, token })
+            Err(Error::Fenced { pool, token, by })
         }
         Err(e) => Err(e),
     }
@@ -197,7 +209,7 @@ async fn cleanup(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     }
     .await;
     let token = guard.fencing_token();
-    let _ = guard.release().await;
+    ctx.unlock(guard).await;
     if let Some((freed, pool)) = result? {
         let (_, summary) = pool.spec.items.describe(&freed);
         info!(claim = %key, pool = %claim.spec.pool_ref, token, items = freed.len(), "freed");
@@ -208,7 +220,7 @@ async fn cleanup(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
 }
 
 pub(super) async fn lock_pool(ctx: &Context, pool: &Pool) -> Result<LockGuard, Error> {
-    Ok(ctx.locks.acquire(&pool.name_any(), &pool.spec.lock).await?)
+    Ok(ctx.lock(&pool.name_any(), &pool.spec.lock).await?)
 }
 
 pub(super) fn ledger_of(pool: &Pool) -> Result<Ledger, Error> {
@@ -247,14 +259,19 @@ pub(super) async fn write_ledger(
             pool.metadata.generation,
         ),
     );
-    match pools.replace_status(&pool.name_any(), &PostParams::default(), &next).await {
-        Ok(pool) => Ok(pool),
-        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Conflict { pool: pool.name_any() }),
+    failpoint::before_ledger_write(&pool.name_any(), guard.fencing_token());
+    // Every writer of a ledger holds the pool's lock, so under the lock a moved version
+    // (409) means another replica wrote: this one lost its lock, just like a lower token.
+    let by = match pools.replace_status(&pool.name_any(), &PostParams::default(), &next).await {
+        Ok(pool) => return Ok(pool),
+        Err(kube::Error::Api(e)) if e.code == 409 => "resourceVersion precondition",
         Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("stale fencing token") => {
-            Err(Error::Fenced { pool: pool.name_any(), token: guard.fencing_token() })
+            "fencing-token rule"
         }
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    ctx.metrics.fenced_rejections.get_or_create(&by_backend(guard.backend())).inc();
+    Err(Error::Fenced { pool: pool.name_any(), token: guard.fencing_token(), by })
 }
 
 async fn bind(

@@ -2,7 +2,7 @@
 //! failure counts for backoff.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -15,6 +15,7 @@ use crate::api::{Claim, LockBackend, LockSpec};
 use crate::lock::etcd::{EtcdConfig, EtcdLock};
 use crate::lock::lease::LeaseLock;
 use crate::lock::{Lock, LockError, LockGuard, LockOptions};
+use crate::metrics::{Metrics, by};
 
 /// Both lock backends; the etcd client connects on first use and again after a failure,
 /// so an etcd that is down at start-up does not stop the operator.
@@ -84,16 +85,52 @@ pub struct Context {
     pub client: Client,
     pub locks: Locks,
     pub claims: Store<Claim>,
+    pub metrics: Arc<Metrics>,
     settings: Settings,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, locks: Locks, settings: Settings, claims: Store<Claim>) -> Self {
+    pub fn new(
+        client: Client,
+        locks: Locks,
+        settings: Settings,
+        claims: Store<Claim>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let reporter = Reporter { controller: "lockguard".into(), instance: Some(settings.identity.clone()) };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, locks, claims, settings, recorder, failures: Mutex::default() }
+        Self { client, locks, claims, metrics, settings, recorder, failures: Mutex::default() }
+    }
+
+    /// Takes a pool's lock, counting waiters, wait time and failures.
+    pub async fn lock(&self, pool: &str, spec: &LockSpec) -> Result<LockGuard, LockError> {
+        let backend = by(spec.backend.into());
+        let waiters = self.metrics.lock_waiters.get_or_create(&backend).clone();
+        waiters.inc();
+        let result = self.locks.acquire(pool, spec).await;
+        waiters.dec();
+        match &result {
+            Ok(guard) => self.metrics.lock_wait.get_or_create(&backend).observe(guard.waited().as_secs_f64()),
+            Err(_) => {
+                self.metrics.lock_errors.get_or_create(&backend).inc();
+            }
+        }
+        result
+    }
+
+    /// Releases a pool's lock, recording how long it was held and whether it was lost.
+    pub async fn unlock(&self, guard: LockGuard) {
+        let backend = by(guard.backend());
+        self.metrics.lock_hold.get_or_create(&backend).observe(guard.held().as_secs_f64());
+        if guard.is_lost() {
+            self.metrics.locks_lost.get_or_create(&backend).inc();
+            tracing::warn!(lock = guard.name(), token = guard.fencing_token(), "lock was lost while held");
+        }
+        if let Err(e) = guard.release().await {
+            tracing::warn!(error = %e, "releasing the lock failed; it expires with its lease");
+        }
     }
 
     pub fn identity(&self) -> &str {

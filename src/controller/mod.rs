@@ -9,6 +9,7 @@ mod context;
 mod pool;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,6 +19,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 
 pub use context::{Context, Locks};
+
+use crate::metrics::Metrics;
 
 use crate::api::{Claim, Pool};
 use crate::ledger::LedgerError;
@@ -34,10 +37,10 @@ pub enum Error {
     Lock(#[from] LockError),
     #[error("pool {pool}: corrupt ledger: {source}")]
     Ledger { pool: String, source: LedgerError },
-    #[error("pool {pool}: ledger write with token {token} rejected: a newer lock holder wrote it")]
-    Fenced { pool: String, token: u64 },
-    #[error("pool {pool}: ledger changed since it was read (conflict); retrying")]
-    Conflict { pool: String },
+    #[error(
+        "pool {pool}: ledger write with token {token} rejected by its {by}: another holder wrote the ledger, this one lost its lock"
+    )]
+    Fenced { pool: String, token: u64, by: &'static str },
     #[error("finalizer: {0}")]
     Finalizer(String),
 }
@@ -50,7 +53,6 @@ impl Error {
             Error::Lock(_) => "lock",
             Error::Ledger { .. } => "ledger",
             Error::Fenced { .. } => "fenced",
-            Error::Conflict { .. } => "conflict",
             Error::Finalizer(_) => "finalizer",
         }
     }
@@ -64,15 +66,21 @@ pub struct Settings {
     pub concurrency: u16,
 }
 
-/// Runs both controllers until SIGTERM/SIGINT.
-pub async fn run(client: Client, locks: Locks, settings: Settings) -> anyhow::Result<()> {
+/// Runs both controllers until SIGTERM/SIGINT; `ready` turns true once both caches synced.
+pub async fn run(
+    client: Client,
+    locks: Locks,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let claims: Api<Claim> = Api::all(client.clone());
     let pools: Api<Pool> = Api::all(client.clone());
     let config = controller::Config::default().concurrency(settings.concurrency);
 
     let claim_controller = Controller::new(claims, watcher::Config::default()).with_config(config.clone());
     let claim_store = claim_controller.store();
-    let ctx = Arc::new(Context::new(client, locks, settings, claim_store.clone()));
+    let ctx = Arc::new(Context::new(client, locks, settings, claim_store.clone(), metrics));
 
     // A pool that changes (items freed, created, resized) wakes its claims that wait.
     let waiting = claim_store.clone();
@@ -90,8 +98,15 @@ pub async fn run(client: Client, locks: Locks, settings: Settings) -> anyhow::Re
         .run(claim::reconcile, claim::error_policy, ctx.clone())
         .for_each(|_| async {});
 
-    let pool_controller = Controller::new(pools, watcher::Config::default())
-        .with_config(config)
+    let pool_controller = Controller::new(pools, watcher::Config::default()).with_config(config);
+    let pool_store = pool_controller.store();
+    tokio::spawn(async move {
+        if claim_store.wait_until_ready().await.is_ok() && pool_store.wait_until_ready().await.is_ok() {
+            ready.store(true, Ordering::Release);
+            tracing::info!("caches synced; ready");
+        }
+    });
+    let pool_controller = pool_controller
         .shutdown_on_signal()
         .run(pool::reconcile, pool::error_policy, ctx.clone())
         .for_each(|_| async {});

@@ -21,6 +21,13 @@ use crate::ledger::Ledger;
 const RESYNC: Duration = Duration::from_secs(60);
 
 pub async fn reconcile(pool: Arc<Pool>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_pool(&pool, &ctx).await;
+    ctx.metrics.reconciled("pool", started.elapsed().as_secs_f64(), result.as_ref().err().map(Error::kind));
+    result
+}
+
+async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
     let ledger = match ledger_of(&pool) {
         Ok(l) => l,
         Err(e) => {
@@ -29,7 +36,7 @@ pub async fn reconcile(pool: Arc<Pool>, ctx: Arc<Context>) -> Result<Action, Err
             return Ok(Action::requeue(RESYNC));
         }
     };
-    let gone = vanished_claims(&ledger, &ctx).await?;
+    let gone = vanished_claims(&ledger, ctx).await?;
     let status = pool.status.clone().unwrap_or_default();
     let current = status.observed_generation == pool.metadata.generation
         && status.capacity == ledger.capacity() as i32
@@ -39,7 +46,7 @@ pub async fn reconcile(pool: Arc<Pool>, ctx: Arc<Context>) -> Result<Action, Err
         return Ok(Action::requeue(RESYNC));
     }
 
-    let guard = match lock_pool(&ctx, &pool).await {
+    let guard = match lock_pool(ctx, pool).await {
         Ok(g) => g,
         Err(e) => {
             warn!(pool = %pool.name_any(), error = %e, "pool lock unavailable");
@@ -52,7 +59,7 @@ pub async fn reconcile(pool: Arc<Pool>, ctx: Arc<Context>) -> Result<Action, Err
         let mut fresh = pools.get(&pool.name_any()).await?;
         let mut ledger = ledger_of(&fresh)?;
         let mut freed = 0;
-        for claim in vanished_claims(&ledger, &ctx).await? {
+        for claim in vanished_claims(&ledger, ctx).await? {
             let (next, items) = ledger.release(&claim);
             freed += items.len();
             info!(pool = %fresh.name_any(), claim = %claim, items = items.len(), "freed the items of a claim that no longer exists");
@@ -62,10 +69,10 @@ pub async fn reconcile(pool: Arc<Pool>, ctx: Arc<Context>) -> Result<Action, Err
         status.observed_generation = fresh.metadata.generation;
         let ready = condition("Ready", true, "LedgerConsistent", format!("{} of {} items free", ledger.free(), ledger.capacity()), fresh.metadata.generation);
         set_condition(&mut status.conditions, ready);
-        write_ledger(&ctx, &fresh, &ledger, &guard).await.map(|_| freed)
+        write_ledger(ctx, &fresh, &ledger, &guard).await.map(|_| freed)
     }
     .await;
-    let _ = guard.release().await;
+    ctx.unlock(guard).await;
     let freed = result?;
     if freed > 0 {
         let note = format!("freed {freed} items of claims that no longer exist");

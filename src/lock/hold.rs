@@ -91,6 +91,7 @@ impl Session {
             token: held.token,
             backend: held.backend,
             waited: held.waited,
+            acquired_at: std::time::Instant::now(),
             lost: self.lost,
             release: Some(self.release),
             released: Some(self.released),

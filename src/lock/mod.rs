@@ -157,6 +157,7 @@ pub struct LockGuard {
     token: u64,
     backend: Backend,
     waited: Duration,
+    acquired_at: std::time::Instant,
     lost: CancellationToken,
     release: Option<oneshot::Sender<()>>,
     released: Option<oneshot::Receiver<Result<(), LockError>>>,
@@ -184,6 +185,11 @@ impl LockGuard {
     /// How long the acquisition waited.
     pub fn waited(&self) -> Duration {
         self.waited
+    }
+
+    /// How long the lock has been held so far.
+    pub fn held(&self) -> Duration {
+        self.acquired_at.elapsed()
     }
 
     /// Completes when the lock is lost (renewal failed past its deadline, or the lease is

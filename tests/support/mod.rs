@@ -80,15 +80,22 @@ pub struct Replicas {
     logs: Vec<PathBuf>,
     kubeconfig: PathBuf,
     etcd: String,
+    args: Vec<String>,
 }
 
 impl Replicas {
     pub fn start(n: usize, kubeconfig: &Path, etcd_endpoints: &str) -> Self {
+        Self::start_with(n, kubeconfig, etcd_endpoints, &[])
+    }
+
+    /// Replicas with extra `lockguard run` arguments.
+    pub fn start_with(n: usize, kubeconfig: &Path, etcd_endpoints: &str, args: &[&str]) -> Self {
         let mut replicas = Self {
             replicas: Vec::new(),
             logs: Vec::new(),
             kubeconfig: kubeconfig.into(),
             etcd: etcd_endpoints.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         for _ in 0..n {
             replicas.add();
@@ -105,15 +112,46 @@ impl Replicas {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lockguard"));
         command
             .args(["run", "--identity", &unique(&format!("replica-{i}")), "--concurrency", "4"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("LOCKGUARD_ETCD_ENDPOINTS", &self.etcd)
             .env("RUST_LOG", "info,kube=warn")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
             .stderr(file);
         self.replicas.push(Some(devenv::process::spawn_tied(command).expect("start lockguard run")));
         self.logs.push(log);
         i
+    }
+
+    /// The `host:port` replica `i` serves /metrics on (from its start-up log line).
+    pub fn metrics_addr(&self, i: usize) -> Option<String> {
+        let log = self.log(i);
+        let line = log.lines().find(|l| l.contains("lockguard starting"))?;
+        let at = line.find("metrics=")? + "metrics=".len();
+        Some(line[at..].split_whitespace().next()?.trim_matches('"').to_string())
+    }
+
+    /// Sends SIGTERM to replica `i` and waits up to `timeout` for its exit status.
+    pub fn terminate(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.replicas[i].as_mut()?;
+        // SAFETY: our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.replicas[i] = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.replicas[i].as_ref().map(Child::id)
     }
 
     pub fn kill(&mut self, i: usize) {

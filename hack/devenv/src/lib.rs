@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use control_plane::{ControlPlane, client_for};
-pub use etcd::{EtcdCluster, EtcdServer};
+pub use etcd::{EtcdCluster, EtcdServer, http_get};
 pub use process::Process;
 
 #[derive(Debug, thiserror::Error)]
