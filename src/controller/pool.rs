@@ -28,7 +28,7 @@ pub async fn reconcile(pool: Arc<Pool>, ctx: Arc<Context>) -> Result<Action, Err
 }
 
 async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
-    let ledger = match ledger_of(&pool) {
+    let ledger = match ledger_of(pool) {
         Ok(l) => l,
         Err(e) => {
             warn!(pool = %pool.name_any(), error = %e, "corrupt ledger; not touching it");
