@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SECONDS ?=
 export PATH := $(CURDIR)/bin:$(PATH)
 
-.PHONY: help deps tools build lint test bench bench-lock demo clean
+.PHONY: help deps tools build lint test bench bench-lock demo crds install deploy undeploy run clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -37,9 +37,27 @@ bench-lock: deps tools ## Lock latency benchmark (prints a table)
 
 bench: bench-lock ## All benchmarks
 
-demo: deps tools ## Local control plane + lock etcd (Ctrl-C stops; DEMO_SECONDS=N stops by itself)
+demo: deps tools ## The story on a local control plane (Ctrl-C stops; DEMO_SECONDS=N stops by itself)
 	$(CARGO) build -q --workspace --bins
-	target/debug/devenv up $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS))
+	DEMO_SECONDS=$(DEMO_SECONDS) hack/demo.sh
+
+crds: ## Regenerate crds/ from the Rust types
+	$(CARGO) run -q --bin lockguard -- crd > crds/lockguard.dev.yaml
+
+install: ## Install the CRDs into the current KUBECONFIG's cluster and wait until Established
+	kubectl apply -k crds/
+	kubectl wait --for=condition=Established --timeout=60s crd/pools.lockguard.dev crd/claims.lockguard.dev
+
+deploy: install ## Install everything: CRDs, namespace, RBAC, operator, lock etcd (kubectl apply -k deploy/)
+	kubectl apply -k deploy/
+
+undeploy: ## Remove claims first (their finalizers need the operator), then the rest
+	-kubectl delete claims --all --all-namespaces --wait=true --timeout=120s
+	-kubectl delete pools --all --wait=true --timeout=60s
+	kubectl delete -k deploy/ --ignore-not-found
+
+run: ## Run the operator locally against the current KUBECONFIG
+	$(CARGO) run --bin lockguard -- run --metrics-addr 127.0.0.1:8080
 
 clean: ## Remove build outputs and bin/ (the Go tool cache in ~/.cache/lockguard stays)
 	$(CARGO) clean

@@ -244,3 +244,25 @@ fn checked_in_crds_match_the_rust_types() {
         .expect("crds/lockguard.dev.yaml");
     assert!(generated == checked_in, "crds/ is stale: run `make crds` and commit the result");
 }
+
+#[tokio::test]
+async fn deploy_kustomization_is_accepted_by_the_api_server_under_restricted_pod_security() {
+    install().await;
+    let deploy = support::repo().join("deploy");
+    let out = kubectl(&["apply", "--dry-run=server", "-k", deploy.to_str().expect("utf8")], None);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    for kind in [
+        "deployment.apps/lockguard",
+        "statefulset.apps/lockguard-etcd",
+        "flowschema",
+        "networkpolicy",
+        "service/lockguard-metrics",
+    ] {
+        assert!(stdout.contains(kind), "{kind} missing from:\n{stdout}");
+    }
+    assert!(!stderr.contains("violate PodSecurity"), "the namespace enforces restricted:\n{stderr}");
+    // The samples are applied for real: they are valid under the CRDs' admission rules.
+    let samples = support::repo().join("deploy/samples");
+    kubectl_ok(&["apply", "-f", samples.to_str().expect("utf8")], None);
+}

@@ -131,12 +131,10 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
             not_bound(claim, ctx, state, Some(30)).await
         }
         Err(Error::Fenced { pool, token, by }) => {
-            warn!(claim = %key, pool = %pool, token, by, lost, "fenced ledger write rejected: another replica wrote the ledger under a newer lock");
-            let reference = claim.object_ref(&());
             let note = format!(
-                "ledger write of pool {pool} with token {token} rejected by the API server ({by}); this replica had lost its lock"
+                "ledger write of pool {pool} with token {token} rejected by the API server ({by}); this replica had lost its lock (lost={lost})"
             );
-            ctx.event(&reference, EventType::Warning, "FencedWriteRejected", note).await;
+            ctx.event(&claim.object_ref(&()), EventType::Warning, "FencedWriteRejected", note).await;
             Err(Error::Fenced { pool, token, by })
         }
         Err(e) => Err(e),
@@ -271,6 +269,7 @@ pub(super) async fn write_ledger(
         Err(e) => return Err(e.into()),
     };
     ctx.metrics.fenced_rejections.get_or_create(&by_backend(guard.backend())).inc();
+    warn!(pool = %pool.name_any(), token = guard.fencing_token(), by, lost = guard.is_lost(), "fenced ledger write rejected: another replica wrote the ledger under a newer lock");
     Err(Error::Fenced { pool: pool.name_any(), token: guard.fencing_token(), by })
 }
 

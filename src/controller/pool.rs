@@ -73,6 +73,12 @@ async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
     }
     .await;
     ctx.unlock(guard).await;
+    if let Err(Error::Fenced { token, by, .. }) = &result {
+        let note = format!(
+            "status write with token {token} rejected by the API server ({by}); this replica had lost its lock"
+        );
+        ctx.event(&pool.object_ref(&()), EventType::Warning, "FencedWriteRejected", note).await;
+    }
     let freed = result?;
     if freed > 0 {
         let note = format!("freed {freed} items of claims that no longer exist");
