@@ -30,7 +30,7 @@ lint: deps ## rustfmt and clippy, warnings are errors
 test: deps tools lint ## Run every test, including those against real kube-apiserver and etcd
 	$(CARGO) test --workspace
 	@$(CARGO) run -q -p devenv -- sweep
-	@if pgrep -af 'lockguard-devenv/[0-9]+-' ; then echo "processes left behind by the tests" >&2; exit 1; fi
+	@$(CARGO) run -q -p devenv -- orphans
 
 bench-lock: deps tools ## Lock latency benchmark (prints a table)
 	$(CARGO) bench --bench lock

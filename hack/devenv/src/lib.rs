@@ -87,6 +87,25 @@ pub fn sweep() -> usize {
     removed
 }
 
+/// Processes started by a harness that is no longer running: `(pid, command line)`.
+/// Their command lines name the harness's run directory, `<root>/<harness pid>-…`.
+pub fn orphans() -> Vec<(u32, String)> {
+    let root = runs_root().display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let command = String::from_utf8_lossy(&raw).replace('\0', " ");
+        let Some(at) = command.find(&format!("{root}/")) else { continue };
+        let owner = command[at + root.len() + 1..].split('-').next().and_then(|p| p.parse::<i32>().ok());
+        if owner.is_some_and(|owner| !alive(owner)) {
+            found.push((pid, command.trim().to_string()));
+        }
+    }
+    found
+}
+
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }

@@ -31,6 +31,8 @@ enum Command {
     },
     /// Remove run directories left by harness processes that are gone.
     Sweep,
+    /// List processes whose harness is gone (orphans); exit 1 if there are any.
+    Orphans,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -39,6 +41,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Sweep => {
             println!("devenv: removed {} stale run directories", devenv::sweep());
             Ok(())
+        }
+        Command::Orphans => {
+            let orphans = devenv::orphans();
+            for (pid, command) in &orphans {
+                println!("{pid} {command}");
+            }
+            if orphans.is_empty() {
+                println!("devenv: no orphaned etcd or kube-apiserver processes");
+                Ok(())
+            } else {
+                anyhow::bail!("{} processes outlived their harness", orphans.len())
+            }
         }
         Command::Up { env_file, lock_etcd_members, seconds } => {
             up(env_file, lock_etcd_members, seconds).await
