@@ -128,3 +128,34 @@ fn harness_processes_die_with_their_owner() {
     // SAFETY: signal 0 only checks existence.
     assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "etcd must be gone after drop");
 }
+
+#[tokio::test]
+async fn a_three_member_etcd_cluster_serves_locks_and_survives_losing_a_member() {
+    use lockguard::lock::etcd::{EtcdConfig, EtcdLock};
+    use lockguard::lock::{Lock, LockOptions};
+    let dir = devenv::run_dir("smoke-cluster").expect("dir");
+    let mut cluster = devenv::EtcdCluster::start(&dir, "member", 3).expect("3-member cluster");
+    let client =
+        EtcdConfig::from_list(&cluster.endpoints()).connect(Duration::from_secs(5)).await.expect("connect");
+    let lock = EtcdLock::new(client, "smoke");
+    let options = LockOptions::new(5, Duration::from_secs(10)).expect("options");
+    let first = lock.acquire("cluster-lock", options).await.expect("lock on the cluster");
+    first.release().await.expect("release");
+    cluster.members[0].kill();
+    // If the killed member led, requests fail ("request timed out") until the other two
+    // elect a leader; then two of three keep quorum.
+    let started = std::time::Instant::now();
+    let second = loop {
+        match lock.acquire("cluster-lock", options).await {
+            Ok(guard) => break guard,
+            Err(e) if started.elapsed() < Duration::from_secs(15) => eprintln!("retrying after: {e}"),
+            Err(e) => panic!("no quorum after losing one member of three: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("lock available again {:?} after the member was killed", started.elapsed());
+    assert!(second.fencing_token() > 0);
+    second.release().await.expect("release");
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -93,11 +93,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(%identity, metrics = %bound, "lockguard starting");
 
     let locks = Locks::new(client.clone(), etcd.clone(), &args.lease_namespace, &identity);
-    let settings = Settings {
-        identity: identity.clone(),
-        lease_namespace: args.lease_namespace.clone(),
-        concurrency: args.concurrency.max(1),
-    };
+    let settings = Settings { identity: identity.clone(), concurrency: args.concurrency.max(1) };
     let controllers = controller::run(client.clone(), locks, settings, metrics, ready);
     if !args.leader_elect {
         controllers.await?;

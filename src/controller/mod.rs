@@ -62,7 +62,6 @@ impl Error {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub identity: String,
-    pub lease_namespace: String,
     pub concurrency: u16,
 }
 

@@ -333,7 +333,7 @@ impl Renewal for EtcdRenewal {
             Ok(Some(response)) => Ok(response.ttl() > 0),
             Ok(None) => {
                 self.stream = None;
-                Err(LockError::Invalid("keep-alive stream closed".into()))
+                Err(LockError::KeepAlive("the keep-alive stream was closed".into()))
             }
             Err(e) => {
                 self.stream = None;

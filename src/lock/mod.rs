@@ -123,6 +123,8 @@ pub enum LockError {
     Kube(#[from] kube::Error),
     #[error("lock {name} was lost while waiting for it: {reason}")]
     LostWhileWaiting { name: String, reason: String },
+    #[error("keep-alive failed: {0}")]
+    KeepAlive(String),
     #[error("fenced write rejected: lock {name} with token {token} is no longer held")]
     Fenced { name: String, token: u64 },
 }
