@@ -451,3 +451,50 @@ async fn cli_stops_the_command_when_the_lock_is_lost() {
     // SAFETY: signal 0 only checks that the process exists.
     assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the command must not keep running without the lock");
 }
+
+#[tokio::test]
+async fn etcd_over_tls_needs_the_client_certificate() {
+    let dir = devenv::run_dir("lock-tls").expect("dir");
+    let etcd = devenv::etcd::start_tls(&dir, "tls").expect("etcd with TLS and client-cert auth");
+    let pki = etcd.tls().expect("tls").clone();
+    let with_cert = EtcdConfig {
+        ca: Some(pki.ca_cert.clone()),
+        cert: Some(pki.client_cert.clone()),
+        key: Some(pki.client_key.clone()),
+        ..EtcdConfig::new([etcd.endpoint()])
+    };
+    let client =
+        with_cert.connect(Duration::from_secs(5)).await.expect("connect with the client certificate");
+    let lock = EtcdLock::new(client, unique_identity("tls"));
+    lock.acquire("tls", options(5, 5_000)).await.expect("lock over TLS").release().await.expect("release");
+
+    // Without a client certificate the server refuses: a clear error in bounded time.
+    let without = EtcdConfig { ca: Some(pki.ca_cert.clone()), ..EtcdConfig::new([etcd.endpoint()]) };
+    let started = Instant::now();
+    let refused = match without.connect(Duration::from_secs(2)).await {
+        Ok(client) => EtcdLock::new(client, "anonymous").acquire("tls", options(5, 2_000)).await.map(drop),
+        Err(e) => Err(e),
+    };
+    assert!(refused.is_err(), "a client without a certificate must be refused");
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded: {:?}", started.elapsed());
+
+    // The CLI takes the same settings as flags.
+    let endpoint = etcd.endpoint();
+    let paths = [&pki.ca_cert, &pki.client_cert, &pki.client_key].map(|p| p.display().to_string());
+    let mut cli = Cli::lock(&[
+        "tls-cli",
+        "--etcd-endpoints",
+        &endpoint,
+        "--etcd-ca",
+        &paths[0],
+        "--etcd-cert",
+        &paths[1],
+        "--etcd-key",
+        &paths[2],
+        "--",
+        "true",
+    ]);
+    assert_eq!(cli.wait(Duration::from_secs(10)).and_then(|s| s.code()), Some(0), "{}", cli.stderr());
+    drop(etcd);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -22,26 +22,72 @@ pub struct Pki {
     pub sa_signing_key: PathBuf,
 }
 
+/// TLS material for an etcd that requires client certificates.
+#[derive(Debug, Clone)]
+pub struct EtcdPki {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn ca(name: &str) -> Result<CertifiedIssuer<'static, KeyPair>> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(CertifiedIssuer::self_signed(params, KeyPair::generate()?)?)
+}
+
+/// A certificate for loopback (`localhost`, `127.0.0.1`) or a client, signed by `ca`; PEM.
+fn leaf(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    common_name: &str,
+    organization: Option<&str>,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<(String, String)> {
+    let names = match usage {
+        ExtendedKeyUsagePurpose::ServerAuth => vec!["localhost".to_string(), "127.0.0.1".to_string()],
+        _ => Vec::new(),
+    };
+    let mut params = CertificateParams::new(names)?;
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    if let Some(o) = organization {
+        params.distinguished_name.push(DnType::OrganizationName, o);
+    }
+    params.extended_key_usages = vec![usage];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, ca)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+pub fn generate_etcd(dir: &Path) -> Result<EtcdPki> {
+    std::fs::create_dir_all(dir)?;
+    let ca = ca("lockguard-devenv-etcd-ca")?;
+    let (server_cert, server_key) = leaf(&ca, "etcd", None, ExtendedKeyUsagePurpose::ServerAuth)?;
+    let (client_cert, client_key) = leaf(&ca, "lockguard", None, ExtendedKeyUsagePurpose::ClientAuth)?;
+    let pki = EtcdPki {
+        ca_cert: dir.join("etcd-ca.crt"),
+        server_cert: dir.join("etcd-server.crt"),
+        server_key: dir.join("etcd-server.key"),
+        client_cert: dir.join("etcd-client.crt"),
+        client_key: dir.join("etcd-client.key"),
+    };
+    std::fs::write(&pki.ca_cert, ca.pem())?;
+    std::fs::write(&pki.server_cert, server_cert)?;
+    std::fs::write(&pki.server_key, server_key)?;
+    std::fs::write(&pki.client_cert, client_cert)?;
+    std::fs::write(&pki.client_key, client_key)?;
+    Ok(pki)
+}
+
 pub fn generate(dir: &Path) -> Result<Pki> {
     std::fs::create_dir_all(dir)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "lockguard-devenv-ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-
-    let mut serving = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
-    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_key = KeyPair::generate()?;
-    let serving_cert = serving.signed_by(&serving_key, &ca)?;
-
-    let mut admin = CertificateParams::new(Vec::<String>::new())?;
-    admin.distinguished_name.push(DnType::CommonName, "admin");
-    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_key = KeyPair::generate()?;
-    let admin_cert = admin.signed_by(&admin_key, &ca)?;
+    let ca = ca("lockguard-devenv-ca")?;
+    let (serving_cert, serving_key) = leaf(&ca, "kube-apiserver", None, ExtendedKeyUsagePurpose::ServerAuth)?;
+    let (admin_cert, admin_key) =
+        leaf(&ca, "admin", Some("system:masters"), ExtendedKeyUsagePurpose::ClientAuth)?;
 
     let sa_key = KeyPair::generate()?;
 
@@ -55,10 +101,10 @@ pub fn generate(dir: &Path) -> Result<Pki> {
         sa_signing_key: dir.join("sa.key"),
     };
     std::fs::write(&pki.ca_cert, ca.pem())?;
-    std::fs::write(&pki.serving_cert, serving_cert.pem())?;
-    std::fs::write(&pki.serving_key, serving_key.serialize_pem())?;
-    std::fs::write(&pki.admin_cert, admin_cert.pem())?;
-    std::fs::write(&pki.admin_key, admin_key.serialize_pem())?;
+    std::fs::write(&pki.serving_cert, serving_cert)?;
+    std::fs::write(&pki.serving_key, serving_key)?;
+    std::fs::write(&pki.admin_cert, admin_cert)?;
+    std::fs::write(&pki.admin_key, admin_key)?;
     std::fs::write(&pki.sa_public_key, sa_key.public_key_pem())?;
     std::fs::write(&pki.sa_signing_key, sa_key.serialize_pem())?;
     Ok(pki)

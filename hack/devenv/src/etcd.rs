@@ -5,6 +5,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::certs::EtcdPki;
 use crate::process::{Process, free_port, wait_until};
 use crate::{Error, Result, binary};
 
@@ -17,6 +18,8 @@ pub struct EtcdServer {
     peer_port: u16,
     initial_cluster: String,
     durable: bool,
+    /// With TLS, clients must show a certificate; health is read on a plain metrics port.
+    tls: Option<(EtcdPki, u16)>,
     process: Option<Process>,
 }
 
@@ -29,13 +32,20 @@ impl EtcdServer {
             peer_port,
             initial_cluster: format!("{name}=http://127.0.0.1:{peer_port}"),
             durable: false,
+            tls: None,
             process: None,
         }
     }
 
-    /// `http://127.0.0.1:PORT`, for `--etcd-servers` and etcd clients.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), for `--etcd-servers` and etcd clients.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client certificate, key and CA of a TLS server.
+    pub fn tls(&self) -> Option<&EtcdPki> {
+        self.tls.as_ref().map(|(pki, _)| pki)
     }
 
     pub fn name(&self) -> &str {
@@ -49,7 +59,7 @@ impl EtcdServer {
     fn args(&self) -> Vec<String> {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        [
+        let mut args: Vec<String> = [
             "--name",
             &self.name,
             "--data-dir",
@@ -77,7 +87,19 @@ impl EtcdServer {
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect()
+        .collect();
+        if let Some((pki, metrics_port)) = &self.tls {
+            let path = |p: &PathBuf| p.display().to_string();
+            args.retain(|a| a != "--listen-metrics-urls" && !a.is_empty());
+            args.extend([
+                format!("--listen-metrics-urls=http://127.0.0.1:{metrics_port}"),
+                format!("--cert-file={}", path(&pki.server_cert)),
+                format!("--key-file={}", path(&pki.server_key)),
+                format!("--trusted-ca-file={}", path(&pki.ca_cert)),
+                "--client-cert-auth=true".into(),
+            ]);
+        }
+        args
     }
 
     /// Starts the process (again, after `stop`) without waiting for health.
@@ -98,7 +120,8 @@ impl EtcdServer {
     }
 
     pub fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
-        let addr = format!("127.0.0.1:{}", self.client_port);
+        let port = self.tls.as_ref().map(|(_, metrics)| *metrics).unwrap_or(self.client_port);
+        let addr = format!("127.0.0.1:{port}");
         if wait_until(timeout, || http_status(&addr, "/health") == Some(200)) {
             return Ok(());
         }
@@ -140,6 +163,14 @@ impl EtcdServer {
 /// A single etcd server without fsync (fast, for tests).
 pub fn start_single(dir: &Path, name: &str) -> Result<EtcdServer> {
     let mut server = EtcdServer::new(name, dir, free_port()?, free_port()?);
+    server.start()?;
+    Ok(server)
+}
+
+/// A single etcd server that serves clients over TLS and requires client certificates.
+pub fn start_tls(dir: &Path, name: &str) -> Result<EtcdServer> {
+    let mut server = EtcdServer::new(name, dir, free_port()?, free_port()?);
+    server.tls = Some((crate::certs::generate_etcd(&dir.join(name).join("pki"))?, free_port()?));
     server.start()?;
     Ok(server)
 }
