@@ -1,12 +1,12 @@
 //! `lockguard lock` and `lockguard locks`, modelled on `etcdctl lock`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::EtcdArgs;
 use crate::lock::etcd::{EtcdConfig, EtcdLock};
 use crate::lock::lease::LeaseLock;
 use crate::lock::{Backend, Lock, LockError, LockGuard, LockOptions, host_name, unique_identity};
@@ -28,18 +28,9 @@ pub struct BackendArgs {
     /// Which lock: an etcd lease lock or a Kubernetes Lease.
     #[arg(long, value_enum, default_value = "etcd")]
     pub backend: BackendArg,
-    /// Comma-separated etcd endpoints.
-    #[arg(long, env = "LOCKGUARD_ETCD_ENDPOINTS", default_value = "http://127.0.0.1:2379")]
-    pub etcd_endpoints: String,
-    /// CA certificate (PEM) that signed the etcd server certificates.
-    #[arg(long, env = "LOCKGUARD_ETCD_CA")]
-    pub etcd_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for etcd.
-    #[arg(long, env = "LOCKGUARD_ETCD_CERT")]
-    pub etcd_cert: Option<PathBuf>,
-    /// Client key (PEM) for etcd.
-    #[arg(long, env = "LOCKGUARD_ETCD_KEY")]
-    pub etcd_key: Option<PathBuf>,
+    /// The lock etcd (etcd backend; default endpoint http://127.0.0.1:2379).
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Namespace of the Lease (Lease backend; cluster access from KUBECONFIG or in-cluster).
     #[arg(long, short = 'n', default_value = "default")]
     pub namespace: String,
@@ -277,13 +268,9 @@ pub async fn locks(args: LocksArgs) -> ExitCode {
     }
 }
 
+/// The etcd to lock on; like `etcdctl`, the local default port when none is given.
 pub fn etcd_config(args: &BackendArgs) -> EtcdConfig {
-    EtcdConfig {
-        ca: args.etcd_ca.clone(),
-        cert: args.etcd_cert.clone(),
-        key: args.etcd_key.clone(),
-        ..EtcdConfig::from_list(&args.etcd_endpoints)
-    }
+    args.etcd.config().unwrap_or_else(|| EtcdConfig::new(["http://127.0.0.1:2379"]))
 }
 
 impl From<BackendArg> for Backend {

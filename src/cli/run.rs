@@ -2,7 +2,6 @@
 //! election built on the lock module.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -11,6 +10,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+use super::EtcdArgs;
 use super::lock::BackendArg;
 use crate::controller::{self, Locks, Settings};
 use crate::health::{self, Health};
@@ -21,18 +21,9 @@ use crate::metrics::Metrics;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Comma-separated endpoints of the lock etcd (pools with backend Etcd).
-    #[arg(long, env = "LOCKGUARD_ETCD_ENDPOINTS")]
-    pub etcd_endpoints: Option<String>,
-    /// CA certificate (PEM) of the lock etcd.
-    #[arg(long, env = "LOCKGUARD_ETCD_CA")]
-    pub etcd_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for the lock etcd.
-    #[arg(long, env = "LOCKGUARD_ETCD_CERT")]
-    pub etcd_cert: Option<PathBuf>,
-    /// Client key (PEM) for the lock etcd.
-    #[arg(long, env = "LOCKGUARD_ETCD_KEY")]
-    pub etcd_key: Option<PathBuf>,
+    /// The lock etcd (pools with backend Etcd).
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// This replica's identity in locks and Events; default: pod or host name plus a random
     /// suffix, so a restarted replica never takes its old identity.
     #[arg(long)]
@@ -72,12 +63,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     let client =
         kube::Client::try_default().await.context("no cluster access (KUBECONFIG or in-cluster config)")?;
     let identity = args.identity.clone().unwrap_or_else(|| unique_identity(&host_name()));
-    let etcd = args.etcd_endpoints.as_deref().map(|list| EtcdConfig {
-        ca: args.etcd_ca.clone(),
-        cert: args.etcd_cert.clone(),
-        key: args.etcd_key.clone(),
-        ..EtcdConfig::from_list(list)
-    });
+    let etcd = args.etcd.config();
     if etcd.is_none() {
         tracing::warn!("no --etcd-endpoints: pools with lock backend Etcd will report LockUnavailable");
     }
