@@ -35,7 +35,8 @@ test: deps tools lint ## Run every test, including those against real kube-apise
 bench-lock: deps tools ## Lock latency benchmark (prints a table)
 	$(CARGO) bench --bench lock
 
-bench: bench-lock ## All benchmarks
+bench: bench-lock ## All benchmarks: locks, then reconcile throughput and memory
+	$(CARGO) bench --bench reconcile
 
 demo: deps tools ## The story on a local control plane (Ctrl-C stops; DEMO_SECONDS=N stops by itself)
 	$(CARGO) build -q --workspace --bins

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::{Error, FINALIZER, backoff};
-use crate::api::{Claim, ClaimStatus, LockBackend, Pool, PoolStatus, condition, is_true, set_condition};
+use crate::api::{Claim, ClaimStatus, LockBackend, Pool, PoolStatus, condition, set_condition};
 use crate::failpoint;
 use crate::ledger::{AllocError, Ledger};
 use crate::lock::LockGuard;
@@ -23,8 +23,14 @@ use crate::metrics::by as by_backend;
 
 pub const BOUND: &str = "Bound";
 
-pub fn is_bound(claim: &Claim) -> bool {
-    claim.status.as_ref().is_some_and(|s| is_true(&s.conditions, BOUND))
+/// Not bound for a reason that only a change of the pool can clear.
+pub fn waits_for_pool(claim: &Claim) -> bool {
+    let reasons = ["PoolNotFound", "PoolTooSmall", "PoolExhausted"];
+    claim
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == BOUND))
+        .is_some_and(|c| c.status == "False" && reasons.contains(&c.reason.as_str()))
 }
 
 /// `namespace/name`, the claim's key in a ledger.
@@ -283,6 +289,9 @@ async fn bind(
 ) -> Result<(), Error> {
     let (items, summary) = pool.spec.items.describe(indices);
     let generation = claim.metadata.generation;
+    // The token is the one the items were allocated under: a later reconcile that finds the
+    // work done keeps it, or every ledger write would rewrite every claim's status.
+    let token = if changed { token } else { claim.status.as_ref().and_then(|s| s.fencing_token).or(token) };
     let mut conditions = claim.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let message = format!("{} items from pool {}: {summary}", items.len(), claim.spec.pool_ref);
     set_condition(&mut conditions, condition(BOUND, true, "Allocated", message, generation));

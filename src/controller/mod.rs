@@ -81,7 +81,8 @@ pub async fn run(
     let claim_store = claim_controller.store();
     let ctx = Arc::new(Context::new(client, locks, settings, claim_store.clone(), metrics));
 
-    // A pool that changes (items freed, created, resized) wakes its claims that wait.
+    // A pool that changes (items freed, created, resized) wakes the claims that wait for
+    // it; claims not yet reconciled are queued by their own events already.
     let waiting = claim_store.clone();
     let claim_controller = claim_controller
         .watches(pools.clone(), watcher::Config::default(), move |pool: Pool| {
@@ -89,7 +90,7 @@ pub async fn run(
             waiting
                 .state()
                 .into_iter()
-                .filter(|c| c.spec.pool_ref == name && !claim::is_bound(c))
+                .filter(|c| c.spec.pool_ref == name && claim::waits_for_pool(c))
                 .map(|c| ObjectRef::from_obj(&*c))
                 .collect::<Vec<_>>()
         })
