@@ -83,7 +83,6 @@ pub fn error_policy(claim: Arc<Claim>, error: &Error, ctx: Arc<Context>) -> Acti
 struct NotBound {
     reason: &'static str,
     message: String,
-    event: bool,
 }
 
 async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
@@ -92,14 +91,13 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     let pools: Api<Pool> = Api::all(ctx.client.clone());
     let Some(pool) = pools.get_opt(pool_name).await? else {
         let message = format!("pool {pool_name} does not exist; the claim binds once it is created");
-        return not_bound(claim, ctx, NotBound { reason: "PoolNotFound", message, event: true }, Some(60))
-            .await;
+        return not_bound(claim, ctx, NotBound { reason: "PoolNotFound", message }, Some(60)).await;
     };
     let capacity = pool.spec.items.capacity();
     let count = claim.spec.count.max(0) as u32;
     if count > capacity {
         let message = format!("the claim asks for {count} items but pool {pool_name} only has {capacity}");
-        return not_bound(claim, ctx, NotBound { reason: "PoolTooSmall", message, event: true }, None).await;
+        return not_bound(claim, ctx, NotBound { reason: "PoolTooSmall", message }, None).await;
     }
     // Already done (the ledger is the truth): only the status may need writing.
     if let Some(entry) = ledger_of(&pool)?.entry(&key)
@@ -116,14 +114,13 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
         Ok(guard) => guard,
         Err(error) => {
             let message = format!("{} lock of pool {pool_name} unavailable: {error}", backend_name(backend));
-            not_bound(claim, ctx, NotBound { reason: "LockUnavailable", message, event: true }, None).await?;
+            not_bound(claim, ctx, NotBound { reason: "LockUnavailable", message }, None).await?;
             return Err(error);
         }
     };
-    let held = Instant::now();
     let wait_ms = guard.waited().as_millis() as u64;
     let result = allocate_locked(claim, ctx, &guard, &key, count).await;
-    let hold_ms = held.elapsed().as_millis() as u64;
+    let hold_ms = guard.held().as_millis() as u64;
     let lost = guard.is_lost();
     ctx.unlock(guard).await;
     match result {
@@ -164,7 +161,7 @@ async fn allocate_locked(
     let pool_name = &claim.spec.pool_ref;
     let Some(pool) = pools.get_opt(pool_name).await? else {
         let message = format!("pool {pool_name} does not exist; the claim binds once it is created");
-        return Ok(Allocated::Refused(NotBound { reason: "PoolNotFound", message, event: true }));
+        return Ok(Allocated::Refused(NotBound { reason: "PoolNotFound", message }));
     };
     let ledger = ledger_of(&pool)?;
     let uid = claim.uid().unwrap_or_default();
@@ -175,11 +172,11 @@ async fn allocate_locked(
                 "the claim asks for {count} items but pool {pool_name} only has {}",
                 ledger.capacity()
             );
-            return Ok(Allocated::Refused(NotBound { reason: "PoolTooSmall", message, event: true }));
+            return Ok(Allocated::Refused(NotBound { reason: "PoolTooSmall", message }));
         }
         Err(e @ (AllocError::Exhausted { .. } | AllocError::TooManyClaims { .. })) => {
             let message = format!("pool {pool_name}: {e}; the claim binds when items are freed");
-            return Ok(Allocated::Refused(NotBound { reason: "PoolExhausted", message, event: true }));
+            return Ok(Allocated::Refused(NotBound { reason: "PoolExhausted", message }));
         }
     };
     let indices = next.entry(key).map(|e| e.indices.clone()).unwrap_or_default();
@@ -336,7 +333,7 @@ async fn not_bound(
     if claim.status.as_ref() != Some(&status) {
         patch_status(claim, ctx, &status).await?;
     }
-    if state.event && previous.as_deref() != Some(state.reason) {
+    if previous.as_deref() != Some(state.reason) {
         ctx.event(&claim.object_ref(&()), EventType::Warning, state.reason, state.message).await;
     }
     Ok(match requeue_seconds {
