@@ -159,3 +159,42 @@ async fn a_three_member_etcd_cluster_serves_locks_and_survives_losing_a_member()
     drop(cluster);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The version a wrapper module in hack/ pins for `module`.
+fn pinned(dir: &str, module: &str) -> String {
+    let go_mod =
+        std::fs::read_to_string(support::repo().join("hack").join(dir).join("go.mod")).expect("go.mod");
+    go_mod
+        .lines()
+        .map(str::split_whitespace)
+        .find_map(|mut words| match (words.next(), words.next()) {
+            (Some(m), Some(v)) if m == module && v.starts_with('v') => Some(v.to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{module} is not pinned in hack/{dir}/go.mod"))
+}
+
+#[test]
+fn the_go_built_tools_report_the_pinned_releases() {
+    let version = |binary: &str| {
+        let out = std::process::Command::new(devenv::binary(binary).expect("built by make tools"))
+            .arg(if binary == "kubectl" { "version" } else { "--version" })
+            .args(if binary == "kubectl" { &["--client"][..] } else { &[][..] })
+            .output()
+            .expect("run --version");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let kubernetes = pinned("kube", "k8s.io/kubernetes");
+    assert!(
+        version("kube-apiserver").contains(&format!("Kubernetes {kubernetes}")),
+        "{}",
+        version("kube-apiserver")
+    );
+    assert!(version("kubectl").contains(&format!("Client Version: {kubernetes}")), "{}", version("kubectl"));
+    let etcd = pinned("etcd", "go.etcd.io/etcd/server/v3");
+    assert!(
+        version("etcd").contains(&format!("etcd Version: {}", etcd.trim_start_matches('v'))),
+        "{}",
+        version("etcd")
+    );
+}
