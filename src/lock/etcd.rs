@@ -2,6 +2,7 @@
 //! lock service (`concurrency.Mutex`, `etcdctl lock`), a token per acquisition (the key's
 //! create revision) and fenced transactions.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -249,15 +250,65 @@ impl Lock for EtcdLock {
     async fn acquire(&self, name: &str, options: LockOptions) -> Result<LockGuard, LockError> {
         check_name(name)?;
         let started = Instant::now();
-        match self.reuse_lease(&options) {
-            Some(idle) => match self.acquire_with(name, &options, started, Some(idle)).await {
-                // Revoked behind our back while idle: start over with a new lease.
-                Err(LockError::Etcd(e)) if e.to_string().contains("lease not found") => {
-                    self.acquire_with(name, &options, started, None).await
+        let deadline = started + options.timeout();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let result = match self.reuse_lease(&options) {
+                Some(idle) => match self.acquire_with(name, &options, started, Some(idle)).await {
+                    // Revoked behind our back while idle: start over with a new lease.
+                    Err(LockError::Etcd(e)) if e.to_string().contains("lease not found") => {
+                        self.acquire_with(name, &options, started, None).await
+                    }
+                    other => other,
+                },
+                None => self.acquire_with(name, &options, started, None).await,
+            };
+            // During an etcd leader election requests fail for a moment; the failed attempt
+            // has withdrawn its key (its lease is revoked), so trying again is safe.
+            match result {
+                Err(LockError::Etcd(e)) if is_transient(&e) && Instant::now() + pause < deadline => {
+                    tracing::debug!(lock = name, error = %e, "etcd busy; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
-                other => other,
-            },
-            None => self.acquire_with(name, &options, started, None).await,
+                other => return other,
+            }
+        }
+    }
+}
+
+/// An error that a moment later may not recur: a member that is gone (the client may pick
+/// another endpoint), or a cluster without a leader or electing one.
+fn is_transient(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = status.message();
+            status.code() == tonic::Code::Unavailable
+                || message == "transport error"
+                || message.contains("leader changed")
+                || message.contains("no leader")
+                || message.contains("request timed out")
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs `call` until it succeeds, fails for good, or `limit` has passed.
+async fn with_retries<T, F: Future<Output = Result<T, etcd_client::Error>>>(
+    during: &'static str,
+    limit: Duration,
+    mut call: impl FnMut() -> F,
+) -> Result<T, LockError> {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match bounded(Backend::Etcd, during, remaining(deadline), call()).await {
+            Err(LockError::Etcd(e)) if is_transient(&e) && Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
         }
     }
 }
@@ -346,11 +397,16 @@ impl Renewal for EtcdRenewal {
     /// or revoked, off the caller's path.
     async fn release(&mut self) -> Result<(), LockError> {
         self.stream = None;
-        let delete = self.client.delete(self.key.as_str(), None);
-        bounded(Backend::Etcd, "release", CALL_TIMEOUT, delete).await.map(drop)
+        let (client, key) = (&self.client, self.key.as_str());
+        with_retries("release", CALL_TIMEOUT, || {
+            let mut client = client.clone();
+            async move { client.delete(key, None).await }
+        })
+        .await
+        .map(drop)
     }
 
-    async fn cleanup(mut self, clean: Option<Instant>) {
+    async fn cleanup(self, clean: Option<Instant>) {
         if let Some(renewed_at) = clean
             && let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE_LEASES
@@ -358,8 +414,12 @@ impl Renewal for EtcdRenewal {
             idle.push(IdleLease { id: self.lease, ttl_seconds: self.ttl_seconds, renewed_at });
             return;
         }
-        let revoke = self.client.lease_revoke(self.lease);
-        if let Err(e) = bounded(Backend::Etcd, "lease revoke", CALL_TIMEOUT, revoke).await
+        let (client, lease) = (&self.client, self.lease);
+        let revoke = with_retries("lease revoke", CALL_TIMEOUT, || {
+            let mut client = client.clone();
+            async move { client.lease_revoke(lease).await }
+        });
+        if let Err(e) = revoke.await
             && !e.to_string().contains("lease not found")
         {
             tracing::debug!(lease = self.lease, error = %e, "lease revoke failed; it expires by its TTL");
