@@ -49,7 +49,11 @@ async fn three_replicas_bind_300_claims_uniquely_and_free_them_on_delete() {
 
     // The work was shared: every replica allocated something.
     for i in 0..3 {
-        assert!(replicas.log(i).contains("allocated"), "replica {i} never allocated\n{}", replicas.tails());
+        assert!(
+            replicas.log(i).contains("allocated claim="),
+            "replica {i} never allocated\n{}",
+            replicas.tails()
+        );
     }
     let items: HashSet<String> = claims_in(&namespaces)
         .await

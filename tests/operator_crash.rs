@@ -37,7 +37,11 @@ async fn killed_replicas_leave_no_leaked_or_duplicated_item() {
         create_claim(&namespaces[i % 2], &format!("c{i}"), pool, 3).await;
     }
     // Kill replica 0 as soon as it is in the middle of allocating.
-    assert!(logged(&replicas, 0, "allocated", 3).await, "replica 0 never allocated\n{}", replicas.tails());
+    assert!(
+        logged(&replicas, 0, "allocated claim=", 3).await,
+        "replica 0 never allocated\n{}",
+        replicas.tails()
+    );
     replicas.kill(0);
     let bound = eventually(Duration::from_secs(120), || async {
         let claims = claims_in(&namespaces).await;

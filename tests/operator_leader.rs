@@ -78,7 +78,7 @@ async fn only_the_leader_reconciles(backend: &str) {
         "{}",
         replicas.tails()
     );
-    assert!(replicas.log(next).contains("allocated"), "the new leader reconciles");
+    assert!(replicas.log(next).contains("allocated claim="), "the new leader reconciles");
     assert_eq!(audit(&[&pool]).await, Ok(15));
 }
 

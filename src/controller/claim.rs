@@ -125,7 +125,8 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     ctx.unlock(guard).await;
     match result {
         Ok(Allocated::Bound { indices, token, pool, changed }) => {
-            info!(claim = %key, pool = %pool_name, backend = backend_name(backend), token, wait_ms, hold_ms, items = indices.len(), changed, "allocated");
+            let what = if changed { "allocated" } else { "already allocated (another reconcile did it)" };
+            info!(claim = %key, pool = %pool_name, backend = backend_name(backend), token, wait_ms, hold_ms, items = indices.len(), "{what}");
             bind(claim, ctx, &pool, &indices, Some(token as i64), changed).await?;
             Ok(Action::await_change())
         }
