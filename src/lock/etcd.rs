@@ -15,7 +15,7 @@ use etcd_client::{
 use tokio::time::{Instant, sleep_until};
 
 use super::hold::{Held, Renewal, Session};
-use super::{Backend, Lock, LockError, LockGuard, LockOptions, bounded};
+use super::{Backend, Lock, LockError, LockGuard, LockOptions, bounded, remaining};
 
 /// Bound for calls that are not part of an acquisition (release, listing, fenced writes).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -445,10 +445,6 @@ fn check_name(name: &str) -> Result<(), LockError> {
         });
     }
     Ok(())
-}
-
-fn remaining(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
 }
 
 fn first_key(response: &TxnResponse) -> Option<String> {

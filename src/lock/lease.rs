@@ -14,7 +14,7 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use tokio::time::{Instant, sleep_until};
 
 use super::hold::{Held, Renewal, Session};
-use super::{Backend, Lock, LockError, LockGuard, LockOptions, bounded};
+use super::{Backend, Lock, LockError, LockGuard, LockOptions, bounded, remaining};
 
 /// Bound for calls that are not part of an acquisition (renew, release, listing).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -277,10 +277,6 @@ fn check_name(name: &str) -> Result<(), LockError> {
             reason: "a Lease name must be a DNS subdomain: lowercase letters, digits, '-' and '.'".into(),
         })
     }
-}
-
-fn remaining(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
 }
 
 struct LeaseRenewal {

@@ -251,6 +251,11 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "lockguard".to_string())
 }
 
+/// Time left until `deadline`, at least 1 ms so a last call still gets a chance.
+pub(crate) fn remaining(deadline: tokio::time::Instant) -> Duration {
+    deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1))
+}
+
 /// Runs `call` with a deadline; a call that does not answer becomes `Unresponsive`.
 pub(crate) async fn bounded<T, E>(
     backend: Backend,

@@ -55,6 +55,7 @@ impl ControlPlane {
 
     async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let client = self.client().await?;
         loop {
             if let Some(status) = self.apiserver.exited() {
                 return Err(Error::NotReady {
@@ -62,7 +63,7 @@ impl ControlPlane {
                     log: self.apiserver.log_tail(30),
                 });
             }
-            if self.is_ready().await {
+            if is_ready(&client).await {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -73,13 +74,6 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    async fn is_ready(&self) -> bool {
-        let Ok(client) = self.client().await else { return false };
-        let Ok(request) = http::Request::get("/readyz").body(Vec::new()) else { return false };
-        let ready = matches!(client.request_text(request).await.as_deref(), Ok("ok"));
-        ready && Api::<Namespace>::all(client).get("default").await.is_ok()
     }
 
     pub fn url(&self) -> String {
@@ -134,6 +128,13 @@ impl ControlPlane {
         std::fs::write(&path, kubeconfig_yaml(self.port, &self.pki, &format!("token: {token}")))?;
         Ok(path)
     }
+}
+
+/// `/readyz` says ok and namespace `default` exists.
+async fn is_ready(client: &Client) -> bool {
+    let Ok(request) = http::Request::get("/readyz").body(Vec::new()) else { return false };
+    let ready = matches!(client.request_text(request).await.as_deref(), Ok("ok"));
+    ready && Api::<Namespace>::all(client.clone()).get("default").await.is_ok()
 }
 
 /// A kube client from a kubeconfig file.
