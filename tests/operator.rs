@@ -10,7 +10,7 @@ use kube::api::{Api, DeleteParams};
 use lockguard::api::{Claim, Pool};
 use support::{
     Replicas, audit, bound_reason, claims_in, create_claim, eventually, install, kube_client, kubectl,
-    kubectl_ok, lock_etcd, namespace, pool_yaml, unique,
+    kubectl_ok, lock_etcd, namespace, pool_yaml, reason_of, unique,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,19 +89,17 @@ async fn an_exhausted_pool_binds_the_waiting_claim_once_items_are_freed() {
     let ns = namespace("exhausted").await;
     create_claim(&ns, "first", &pool, 2).await;
     let claims: Api<Claim> = Api::namespaced(kube_client().await, &ns);
-    let reason = |name: &'static str| {
-        let claims = claims.clone();
-        async move { claims.get(name).await.ok().and_then(|c| bound_reason(&c)) }
-    };
     assert!(
-        eventually(Duration::from_secs(30), || async { reason("first").await.filter(|(s, _)| s == "True") })
-            .await
-            .is_some()
+        eventually(Duration::from_secs(30), || async {
+            reason_of(&ns, "first").await.filter(|(s, _)| s == "True")
+        })
+        .await
+        .is_some()
     );
 
     create_claim(&ns, "second", &pool, 2).await;
     let waiting = eventually(Duration::from_secs(30), || async {
-        reason("second").await.filter(|(_, r)| r == "PoolExhausted")
+        reason_of(&ns, "second").await.filter(|(_, r)| r == "PoolExhausted")
     })
     .await;
     assert!(waiting.is_some(), "the second claim reports PoolExhausted\n{}", replicas.tails());
@@ -109,9 +107,10 @@ async fn an_exhausted_pool_binds_the_waiting_claim_once_items_are_freed() {
     assert!(events.contains("PoolExhausted"), "an Event says why: {events}");
 
     claims.delete("first", &DeleteParams::default()).await.expect("delete first");
-    let bound =
-        eventually(Duration::from_secs(30), || async { reason("second").await.filter(|(s, _)| s == "True") })
-            .await;
+    let bound = eventually(Duration::from_secs(30), || async {
+        reason_of(&ns, "second").await.filter(|(s, _)| s == "True")
+    })
+    .await;
     assert!(bound.is_some(), "the waiting claim binds once items are freed\n{}", replicas.tails());
     assert_eq!(audit(&[&pool]).await, Ok(2));
 }
@@ -124,24 +123,19 @@ async fn a_missing_or_too_small_pool_is_reported_and_bound_once_fixed() {
     let pool = unique("later");
     create_claim(&ns, "early", &pool, 3).await;
     create_claim(&ns, "huge", &pool, 50).await;
-    let claims: Api<Claim> = Api::namespaced(kube_client().await, &ns);
-    let reason_of = |name: &'static str| {
-        let claims = claims.clone();
-        async move { claims.get(name).await.ok().and_then(|c| bound_reason(&c)) }
-    };
     let missing = eventually(Duration::from_secs(30), || async {
-        reason_of("early").await.filter(|(_, r)| r == "PoolNotFound")
+        reason_of(&ns, "early").await.filter(|(_, r)| r == "PoolNotFound")
     })
     .await;
     assert!(missing.is_some(), "PoolNotFound\n{}", replicas.tails());
     kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "{range: {start: 1, end: 10}}", "Lease")));
     let bound = eventually(Duration::from_secs(30), || async {
-        reason_of("early").await.filter(|(s, _)| s == "True")
+        reason_of(&ns, "early").await.filter(|(s, _)| s == "True")
     })
     .await;
     assert!(bound.is_some(), "bound once the pool exists\n{}", replicas.tails());
     let small = eventually(Duration::from_secs(30), || async {
-        reason_of("huge").await.filter(|(_, r)| r == "PoolTooSmall")
+        reason_of(&ns, "huge").await.filter(|(_, r)| r == "PoolTooSmall")
     })
     .await;
     assert!(small.is_some(), "PoolTooSmall\n{}", replicas.tails());

@@ -5,22 +5,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube::api::Api;
-use lockguard::api::Claim;
 use support::{
-    Replicas, audit, bound_reason, create_claim, eventually, install, kube_client, kubectl_ok, lock_etcd,
-    namespace, pool_yaml, unique,
+    Replicas, audit, create_claim, eventually, install, kubectl_ok, lock_etcd, namespace, pool_yaml, reasons,
+    unique,
 };
 
 async fn all_bound(ns: &str, names: &[String]) -> bool {
-    let api: Api<Claim> = Api::namespaced(kube_client().await, ns);
-    for name in names {
-        let bound = api.get(name).await.ok().and_then(|c| bound_reason(&c)).is_some_and(|(s, _)| s == "True");
-        if !bound {
-            return false;
-        }
-    }
-    true
+    reasons(ns, names).await.iter().all(|(status, _)| status == "True")
 }
 
 fn leaders(replicas: &Replicas, alive: &[usize]) -> Vec<usize> {

@@ -4,21 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use kube::api::Api;
-use lockguard::api::Claim;
 use support::{
-    Replicas, audit, bound_reason, create_claim, eventually, install, kube_client, kubectl_ok, namespace,
-    pool_yaml, unique,
+    Replicas, audit, create_claim, eventually, install, kubectl_ok, namespace, pool_yaml, reasons, unique,
 };
-
-async fn reasons(ns: &str, names: &[String]) -> Vec<(String, String)> {
-    let api: Api<Claim> = Api::namespaced(kube_client().await, ns);
-    let mut out = Vec::new();
-    for name in names {
-        out.push(api.get(name).await.ok().and_then(|c| bound_reason(&c)).unwrap_or_default());
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_wait_with_lock_unavailable_while_etcd_is_down_and_bind_after() {

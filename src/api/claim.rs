@@ -27,7 +27,7 @@ pub struct ClaimSpec {
     #[schemars(length(min = 1, max = 253))]
     pub pool_ref: String,
     /// How many items. Changing it grows or shrinks the allocation, keeping the lowest items.
-    #[schemars(range(min = 1, max = 65536))]
+    #[schemars(range(min = 1, max = super::MAX_POOL_ITEMS))]
     pub count: i32,
 }
 

@@ -50,7 +50,7 @@ pub struct PoolItems {
     pub range: Option<ItemRange>,
     /// Unique, non-empty strings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 4096), extend("x-kubernetes-list-type" = "set", "items" = {"type": "string", "minLength": 1, "maxLength": 63}))]
+    #[schemars(length(min = 1, max = MAX_LIST_ITEMS), extend("x-kubernetes-list-type" = "set", "items" = {"type": "string", "minLength": 1, "maxLength": 63}))]
     pub list: Option<Vec<String>>,
 }
 
@@ -182,7 +182,7 @@ pub struct PoolStatus {
     pub lock_holder: Option<String>,
     /// Which claim holds which items (item indices as compressed ranges).
     #[serde(default)]
-    #[schemars(length(max = 4096), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["claim"]))]
+    #[schemars(length(max = crate::ledger::MAX_CLAIMS_PER_POOL), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["claim"]))]
     pub ledger: Vec<Allocation>,
     #[serde(default)]
     pub conditions: Vec<Condition>,

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -300,7 +299,7 @@ async fn bind(
         fencing_token: token,
         conditions,
     };
-    if claim.status.as_ref() != Some(&status) || !same_conditions(claim, &status.conditions) {
+    if claim.status.as_ref() != Some(&status) {
         patch_status(claim, ctx, &status).await?;
     }
     if changed {
@@ -309,10 +308,6 @@ async fn bind(
         ctx.event(&claim.object_ref(&()), EventType::Normal, "Allocated", note).await;
     }
     Ok(())
-}
-
-fn same_conditions(claim: &Claim, conditions: &[Condition]) -> bool {
-    claim.status.as_ref().is_some_and(|s| s.conditions == conditions)
 }
 
 /// Records why the claim is not bound (keeping any items it already holds) and publishes an

@@ -217,6 +217,21 @@ pub fn bound_reason(claim: &Claim) -> Option<(String, String)> {
     Some((c.status.clone(), c.reason.clone()))
 }
 
+/// The Bound condition of claim `namespace/name` as (status, reason), if it has one.
+pub async fn reason_of(namespace: &str, name: &str) -> Option<(String, String)> {
+    let api: Api<Claim> = Api::namespaced(kube_client().await, namespace);
+    api.get(name).await.ok().and_then(|c| bound_reason(&c))
+}
+
+/// `reason_of` for several claims; a claim without the condition gives an empty pair.
+pub async fn reasons(namespace: &str, names: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        out.push(reason_of(namespace, name).await.unwrap_or_default());
+    }
+    out
+}
+
 pub async fn claims_in(namespaces: &[String]) -> Vec<Claim> {
     let mut all = Vec::new();
     for ns in namespaces {

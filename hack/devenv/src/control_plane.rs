@@ -36,12 +36,7 @@ impl ControlPlane {
         let pki = certs::generate(&dir.join("pki"))?;
         let port = free_port()?;
         let args = apiserver_args(port, &pki, &etcd.endpoint(), &dir.join("pki"));
-        let apiserver = Process::spawn(
-            "kube-apiserver",
-            &binary("kube-apiserver")?,
-            &args,
-            &dir.join("kube-apiserver.log"),
-        )?;
+        let apiserver = Process::spawn(&binary("kube-apiserver")?, &args, &dir.join("kube-apiserver.log"))?;
         let kubeconfig = dir.join("admin.kubeconfig");
         std::fs::write(&kubeconfig, admin_kubeconfig(port, &pki))?;
         let mut control_plane = Self { dir: dir.to_path_buf(), port, pki, kubeconfig, apiserver, etcd };

@@ -109,7 +109,7 @@ impl EtcdServer {
         }
         std::fs::create_dir_all(&self.dir)?;
         let log = self.dir.join("etcd.log");
-        self.process = Some(Process::spawn(&self.name, &binary("etcd")?, &self.args(), &log)?);
+        self.process = Some(Process::spawn(&binary("etcd")?, &self.args(), &log)?);
         Ok(())
     }
 

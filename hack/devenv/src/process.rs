@@ -35,33 +35,23 @@ fn spawner() -> &'static mpsc::Sender<SpawnRequest> {
 /// A running child process; killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
 pub struct Process {
-    name: String,
     child: Child,
     log: PathBuf,
 }
 
 impl Process {
     /// Starts `program args…` with stdout and stderr appended to `log`.
-    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> io::Result<Self> {
+    pub fn spawn(program: &Path, args: &[String], log: &Path) -> io::Result<Self> {
         let out = File::options().create(true).append(true).open(log)?;
         let mut command = Command::new(program);
         command.args(args).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
         let child = spawn_tied(command)
             .map_err(|e| io::Error::new(e.kind(), format!("start {}: {e}", program.display())))?;
-        Ok(Self { name: name.to_string(), child, log: log.to_path_buf() })
+        Ok(Self { child, log: log.to_path_buf() })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Where the process writes its output.
-    pub fn log(&self) -> &Path {
-        &self.log
     }
 
     /// `Some(status)` once the process has exited.
