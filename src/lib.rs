@@ -2,6 +2,7 @@
 //! state that other controllers mutate too.
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod controller;
 pub mod failpoint;

@@ -28,6 +28,8 @@ enum Command {
     Lock(cli::lock::LockArgs),
     /// List the holder and waiters of a lock.
     Locks(cli::lock::LocksArgs),
+    /// Check the allocation invariants of a live cluster (read-only); exit 1 on a violation.
+    Audit(cli::audit::AuditArgs),
 }
 
 #[tokio::main]
@@ -48,5 +50,6 @@ async fn main() -> ExitCode {
             }
         },
         Command::Run(args) => cli::run::run(args).await,
+        Command::Audit(args) => cli::audit::audit(args).await,
     }
 }

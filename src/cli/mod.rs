@@ -1,5 +1,6 @@
 //! The command-line front ends of the library.
 
+pub mod audit;
 pub mod lock;
 pub mod run;
 

@@ -300,6 +300,9 @@ async fn bind(
         conditions,
     };
     if claim.status.as_ref() != Some(&status) {
+        if changed {
+            failpoint::before_status_write(&ledger_key(claim));
+        }
         patch_status(claim, ctx, &status).await?;
     }
     if changed {

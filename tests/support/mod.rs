@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use lockguard::api::{Claim, ClaimSpec, Pool};
-use lockguard::ledger::Ledger;
 
 pub use devenv::shared;
 
@@ -52,6 +51,15 @@ pub async fn install() -> PathBuf {
 }
 
 async fn install_once() -> PathBuf {
+    install_on(&shared().control_plane).await
+}
+
+/// `install` on a control plane of the test's own.
+pub async fn install_on(control_plane: &devenv::ControlPlane) -> PathBuf {
+    let kubectl_ok = |args: &[&str], _: Option<&str>| {
+        let out = control_plane.kubectl().expect("bin/kubectl").args(args).output().expect("run kubectl");
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
     let crds = repo().join("crds");
     kubectl_ok(&["apply", "-k", crds.to_str().expect("utf8 path")], None);
     kubectl_ok(
@@ -67,20 +75,29 @@ async fn install_once() -> PathBuf {
     for file in ["namespace.yaml", "rbac.yaml"] {
         kubectl_ok(&["apply", "-f", repo().join("deploy").join(file).to_str().expect("utf8 path")], None);
     }
-    shared()
-        .control_plane
-        .service_account_kubeconfig(OPERATOR_NAMESPACE, "lockguard")
-        .await
-        .expect("operator token")
+    control_plane.service_account_kubeconfig(OPERATOR_NAMESPACE, "lockguard").await.expect("operator token")
 }
 
 /// `lockguard run` replicas as real processes.
 pub struct Replicas {
     replicas: Vec<Option<Child>>,
     logs: Vec<PathBuf>,
+    specs: Vec<Spec>,
     kubeconfig: PathBuf,
     etcd: String,
     args: Vec<String>,
+    /// RLIMIT_AS for every replica, as a container's memory limit would cap it.
+    address_space: Option<u64>,
+}
+
+/// How replica `i` is started (again, after it died).
+#[derive(Clone, Default)]
+pub struct Spec {
+    pub env: Vec<(String, String)>,
+    /// A command line the replica runs under, e.g. `nsenter --net=… --`.
+    pub prefix: Vec<String>,
+    /// The identity of its current life.
+    pub identity: String,
 }
 
 impl Replicas {
@@ -90,40 +107,111 @@ impl Replicas {
 
     /// Replicas with extra `lockguard run` arguments.
     pub fn start_with(n: usize, kubeconfig: &Path, etcd_endpoints: &str, args: &[&str]) -> Self {
-        let mut replicas = Self {
-            replicas: Vec::new(),
-            logs: Vec::new(),
-            kubeconfig: kubeconfig.into(),
-            etcd: etcd_endpoints.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-        };
+        let mut replicas = Self::none(kubeconfig, etcd_endpoints, args);
         for _ in 0..n {
             replicas.add();
         }
         replicas
     }
 
+    /// No replica yet; `add` and `add_with` start them.
+    pub fn none(kubeconfig: &Path, etcd_endpoints: &str, args: &[&str]) -> Self {
+        Self {
+            replicas: Vec::new(),
+            logs: Vec::new(),
+            specs: Vec::new(),
+            kubeconfig: kubeconfig.into(),
+            etcd: etcd_endpoints.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            address_space: None,
+        }
+    }
+
+    /// Replicas started from now on cannot map more than `bytes` of memory.
+    pub fn limit_memory(&mut self, bytes: u64) {
+        self.address_space = Some(bytes);
+    }
+
     /// Starts one more replica; returns its index.
     pub fn add(&mut self) -> usize {
+        self.add_with(&[])
+    }
+
+    /// Starts one more replica with extra environment variables (e.g. a failpoint).
+    pub fn add_with(&mut self, env: &[(&str, &str)]) -> usize {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.add_spec(Spec { env, ..Spec::default() })
+    }
+
+    /// Starts one more replica as `spec` says.
+    pub fn add_spec(&mut self, spec: Spec) -> usize {
         let i = self.replicas.len();
         let dir = devenv::run_dir("replica").expect("run dir");
-        let log = dir.join(format!("replica-{i}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_lockguard"));
+        self.logs.push(dir.join(format!("replica-{i}.log")));
+        self.specs.push(spec);
+        self.replicas.push(None);
+        self.restart(i);
+        i
+    }
+
+    /// Starts replica `i` again (after it died or was killed), with a new identity, as a
+    /// Deployment would; its log continues.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let file = std::fs::File::options().create(true).append(true).open(&self.logs[i]).expect("log file");
+        let identity = unique(&format!("replica-{i}"));
+        let spec = &mut self.specs[i];
+        spec.identity = identity.clone();
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_lockguard"));
+        let mut command = match spec.prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
         command
-            .args(["run", "--identity", &unique(&format!("replica-{i}")), "--concurrency", "4"])
+            .args(["run", "--identity", &identity, "--concurrency", "4"])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("LOCKGUARD_ETCD_ENDPOINTS", &self.etcd)
             .env("RUST_LOG", "info,kube=warn")
             .env("NO_COLOR", "1")
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
             .stderr(file);
-        self.replicas.push(Some(devenv::process::spawn_tied(command).expect("start lockguard run")));
-        self.logs.push(log);
-        i
+        if let Some(bytes) = self.address_space {
+            let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        self.replicas[i] = Some(devenv::process::spawn_tied(command).expect("start lockguard run"));
+    }
+
+    pub fn len(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// The identity of replica `i`'s current life.
+    pub fn identity(&self, i: usize) -> &str {
+        &self.specs[i].identity
+    }
+
+    /// Replicas that exited by themselves (not killed through `kill`).
+    pub fn dead(&mut self) -> Vec<usize> {
+        (0..self.replicas.len())
+            .filter(|&i| self.replicas[i].as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))))
+            .collect()
     }
 
     /// The `host:port` replica `i` serves /metrics on (from its start-up log line).
@@ -148,6 +236,26 @@ impl Replicas {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Sends `signal` to replica `i`.
+    pub fn signal(&self, i: usize, signal: i32) {
+        if let Some(pid) = self.pid(i) {
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid as i32, signal) };
+        }
+    }
+
+    /// Replica `i` is stopped (SIGSTOP, or a failpoint that stopped itself).
+    pub fn is_stopped(&self, i: usize) -> bool {
+        self.pid(i).and_then(|pid| proc_field(pid, "State:")).is_some_and(|s| s.starts_with('T'))
+    }
+
+    /// Resident memory of replica `i`, in KiB.
+    pub fn rss_kib(&self, i: usize) -> Option<u64> {
+        self.pid(i)
+            .and_then(|pid| proc_field(pid, "VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 
     pub fn pid(&self, i: usize) -> Option<u32> {
@@ -193,6 +301,12 @@ impl Drop for Replicas {
             let _ = child.wait();
         }
     }
+}
+
+/// A field of /proc/PID/status, e.g. `State:` or `VmRSS:`.
+fn proc_field(pid: u32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field)).map(|v| v.trim().to_string())
 }
 
 /// Polls `check` every 250 ms until it returns Some or `timeout` passes.
@@ -241,69 +355,39 @@ pub async fn claims_in(namespaces: &[String]) -> Vec<Claim> {
     all
 }
 
-/// Checks the invariants over pools and all claims that reference them: the ledger is
-/// well-formed (no item twice), every entry belongs to an existing claim with that UID, each
-/// bound claim's status shows exactly its ledger items, and no item is in two statuses.
-/// Returns the number of items allocated.
+/// `lockguard audit` (the full scope) over the named pools and the claims that reference
+/// them. Returns the number of items allocated, or the violations.
 pub async fn audit(pools: &[&str]) -> Result<usize, String> {
-    use std::collections::{HashMap, HashSet};
+    use lockguard::audit::{Scope, audit};
     let client = kube_client().await;
-    let all_claims: Vec<Claim> = Api::<Claim>::all(client.clone())
+    let claims: Vec<Claim> = Api::<Claim>::all(client.clone())
         .list(&ListParams::default())
         .await
         .map_err(|e| e.to_string())?
-        .items;
-    let mut allocated = 0;
+        .items
+        .into_iter()
+        .filter(|c| pools.contains(&c.spec.pool_ref.as_str()))
+        .collect();
+    let mut listed = Vec::new();
     for name in pools {
-        let pool: Pool = Api::<Pool>::all(client.clone()).get(name).await.map_err(|e| e.to_string())?;
-        let status = pool.status.clone().unwrap_or_default();
-        let ledger = Ledger::from_status(&status.ledger, pool.spec.items.capacity())
-            .map_err(|e| format!("{name}: {e}"))?;
-        if status.allocated != ledger.allocated() as i32 || status.free != ledger.free() as i32 {
-            return Err(format!(
-                "{name}: counts {} / {} do not match the ledger",
-                status.allocated, status.free
-            ));
-        }
-        let claims: HashMap<String, &Claim> = all_claims
-            .iter()
-            .filter(|c| c.spec.pool_ref == *name)
-            .map(|c| {
-                (
-                    format!(
-                        "{}/{}",
-                        c.metadata.namespace.clone().unwrap_or_default(),
-                        c.metadata.name.clone().unwrap_or_default()
-                    ),
-                    c,
-                )
-            })
-            .collect();
-        let mut seen: HashSet<String> = HashSet::new();
-        for (key, entry) in ledger.claims() {
-            let claim = claims
-                .get(key)
-                .ok_or_else(|| format!("{name}: ledger entry of missing claim {key} (leak)"))?;
-            if claim.metadata.uid.as_deref() != Some(entry.uid.as_str()) {
-                return Err(format!("{name}: ledger entry {key} has another claim's UID"));
-            }
-            let (items, _) = pool.spec.items.describe(&entry.indices);
-            let shown = claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default();
-            let bound = bound_reason(claim).is_some_and(|(s, _)| s == "True");
-            if bound && shown != items {
-                return Err(format!("{name}: {key} shows {shown:?} but the ledger says {items:?}"));
-            }
-            allocated += items.len();
-        }
-        for (key, claim) in &claims {
-            for item in claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default() {
-                if bound_reason(claim).is_some_and(|(s, _)| s == "True") && !seen.insert(item.clone()) {
-                    return Err(format!("{name}: item {item} is in two claim statuses ({key})"));
-                }
-            }
-        }
+        listed.push(Api::<Pool>::all(client.clone()).get(name).await.map_err(|e| e.to_string())?);
     }
-    Ok(allocated)
+    let report = audit(&listed, &claims, Scope::Full);
+    if report.is_clean() {
+        Ok(report.items_allocated as usize)
+    } else {
+        Err(report.violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    }
+}
+
+/// Safety violations a history recorder saw for the named pools, one per line.
+pub fn history_violations(replay: &lockguard::audit::history::Replay, pools: &[&str]) -> Vec<String> {
+    replay
+        .violations
+        .iter()
+        .filter(|s| pools.contains(&s.violation.pool.as_str()))
+        .map(|s| format!("at revision {}: {}", s.revision, s.violation))
+        .collect()
 }
 
 /// A name no other test (or earlier run against the same servers) uses.

@@ -40,15 +40,19 @@ fn ca(name: &str) -> Result<CertifiedIssuer<'static, KeyPair>> {
     Ok(CertifiedIssuer::self_signed(params, KeyPair::generate()?)?)
 }
 
-/// A certificate for loopback (`localhost`, `127.0.0.1`) or a client, signed by `ca`; PEM.
+/// A certificate for loopback (`localhost`, `127.0.0.1`, and `hosts`) or a client, signed
+/// by `ca`; PEM.
 fn leaf(
     ca: &CertifiedIssuer<'static, KeyPair>,
     common_name: &str,
     organization: Option<&str>,
     usage: ExtendedKeyUsagePurpose,
+    hosts: &[&str],
 ) -> Result<(String, String)> {
     let names = match usage {
-        ExtendedKeyUsagePurpose::ServerAuth => vec!["localhost".to_string(), "127.0.0.1".to_string()],
+        ExtendedKeyUsagePurpose::ServerAuth => {
+            ["localhost", "127.0.0.1"].iter().chain(hosts).map(|h| h.to_string()).collect()
+        }
         _ => Vec::new(),
     };
     let mut params = CertificateParams::new(names)?;
@@ -65,8 +69,8 @@ fn leaf(
 pub fn generate_etcd(dir: &Path) -> Result<EtcdPki> {
     std::fs::create_dir_all(dir)?;
     let ca = ca("lockguard-devenv-etcd-ca")?;
-    let (server_cert, server_key) = leaf(&ca, "etcd", None, ExtendedKeyUsagePurpose::ServerAuth)?;
-    let (client_cert, client_key) = leaf(&ca, "lockguard", None, ExtendedKeyUsagePurpose::ClientAuth)?;
+    let (server_cert, server_key) = leaf(&ca, "etcd", None, ExtendedKeyUsagePurpose::ServerAuth, &[])?;
+    let (client_cert, client_key) = leaf(&ca, "lockguard", None, ExtendedKeyUsagePurpose::ClientAuth, &[])?;
     let pki = EtcdPki {
         ca_cert: dir.join("etcd-ca.crt"),
         server_cert: dir.join("etcd-server.crt"),
@@ -82,12 +86,14 @@ pub fn generate_etcd(dir: &Path) -> Result<EtcdPki> {
     Ok(pki)
 }
 
-pub fn generate(dir: &Path) -> Result<Pki> {
+/// The API server's PKI; its serving certificate is also valid for `host`.
+pub fn generate(dir: &Path, host: &str) -> Result<Pki> {
     std::fs::create_dir_all(dir)?;
     let ca = ca("lockguard-devenv-ca")?;
-    let (serving_cert, serving_key) = leaf(&ca, "kube-apiserver", None, ExtendedKeyUsagePurpose::ServerAuth)?;
+    let (serving_cert, serving_key) =
+        leaf(&ca, "kube-apiserver", None, ExtendedKeyUsagePurpose::ServerAuth, &[host])?;
     let (admin_cert, admin_key) =
-        leaf(&ca, "admin", Some("system:masters"), ExtendedKeyUsagePurpose::ClientAuth)?;
+        leaf(&ca, "admin", Some("system:masters"), ExtendedKeyUsagePurpose::ClientAuth, &[])?;
 
     let sa_key = KeyPair::generate()?;
 

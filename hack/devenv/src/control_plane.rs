@@ -19,6 +19,7 @@ use crate::{Error, Result, binary};
 #[derive(Debug)]
 pub struct ControlPlane {
     dir: PathBuf,
+    host: String,
     port: u16,
     pki: Pki,
     kubeconfig: PathBuf,
@@ -30,22 +31,41 @@ impl ControlPlane {
     /// Starts etcd and kube-apiserver under `dir` and waits until the API server is ready
     /// and namespace `default` exists.
     pub async fn start(dir: &Path) -> Result<Self> {
+        Self::start_on(dir, "127.0.0.1").await
+    }
+
+    /// The same, with the API server listening on `host` only (a local address, e.g. of a
+    /// veth pair that a network namespace reaches).
+    pub async fn start_on(dir: &Path, host: &str) -> Result<Self> {
         let started = Instant::now();
         std::fs::create_dir_all(dir)?;
         let etcd = etcd::start_single(dir, "apiserver-etcd")?;
-        let pki = certs::generate(&dir.join("pki"))?;
+        let pki = certs::generate(&dir.join("pki"), host)?;
         let port = free_port()?;
-        let args = apiserver_args(port, &pki, &etcd.endpoint(), &dir.join("pki"));
+        let args = apiserver_args(host, port, &pki, &etcd.endpoint(), &dir.join("pki"));
         let apiserver = Process::spawn(&binary("kube-apiserver")?, &args, &dir.join("kube-apiserver.log"))?;
         let kubeconfig = dir.join("admin.kubeconfig");
-        std::fs::write(&kubeconfig, admin_kubeconfig(port, &pki))?;
-        let mut control_plane = Self { dir: dir.to_path_buf(), port, pki, kubeconfig, apiserver, etcd };
+        let host = host.to_string();
+        std::fs::write(&kubeconfig, admin_kubeconfig(&host, port, &pki))?;
+        let mut control_plane = Self { dir: dir.to_path_buf(), host, port, pki, kubeconfig, apiserver, etcd };
         control_plane.wait_ready(Duration::from_secs(90)).await?;
         eprintln!(
-            "devenv: kube-apiserver ready on https://127.0.0.1:{port} in {:.1}s",
+            "devenv: kube-apiserver ready on {} in {:.1}s",
+            control_plane.url(),
             started.elapsed().as_secs_f64()
         );
         Ok(control_plane)
+    }
+
+    /// Kills the API server (SIGKILL) and starts it again on the same port, certificates
+    /// and etcd; waits until it is ready.
+    pub async fn restart_apiserver(&mut self) -> Result<()> {
+        self.apiserver.kill();
+        let args =
+            apiserver_args(&self.host, self.port, &self.pki, &self.etcd.endpoint(), &self.dir.join("pki"));
+        self.apiserver =
+            Process::spawn(&binary("kube-apiserver")?, &args, &self.dir.join("kube-apiserver.log"))?;
+        self.wait_ready(Duration::from_secs(90)).await
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
@@ -72,7 +92,7 @@ impl ControlPlane {
     }
 
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}:{}", self.host, self.port)
     }
 
     /// The admin (system:masters) kubeconfig.
@@ -120,7 +140,7 @@ impl ControlPlane {
             .and_then(|s| s.token)
             .ok_or_else(|| Error::Token(format!("{namespace}/{name}")))?;
         let path = self.dir.join(format!("sa-{namespace}-{name}.kubeconfig"));
-        std::fs::write(&path, kubeconfig_yaml(self.port, &self.pki, &format!("token: {token}")))?;
+        std::fs::write(&path, kubeconfig_yaml(&self.host, self.port, &self.pki, &format!("token: {token}")))?;
         Ok(path)
     }
 }
@@ -139,17 +159,17 @@ pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-fn apiserver_args(port: u16, pki: &Pki, etcd: &str, cert_dir: &Path) -> Vec<String> {
+fn apiserver_args(host: &str, port: u16, pki: &Pki, etcd: &str, cert_dir: &Path) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
     let mut args = vec![
         format!("--etcd-servers={etcd}"),
-        "--bind-address=127.0.0.1".into(),
+        format!("--bind-address={host}"),
         format!("--secure-port={port}"),
         format!("--cert-dir={}", path(cert_dir)),
         format!("--tls-cert-file={}", path(&pki.serving_cert)),
         format!("--tls-private-key-file={}", path(&pki.serving_key)),
         format!("--client-ca-file={}", path(&pki.ca_cert)),
-        format!("--service-account-issuer=https://127.0.0.1:{port}/"),
+        format!("--service-account-issuer=https://{host}:{port}/"),
         format!("--service-account-key-file={}", path(&pki.sa_public_key)),
         format!("--service-account-signing-key-file={}", path(&pki.sa_signing_key)),
         "--authorization-mode=RBAC".into(),
@@ -164,23 +184,23 @@ fn apiserver_args(port: u16, pki: &Pki, etcd: &str, cert_dir: &Path) -> Vec<Stri
     args
 }
 
-fn admin_kubeconfig(port: u16, pki: &Pki) -> String {
+fn admin_kubeconfig(host: &str, port: u16, pki: &Pki) -> String {
     let user = format!(
         "client-certificate: {}\n    client-key: {}",
         pki.admin_cert.display(),
         pki.admin_key.display()
     );
-    kubeconfig_yaml(port, pki, &user)
+    kubeconfig_yaml(host, port, pki, &user)
 }
 
-fn kubeconfig_yaml(port: u16, pki: &Pki, user: &str) -> String {
+fn kubeconfig_yaml(host: &str, port: u16, pki: &Pki, user: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: devenv
   cluster:
-    server: https://127.0.0.1:{port}
+    server: https://{host}:{port}
     certificate-authority: {ca}
 users:
 - name: devenv

@@ -14,6 +14,8 @@ use crate::{Error, Result, binary};
 pub struct EtcdServer {
     name: String,
     dir: PathBuf,
+    /// The address clients reach it on (peers always talk over loopback).
+    host: String,
     client_port: u16,
     peer_port: u16,
     initial_cluster: String,
@@ -28,6 +30,7 @@ impl EtcdServer {
         Self {
             name: name.to_string(),
             dir: dir.join(name),
+            host: "127.0.0.1".to_string(),
             client_port,
             peer_port,
             initial_cluster: format!("{name}=http://127.0.0.1:{peer_port}"),
@@ -40,7 +43,7 @@ impl EtcdServer {
     /// `http://127.0.0.1:PORT` (`https://` with TLS), for `--etcd-servers` and etcd clients.
     pub fn endpoint(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.client_port)
+        format!("{scheme}://{}:{}", self.host, self.client_port)
     }
 
     /// The client certificate, key and CA of a TLS server.
@@ -120,8 +123,10 @@ impl EtcdServer {
     }
 
     pub fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
-        let port = self.tls.as_ref().map(|(_, metrics)| *metrics).unwrap_or(self.client_port);
-        let addr = format!("127.0.0.1:{port}");
+        let addr = match &self.tls {
+            Some((_, metrics)) => format!("127.0.0.1:{metrics}"),
+            None => format!("{}:{}", self.host, self.client_port),
+        };
         if wait_until(timeout, || http_status(&addr, "/health") == Some(200)) {
             return Ok(());
         }
@@ -191,9 +196,16 @@ pub struct EtcdCluster {
 
 impl EtcdCluster {
     pub fn start(dir: &Path, prefix: &str, size: usize) -> Result<Self> {
+        Self::start_on(dir, prefix, size, "127.0.0.1")
+    }
+
+    /// A cluster whose members serve clients on `host` (a local address).
+    pub fn start_on(dir: &Path, prefix: &str, size: usize, host: &str) -> Result<Self> {
         let mut members = Vec::with_capacity(size);
         for i in 0..size {
-            members.push(EtcdServer::new(&format!("{prefix}-{i}"), dir, free_port()?, free_port()?));
+            let mut member = EtcdServer::new(&format!("{prefix}-{i}"), dir, free_port()?, free_port()?);
+            member.host = host.to_string();
+            members.push(member);
         }
         let initial_cluster = members
             .iter()

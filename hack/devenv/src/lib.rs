@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod control_plane;
 pub mod etcd;
+pub mod netns;
 pub mod process;
 
 use std::path::{Path, PathBuf};

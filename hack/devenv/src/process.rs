@@ -136,7 +136,7 @@ pub fn free_port() -> io::Result<u16> {
 }
 
 /// Polls `ready` every 50 ms until it returns true or `timeout` passes.
-pub(crate) fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if ready() {

@@ -1,0 +1,336 @@
+//! The safety invariants at every committed revision, not only at the end.
+//!
+//! A [`Recorder`] watches pools and claims and keeps every change with its
+//! resourceVersion. Both kinds live in the API server's one etcd, so their
+//! resourceVersions are the revisions of one log: replaying the changes in that order
+//! rebuilds the exact sequence of cluster states, and [`replay`] checks
+//! [`Scope::Safety`] after each one. A violation that lasted a few milliseconds (a
+//! status written ahead of the ledger, a stale ledger write) is caught even though the
+//! system healed it at once.
+//!
+//! When a watch breaks (an API server restart) the recorder re-lists; the states between
+//! the break and the re-list are unknown, so no check runs in that window.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use super::{Scope, Violation, check_pool, claim_key, holds_items_of_missing_pool};
+use crate::api::{Claim, Pool};
+
+/// One recorded change.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Pool(Pool),
+    PoolGone(String),
+    Claim(Claim),
+    ClaimGone(String),
+    /// A re-list of one kind completed: objects of that kind not in `keys` are gone, and
+    /// the states since `since` were not observed.
+    Relisted {
+        pools: bool,
+        keys: HashSet<String>,
+        since: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub revision: u64,
+    pub change: Change,
+}
+
+/// A violation at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub revision: u64,
+    pub violation: Violation,
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    pub changes: usize,
+    /// Re-lists after a broken watch, each an unobserved window.
+    pub gaps: usize,
+    /// The first time each distinct violation was seen.
+    pub violations: Vec<Seen>,
+}
+
+/// Watches pools and claims in the background until dropped or [`Recorder::finish`].
+pub struct Recorder {
+    log: Arc<Mutex<Vec<Recorded>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Recorder {
+    pub fn start(client: Client) -> Self {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let tasks = vec![
+            tokio::spawn(record::<Pool>(Api::all(client.clone()), log.clone(), true)),
+            tokio::spawn(record::<Claim>(Api::all(client), log.clone(), false)),
+        ];
+        Self { log, tasks }
+    }
+
+    /// Changes recorded so far.
+    pub fn len(&self) -> usize {
+        self.log.lock().map(|l| l.len()).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops watching and replays everything recorded.
+    pub fn finish(self) -> Replay {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let log = std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()));
+        replay(log)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn revision_of<K: Resource>(object: &K) -> u64 {
+    object.meta().resource_version.as_deref().and_then(|rv| rv.parse().ok()).unwrap_or_default()
+}
+
+fn key_of<K: Resource>(object: &K) -> String {
+    match object.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", object.meta().name.clone().unwrap_or_default()),
+        None => object.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+trait Recordable: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static {
+    fn changed(self) -> Change;
+    fn gone(key: String) -> Change;
+}
+
+impl Recordable for Pool {
+    fn changed(self) -> Change {
+        Change::Pool(self)
+    }
+    fn gone(key: String) -> Change {
+        Change::PoolGone(key)
+    }
+}
+
+impl Recordable for Claim {
+    fn changed(self) -> Change {
+        Change::Claim(self)
+    }
+    fn gone(key: String) -> Change {
+        Change::ClaimGone(key)
+    }
+}
+
+async fn record<K: Recordable>(api: Api<K>, log: Arc<Mutex<Vec<Recorded>>>, pools: bool) {
+    let mut events = watcher(api).boxed();
+    let mut newest = 0u64;
+    let mut listing: Option<(u64, HashSet<String>)> = None;
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { continue };
+        let mut recorded = Vec::new();
+        match event {
+            Event::Apply(object) => {
+                newest = newest.max(revision_of(&object));
+                recorded.push(Recorded { revision: revision_of(&object), change: object.changed() });
+            }
+            Event::Delete(object) => {
+                newest = newest.max(revision_of(&object));
+                recorded.push(Recorded { revision: revision_of(&object), change: K::gone(key_of(&object)) });
+            }
+            Event::Init => listing = Some((newest, HashSet::new())),
+            Event::InitApply(object) => {
+                if let Some((_, keys)) = listing.as_mut() {
+                    keys.insert(key_of(&object));
+                }
+                newest = newest.max(revision_of(&object));
+                recorded.push(Recorded { revision: revision_of(&object), change: object.changed() });
+            }
+            Event::InitDone => {
+                if let Some((since, keys)) = listing.take() {
+                    recorded
+                        .push(Recorded { revision: newest, change: Change::Relisted { pools, keys, since } });
+                }
+            }
+        }
+        log.lock().unwrap_or_else(|e| e.into_inner()).extend(recorded);
+    }
+}
+
+fn watcher<K: Recordable>(api: Api<K>) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>> {
+    use kube::runtime::WatchStreamExt;
+    watcher::watcher(api, watcher::Config::default()).default_backoff()
+}
+
+/// Replays `log` in revision order and checks the safety invariants after every change.
+pub fn replay(mut log: Vec<Recorded>) -> Replay {
+    // A re-list sorts after the objects it listed at the same revision.
+    log.sort_by_key(|r| (r.revision, matches!(r.change, Change::Relisted { .. })));
+    let mut pools: BTreeMap<String, Pool> = BTreeMap::new();
+    let mut claims: BTreeMap<String, Claim> = BTreeMap::new();
+    // Windows after a broken watch, known before the replay reaches them: (since, re-list].
+    let mut initial = [true, true];
+    let unobserved: Vec<(u64, u64)> = log
+        .iter()
+        .filter_map(|r| match &r.change {
+            Change::Relisted { pools, since, .. } => {
+                (!std::mem::take(&mut initial[usize::from(*pools)])).then_some((*since, r.revision))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut result = Replay { changes: log.len(), gaps: unobserved.len(), ..Replay::default() };
+    let mut seen: HashSet<Violation> = HashSet::new();
+
+    for Recorded { revision, change } in log {
+        let touched: Option<String> = match change {
+            Change::Pool(pool) => {
+                let name = pool.name_any();
+                pools.insert(name.clone(), pool);
+                Some(name)
+            }
+            Change::PoolGone(name) => {
+                pools.remove(&name);
+                Some(name)
+            }
+            Change::Claim(claim) => {
+                let pool = claim.spec.pool_ref.clone();
+                claims.insert(claim_key(&claim), claim);
+                Some(pool)
+            }
+            Change::ClaimGone(key) => claims.remove(&key).map(|c| c.spec.pool_ref),
+            Change::Relisted { pools: of_pools, keys, .. } => {
+                if of_pools {
+                    pools.retain(|k, _| keys.contains(k));
+                } else {
+                    claims.retain(|k, _| keys.contains(k));
+                }
+                None
+            }
+        };
+        let Some(pool_name) = touched else { continue };
+        if unobserved.iter().any(|&(from, to)| revision > from && revision <= to) {
+            continue;
+        }
+        let of_pool: Vec<&Claim> = claims.values().filter(|c| c.spec.pool_ref == pool_name).collect();
+        let found = match pools.get(&pool_name) {
+            Some(pool) => check_pool(pool, &of_pool, Scope::Safety).1,
+            None => of_pool.iter().filter_map(|c| holds_items_of_missing_pool(&pool_name, c)).collect(),
+        };
+        for violation in found {
+            if seen.insert(violation.clone()) {
+                result.violations.push(Seen { revision, violation });
+            }
+        }
+    }
+    result
+}
+
+/// Counts of violations by kind, for summaries.
+pub fn by_kind<'a>(violations: impl IntoIterator<Item = &'a Violation>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for v in violations {
+        *counts.entry(format!("{:?}", v.kind)).or_default() += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{claim, pool};
+    use super::*;
+    use crate::audit::Kind;
+
+    fn at<K: Resource>(mut object: K, revision: u64) -> K {
+        object.meta_mut().resource_version = Some(revision.to_string());
+        object
+    }
+
+    #[test]
+    fn a_shrink_that_frees_the_ledger_before_the_status_is_caught() {
+        let log = vec![
+            Recorded { revision: 10, change: Change::Pool(at(pool("p", 10, &[("a/x", "u", "0-3")]), 10)) },
+            Recorded {
+                revision: 11,
+                change: Change::Claim(at(claim("a/x", "u", "p", 4, &[0, 1, 2, 3], true), 11)),
+            },
+            // The ledger frees 2-3 first (revision 12), the status follows (13).
+            Recorded {
+                revision: 13,
+                change: Change::Claim(at(claim("a/x", "u", "p", 2, &[0, 1], true), 13)),
+            },
+            Recorded { revision: 12, change: Change::Pool(at(pool("p", 10, &[("a/x", "u", "0-1")]), 12)) },
+        ];
+        let replay = replay(log);
+        assert_eq!(replay.violations.len(), 1, "{:?}", replay.violations);
+        assert_eq!(replay.violations[0].revision, 12);
+        assert_eq!(replay.violations[0].violation.kind, Kind::StatusAheadOfLedger);
+    }
+
+    #[test]
+    fn status_first_then_ledger_is_clean() {
+        let log = vec![
+            Recorded { revision: 10, change: Change::Pool(at(pool("p", 10, &[("a/x", "u", "0-3")]), 10)) },
+            Recorded {
+                revision: 11,
+                change: Change::Claim(at(claim("a/x", "u", "p", 4, &[0, 1, 2, 3], true), 11)),
+            },
+            Recorded {
+                revision: 12,
+                change: Change::Claim(at(claim("a/x", "u", "p", 2, &[0, 1], true), 12)),
+            },
+            Recorded { revision: 13, change: Change::Pool(at(pool("p", 10, &[("a/x", "u", "0-1")]), 13)) },
+            Recorded { revision: 14, change: Change::ClaimGone("a/x".into()) },
+        ];
+        assert!(replay(log).violations.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_judged_inside_an_unobserved_window() {
+        let log = vec![
+            Recorded { revision: 10, change: Change::Pool(at(pool("p", 10, &[("a/x", "u", "0-3")]), 10)) },
+            Recorded {
+                revision: 11,
+                change: Change::Claim(at(claim("a/x", "u", "p", 4, &[0, 1, 2, 3], true), 11)),
+            },
+            Recorded {
+                revision: 11,
+                change: Change::Relisted { pools: false, keys: HashSet::from(["a/x".into()]), since: 0 },
+            },
+            Recorded {
+                revision: 10,
+                change: Change::Relisted { pools: true, keys: HashSet::from(["p".into()]), since: 0 },
+            },
+            // The claim watch broke after 11; the status write at 12 was missed, the
+            // re-list shows the claim as of 12 and completes at 13.
+            Recorded { revision: 12, change: Change::Pool(at(pool("p", 10, &[("a/x", "u", "0-1")]), 12)) },
+            Recorded {
+                revision: 13,
+                change: Change::Claim(at(claim("a/x", "u", "p", 2, &[0, 1], true), 13)),
+            },
+            Recorded {
+                revision: 13,
+                change: Change::Relisted { pools: false, keys: HashSet::from(["a/x".into()]), since: 11 },
+            },
+        ];
+        let replay = replay(log);
+        assert!(replay.violations.is_empty(), "{:?}", replay.violations);
+        assert_eq!(replay.gaps, 1);
+    }
+}

@@ -1,0 +1,361 @@
+//! Invariant checks over pools and claims, as pure functions: the `lockguard audit`
+//! command, the chaos suite and the end-to-end tests all judge the cluster with them.
+//!
+//! Two scopes:
+//! - [`Scope::Safety`] holds at *every* instant of a correct system, also mid-flight:
+//!   the ledger is well formed, no item is in two claims, and a claim's status lists only
+//!   items the ledger gives to that claim's uid (status may lag the ledger, never lead it).
+//! - [`Scope::Full`] adds what holds once the system has converged: every Bound claim shows
+//!   exactly its ledger items and count, no ledger entry outlives its claim, and the
+//!   pool's counters agree with its ledger.
+
+pub mod history;
+
+use std::collections::{BTreeSet, HashMap};
+
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::api::{Claim, Pool};
+use crate::ledger::Ledger;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Safety,
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Kind {
+    /// The ledger cannot be read (out of range, overlapping, malformed).
+    CorruptLedger,
+    /// One item in the statuses of two claims.
+    ItemTwice,
+    /// A claim's status lists an item its pool's ledger does not give to its uid.
+    StatusAheadOfLedger,
+    /// A claim's status lists items of a pool that does not exist.
+    ItemsOfMissingPool,
+    /// A Bound claim whose items or count differ from its ledger entry.
+    BoundMismatch,
+    /// A ledger entry without a live claim of that uid.
+    Leak,
+    /// `capacity`, `allocated` or `free` disagree with the ledger.
+    Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Violation {
+    pub kind: Kind,
+    pub pool: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} pool={}", self.kind, self.pool)?;
+        if let Some(claim) = &self.claim {
+            write!(f, " claim={claim}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// What an audit saw and found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub pools: usize,
+    pub claims: usize,
+    pub items_allocated: u64,
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// `namespace/name`, a claim's key in its pool's ledger.
+pub fn claim_key(claim: &Claim) -> String {
+    format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any())
+}
+
+/// Audits every pool against the claims that reference it; claims of pools that do not
+/// exist must hold nothing.
+pub fn audit(pools: &[Pool], claims: &[Claim], scope: Scope) -> Report {
+    let mut by_pool: HashMap<&str, Vec<&Claim>> = HashMap::new();
+    for claim in claims {
+        by_pool.entry(claim.spec.pool_ref.as_str()).or_default().push(claim);
+    }
+    let mut report = Report { pools: pools.len(), claims: claims.len(), ..Report::default() };
+    for pool in pools {
+        let claims = by_pool.remove(pool.name_any().as_str()).unwrap_or_default();
+        let (items, violations) = check_pool(pool, &claims, scope);
+        report.items_allocated += items;
+        report.violations.extend(violations);
+    }
+    for (pool, claims) in by_pool {
+        report.violations.extend(claims.iter().filter_map(|c| holds_items_of_missing_pool(pool, c)));
+    }
+    report
+}
+
+/// A claim that lists items although its pool does not exist.
+pub fn holds_items_of_missing_pool(pool: &str, claim: &Claim) -> Option<Violation> {
+    let items = status_items(claim);
+    (!items.is_empty()).then(|| Violation {
+        kind: Kind::ItemsOfMissingPool,
+        pool: pool.to_string(),
+        claim: Some(claim_key(claim)),
+        message: format!("lists {} items of pool {pool}, which does not exist", items.len()),
+    })
+}
+
+/// Checks one pool and the claims that reference it; returns the items its ledger
+/// allocates and the violations.
+pub fn check_pool(pool: &Pool, claims: &[&Claim], scope: Scope) -> (u64, Vec<Violation>) {
+    let name = pool.name_any();
+    let violation =
+        |kind, claim: Option<String>, message: String| Violation { kind, pool: name.clone(), claim, message };
+    let status = pool.status.clone().unwrap_or_default();
+    let ledger = match Ledger::from_status(&status.ledger, pool.spec.items.capacity()) {
+        Ok(ledger) => ledger,
+        Err(e) => return (0, vec![violation(Kind::CorruptLedger, None, e.to_string())]),
+    };
+    let mut found = Vec::new();
+    let given = |key: &str, uid: &str| -> BTreeSet<String> {
+        match ledger.entry(key) {
+            Some(e) if e.uid == uid => pool.spec.items.describe(&e.indices).0.into_iter().collect(),
+            _ => BTreeSet::new(),
+        }
+    };
+
+    let mut holder: HashMap<String, String> = HashMap::new();
+    let mut live: HashMap<String, String> = HashMap::new();
+    for claim in claims {
+        let key = claim_key(claim);
+        let uid = claim.uid().unwrap_or_default();
+        live.insert(key.clone(), uid.clone());
+        let shown = status_items(claim);
+        if shown.is_empty() && scope == Scope::Safety {
+            continue;
+        }
+        let ledger_items = given(&key, &uid);
+        for item in &shown {
+            if let Some(other) = holder.insert(item.clone(), key.clone()) {
+                found.push(violation(
+                    Kind::ItemTwice,
+                    Some(key.clone()),
+                    format!("item {item} is in the statuses of {other} and {key}"),
+                ));
+            }
+        }
+        let ahead: Vec<&String> = shown.iter().filter(|i| !ledger_items.contains(*i)).collect();
+        if !ahead.is_empty() {
+            found.push(violation(
+                Kind::StatusAheadOfLedger,
+                Some(key.clone()),
+                format!(
+                    "status lists {} the ledger does not give to uid {uid}",
+                    preview(ahead.iter().map(|s| s.as_str()))
+                ),
+            ));
+        }
+        if scope == Scope::Full && is_bound(claim) {
+            let count = u64::try_from(claim.spec.count).unwrap_or_default();
+            let exact = shown.len() == ledger_items.len() && ahead.is_empty();
+            if !exact || ledger_items.len() as u64 != count {
+                found.push(violation(
+                    Kind::BoundMismatch,
+                    Some(key.clone()),
+                    format!(
+                        "Bound with {} items (count {count}) but the ledger gives it {}",
+                        shown.len(),
+                        ledger_items.len()
+                    ),
+                ));
+            }
+        }
+    }
+    if scope == Scope::Full {
+        for (key, entry) in ledger.claims() {
+            if live.get(key) != Some(&entry.uid) {
+                found.push(violation(
+                    Kind::Leak,
+                    Some(key.to_string()),
+                    format!(
+                        "ledger entry of uid {} ({} items) has no live claim",
+                        entry.uid,
+                        entry.indices.len()
+                    ),
+                ));
+            }
+        }
+        let counts = (status.capacity, status.allocated, status.free);
+        let expected = (ledger.capacity() as i32, ledger.allocated() as i32, ledger.free() as i32);
+        if counts != expected {
+            found.push(violation(
+                Kind::Counters,
+                None,
+                format!("capacity/allocated/free are {counts:?}, the ledger says {expected:?}"),
+            ));
+        }
+    }
+    (u64::from(ledger.allocated()), found)
+}
+
+fn status_items(claim: &Claim) -> Vec<String> {
+    claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default()
+}
+
+fn is_bound(claim: &Claim) -> bool {
+    claim.status.as_ref().is_some_and(|s| crate::api::is_true(&s.conditions, "Bound"))
+}
+
+/// The first few of `items`, and how many there are.
+fn preview<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let all: Vec<&str> = items.collect();
+    match all.len() {
+        0..=3 => all.join(","),
+        n => format!("{},… ({n} items)", all[..3].join(",")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        Allocation, ClaimSpec, ClaimStatus, ItemRange, PoolItems, PoolSpec, PoolStatus, condition,
+    };
+    use crate::ledger::format_indices;
+
+    pub(crate) fn pool(name: &str, capacity: u32, ledger: &[(&str, &str, &str)]) -> Pool {
+        let mut pool = Pool::new(
+            name,
+            PoolSpec {
+                items: PoolItems {
+                    range: Some(ItemRange { start: 0, end: i64::from(capacity) - 1 }),
+                    list: None,
+                },
+                lock: Default::default(),
+            },
+        );
+        let ledger: Vec<Allocation> = ledger
+            .iter()
+            .map(|(claim, uid, items)| Allocation {
+                claim: claim.to_string(),
+                uid: uid.to_string(),
+                items: items.to_string(),
+            })
+            .collect();
+        let allocated =
+            Ledger::from_status(&ledger, capacity).map(|l| l.allocated() as i32).unwrap_or_default();
+        pool.status = Some(PoolStatus {
+            capacity: capacity as i32,
+            allocated,
+            free: capacity as i32 - allocated,
+            ledger,
+            ..Default::default()
+        });
+        pool
+    }
+
+    pub(crate) fn claim(key: &str, uid: &str, pool: &str, count: i32, items: &[u32], bound: bool) -> Claim {
+        let (namespace, name) = key.split_once('/').expect("ns/name");
+        let mut claim = Claim::new(name, ClaimSpec { pool_ref: pool.into(), count });
+        claim.metadata.namespace = Some(namespace.into());
+        claim.metadata.uid = Some(uid.into());
+        claim.status = Some(ClaimStatus {
+            items: items.iter().map(u32::to_string).collect(),
+            conditions: vec![condition("Bound", bound, "Allocated", "", None)],
+            ..Default::default()
+        });
+        claim
+    }
+
+    fn kinds(report: &Report) -> Vec<Kind> {
+        report.violations.iter().map(|v| v.kind).collect()
+    }
+
+    #[test]
+    fn a_consistent_cluster_is_clean() {
+        let pools = [pool("p", 10, &[("a/x", "u1", "0-1"), ("a/y", "u2", "2")])];
+        let claims = [claim("a/x", "u1", "p", 2, &[0, 1], true), claim("a/y", "u2", "p", 1, &[2], true)];
+        let report = audit(&pools, &claims, Scope::Full);
+        assert!(report.is_clean(), "{:?}", report.violations);
+        assert_eq!(report.items_allocated, 3);
+    }
+
+    #[test]
+    fn status_may_lag_the_ledger_but_not_lead_it() {
+        // Growing: the ledger gave x item 2, its status does not show it yet: safe.
+        let pools = [pool("p", 10, &[("a/x", "u1", "0-2")])];
+        let lagging = [claim("a/x", "u1", "p", 3, &[0, 1], false)];
+        assert!(audit(&pools, &lagging, Scope::Safety).is_clean());
+        // Shrunk in the ledger first: the status leads.
+        let pools = [pool("p", 10, &[("a/x", "u1", "0")])];
+        let leading = [claim("a/x", "u1", "p", 1, &[0, 1], true)];
+        assert_eq!(kinds(&audit(&pools, &leading, Scope::Safety)), vec![Kind::StatusAheadOfLedger]);
+    }
+
+    #[test]
+    fn an_entry_of_another_uid_gives_nothing() {
+        let pools = [pool("p", 10, &[("a/x", "old", "0-1")])];
+        let claims = [claim("a/x", "new", "p", 2, &[0, 1], true)];
+        let report = audit(&pools, &claims, Scope::Full);
+        assert_eq!(kinds(&report), vec![Kind::StatusAheadOfLedger, Kind::BoundMismatch, Kind::Leak]);
+    }
+
+    #[test]
+    fn two_claims_with_one_item_are_reported() {
+        let pools = [pool("p", 10, &[("a/x", "u1", "0-1")])];
+        let claims = [claim("a/x", "u1", "p", 2, &[0, 1], true), claim("a/y", "u2", "p", 1, &[1], true)];
+        let report = audit(&pools, &claims, Scope::Safety);
+        assert!(kinds(&report).contains(&Kind::ItemTwice), "{:?}", report.violations);
+        assert!(report.violations.iter().any(|v| v.message.contains("item 1")));
+    }
+
+    #[test]
+    fn leaks_counters_missing_pools_and_corrupt_ledgers_are_reported() {
+        let mut counted = pool("p", 10, &[("a/gone", "u9", "0-3")]);
+        if let Some(s) = counted.status.as_mut() {
+            s.free = 10;
+        }
+        let corrupt = pool("q", 10, &[("a/z", "u3", "0-4294967295")]);
+        let claims = [claim("a/w", "u4", "nope", 1, &[7], true)];
+        let report = audit(&[counted, corrupt], &claims, Scope::Full);
+        let mut found = kinds(&report);
+        found.sort_by_key(|k| format!("{k:?}"));
+        assert_eq!(found, vec![Kind::CorruptLedger, Kind::Counters, Kind::ItemsOfMissingPool, Kind::Leak]);
+        // Mid-flight (Safety), an entry without a claim is not a violation.
+        assert!(
+            !kinds(&audit(&[pool("p", 10, &[("a/gone", "u9", "0")])], &[], Scope::Safety))
+                .contains(&Kind::Leak)
+        );
+    }
+
+    #[test]
+    fn the_largest_pool_is_audited_in_one_pass() {
+        // 65,536 items over 4,096 claims, fragmented: every claim holds every 4,096th item.
+        let capacity = crate::api::MAX_POOL_ITEMS;
+        let n = crate::ledger::MAX_CLAIMS_PER_POOL as u32;
+        let indices = |c: u32| (0..capacity / n).map(|k| c + k * n).collect::<Vec<_>>();
+        let keys: Vec<(String, String, String)> =
+            (0..n).map(|c| (format!("ns/c{c}"), format!("u{c}"), format_indices(&indices(c)))).collect();
+        let entries: Vec<(&str, &str, &str)> =
+            keys.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+        let big = pool("big", capacity, &entries);
+        let claims: Vec<Claim> = (0..n)
+            .map(|c| {
+                claim(&format!("ns/c{c}"), &format!("u{c}"), "big", (capacity / n) as i32, &indices(c), true)
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let report = audit(std::slice::from_ref(&big), &claims, Scope::Full);
+        assert!(report.is_clean(), "{:?}", &report.violations[..1]);
+        assert_eq!(report.items_allocated, u64::from(capacity));
+        eprintln!("audit of {capacity} items in {n} claims: {:?}", started.elapsed());
+    }
+}
