@@ -6,14 +6,22 @@ use std::fmt::Write;
 
 use crate::api::Allocation;
 
+/// Why a status ledger cannot be read. Each names the entry, so an administrator knows
+/// what to repair.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
-    #[error("malformed item indices {0:?}")]
-    Malformed(String),
-    #[error("item index {index} of claim {claim} is outside the pool (capacity {capacity})")]
-    OutOfRange { claim: String, index: u32, capacity: u32 },
+    #[error(
+        "entry {claim}: malformed item indices {items:?} (expected sorted, disjoint runs like \"0-9,15\")"
+    )]
+    Malformed { claim: String, items: String },
+    #[error("entry {claim}: item index {index} is outside the pool (capacity {capacity})")]
+    OutOfRange { claim: String, index: u64, capacity: u32 },
     #[error("item index {index} is held by both {first} and {second}")]
     Duplicate { index: u32, first: String, second: String },
+    #[error("entry {claim} appears twice")]
+    TwoEntries { claim: String },
+    #[error("{entries} entries, more than the {max} claims a pool serves")]
+    TooLong { entries: usize, max: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +32,8 @@ pub enum AllocError {
     Exhausted { needed: u32, free: u32 },
     #[error("the pool already has {max} claims, its most")]
     TooManyClaims { max: usize },
+    #[error("the ledger entry of {claim} belongs to claim uid {uid}, an earlier claim of that name")]
+    HeldByOtherUid { claim: String, uid: String },
 }
 
 /// Most claims one pool serves, so that its ledger always fits one object (see the test
@@ -62,25 +72,34 @@ impl Ledger {
         Self { capacity, entries: BTreeMap::new() }
     }
 
-    /// Reads a pool's status ledger, checking that no index is out of range or held twice.
+    /// Reads a pool's status ledger, checking that it has at most
+    /// [`MAX_CLAIMS_PER_POOL`] entries and that no index is out of range or held twice.
+    /// Memory stays proportional to the pool's capacity whatever the status says: ranges
+    /// are checked before they are expanded.
     pub fn from_status(allocations: &[Allocation], capacity: u32) -> Result<Self, LedgerError> {
-        let mut owner: BTreeMap<u32, &str> = BTreeMap::new();
+        if allocations.len() > MAX_CLAIMS_PER_POOL {
+            return Err(LedgerError::TooLong { entries: allocations.len(), max: MAX_CLAIMS_PER_POOL });
+        }
+        // Which entry holds each index; capacity is at most MAX_POOL_ITEMS.
+        let mut owner: Vec<Option<usize>> = vec![None; capacity as usize];
         let mut entries = BTreeMap::new();
-        for a in allocations {
-            let indices = parse_indices(&a.items)?;
-            for &index in &indices {
-                if index >= capacity {
-                    return Err(LedgerError::OutOfRange { claim: a.claim.clone(), index, capacity });
-                }
-                if let Some(first) = owner.insert(index, &a.claim) {
-                    return Err(LedgerError::Duplicate {
-                        index,
-                        first: first.into(),
-                        second: a.claim.clone(),
-                    });
+        for (n, a) in allocations.iter().enumerate() {
+            let mut indices = Vec::new();
+            for (start, end) in parse_runs(&a.claim, &a.items, capacity)? {
+                for index in start..=end {
+                    if let Some(first) = owner[index as usize].replace(n) {
+                        return Err(LedgerError::Duplicate {
+                            index,
+                            first: allocations[first].claim.clone(),
+                            second: a.claim.clone(),
+                        });
+                    }
+                    indices.push(index);
                 }
             }
-            entries.insert(a.claim.clone(), Entry { uid: a.uid.clone(), indices });
+            if entries.insert(a.claim.clone(), Entry { uid: a.uid.clone(), indices }).is_some() {
+                return Err(LedgerError::TwoEntries { claim: a.claim.clone() });
+            }
         }
         Ok(Self { capacity, entries })
     }
@@ -117,17 +136,18 @@ impl Ledger {
     }
 
     /// Gives claim `claim` (with `uid`) exactly `count` items: keeps what it holds, adds the
-    /// lowest free indices or drops its highest. An entry of an earlier claim with the same
-    /// name but another UID is stale (that claim is gone) and is freed first.
+    /// lowest free indices or drops its highest. An entry of the same name with another uid
+    /// is never touched: only the caller can tell (by reading the live claim) that it is
+    /// stale, and then [`Ledger::release_uid`] frees it first.
     pub fn allocate(&self, claim: &str, uid: &str, count: u32) -> Result<(Ledger, Change), AllocError> {
         if count > self.capacity {
             return Err(AllocError::TooSmall { count, capacity: self.capacity });
         }
+        if let Some(e) = self.entries.get(claim).filter(|e| e.uid != uid) {
+            return Err(AllocError::HeldByOtherUid { claim: claim.to_string(), uid: e.uid.clone() });
+        }
         let mut next = self.clone();
         let mut change = Change::default();
-        if next.entries.get(claim).is_some_and(|e| e.uid != uid) {
-            change.removed = next.entries.remove(claim).map(|e| e.indices).unwrap_or_default();
-        }
         if !next.entries.contains_key(claim) && next.entries.len() >= MAX_CLAIMS_PER_POOL {
             return Err(AllocError::TooManyClaims { max: MAX_CLAIMS_PER_POOL });
         }
@@ -154,6 +174,22 @@ impl Ledger {
         let mut next = self.clone();
         let freed = next.entries.remove(claim).map(|e| e.indices).unwrap_or_default();
         (next, freed)
+    }
+
+    /// Removes the claim's entry only if it belongs to `uid`.
+    pub fn release_uid(&self, claim: &str, uid: &str) -> (Ledger, Vec<u32>) {
+        match self.entries.get(claim) {
+            Some(e) if e.uid == uid => self.release(claim),
+            _ => (self.clone(), Vec::new()),
+        }
+    }
+
+    /// The indices the ledger gives to `claim` with `uid` (none for another uid).
+    pub fn given(&self, claim: &str, uid: &str) -> &[u32] {
+        match self.entries.get(claim) {
+            Some(e) if e.uid == uid => &e.indices,
+            _ => &[],
+        }
     }
 
     fn lowest_free(&self, n: usize) -> Vec<u32> {
@@ -191,25 +227,41 @@ pub fn runs(sorted: &[u32]) -> Vec<(u32, u32)> {
     runs
 }
 
-pub fn parse_indices(text: &str) -> Result<Vec<u32>, LedgerError> {
-    let malformed = || LedgerError::Malformed(text.to_string());
-    let mut out = Vec::new();
+/// Parses `"0-3,7"` into sorted, disjoint runs inside `0..capacity`, refusing anything
+/// else before a single index is expanded. `claim` names the entry in errors.
+pub fn parse_runs(claim: &str, text: &str, capacity: u32) -> Result<Vec<(u32, u32)>, LedgerError> {
+    let malformed = || LedgerError::Malformed { claim: claim.to_string(), items: preview(text) };
+    let number = |s: &str| s.parse::<u64>().map_err(|_| malformed());
+    let mut runs: Vec<(u32, u32)> = Vec::new();
     for part in text.split(',').filter(|p| !p.is_empty()) {
         let (start, end) = match part.split_once('-') {
-            Some((a, b)) => {
-                (a.parse::<u32>().map_err(|_| malformed())?, b.parse::<u32>().map_err(|_| malformed())?)
-            }
-            None => {
-                let i = part.parse::<u32>().map_err(|_| malformed())?;
-                (i, i)
-            }
+            Some((a, b)) => (number(a)?, number(b)?),
+            None => (number(part)?, number(part)?),
         };
-        if start > end || out.last().is_some_and(|&last| start <= last) {
+        if end >= u64::from(capacity) {
+            return Err(LedgerError::OutOfRange { claim: claim.to_string(), index: end, capacity });
+        }
+        // Both fit in u32 now: end < capacity and start <= end is checked next.
+        let (start, end) = (start as u32, end as u32);
+        if start > end || runs.last().is_some_and(|&(_, last)| start <= last) {
             return Err(malformed());
         }
-        out.extend(start..=end);
+        runs.push((start, end));
     }
-    Ok(out)
+    Ok(runs)
+}
+
+/// Sorted indices from their compressed form, for a pool of `capacity` items.
+pub fn parse_indices(text: &str, capacity: u32) -> Result<Vec<u32>, LedgerError> {
+    Ok(parse_runs("", text, capacity)?.into_iter().flat_map(|(a, b)| a..=b).collect())
+}
+
+/// At most 80 characters of a (possibly huge) text, for messages.
+fn preview(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -220,11 +272,12 @@ mod tests {
     fn indices_round_trip_in_compressed_form() {
         let v = vec![0, 1, 2, 3, 7, 9, 10];
         assert_eq!(format_indices(&v), "0-3,7,9-10");
-        assert_eq!(parse_indices("0-3,7,9-10").unwrap(), v);
-        assert_eq!(parse_indices("").unwrap(), Vec::<u32>::new());
-        assert!(parse_indices("3-1").is_err());
-        assert!(parse_indices("1,1").is_err());
-        assert!(parse_indices("x").is_err());
+        assert_eq!(parse_indices("0-3,7,9-10", 11).unwrap(), v);
+        assert_eq!(parse_indices("", 11).unwrap(), Vec::<u32>::new());
+        assert!(parse_indices("3-1", 11).is_err());
+        assert!(parse_indices("1,1", 11).is_err());
+        assert!(parse_indices("x", 11).is_err());
+        assert!(parse_indices("0-10", 10).is_err());
     }
 
     #[test]
@@ -272,13 +325,20 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_of_a_deleted_claim_with_the_same_name_is_replaced() {
-        let (ledger, _) = Ledger::empty(10).allocate("ns/a", "old", 3).unwrap();
+    fn an_entry_of_another_uid_is_never_evicted_by_allocate() {
+        let (ledger, _) = Ledger::empty(10).allocate("ns/a", "live", 3).unwrap();
+        assert_eq!(
+            ledger.allocate("ns/a", "other", 1).unwrap_err(),
+            AllocError::HeldByOtherUid { claim: "ns/a".into(), uid: "live".into() }
+        );
+        assert_eq!(ledger.given("ns/a", "other"), &[] as &[u32]);
+        // Only a caller that saw the live claim's uid frees the stale entry, by uid.
+        assert_eq!(ledger.release_uid("ns/a", "other").1, Vec::<u32>::new());
+        let (ledger, freed) = ledger.release_uid("ns/a", "live");
+        assert_eq!(freed, vec![0, 1, 2]);
         let (ledger, change) = ledger.allocate("ns/a", "new", 1).unwrap();
-        assert_eq!(change.removed, vec![0, 1, 2]);
         assert_eq!(change.added, vec![0]);
-        assert_eq!(ledger.entry("ns/a").unwrap().uid, "new");
-        assert_eq!(ledger.allocated(), 1);
+        assert_eq!(ledger.given("ns/a", "new"), &[0]);
     }
 
     #[test]
@@ -293,8 +353,33 @@ mod tests {
             Err(LedgerError::Duplicate { index: 2, .. })
         ));
         assert!(matches!(Ledger::from_status(&[a("x/a", "5")], 5), Err(LedgerError::OutOfRange { .. })));
+        assert!(matches!(
+            Ledger::from_status(&[a("x/a", "1"), a("x/a", "2")], 5),
+            Err(LedgerError::TwoEntries { .. })
+        ));
+        let many: Vec<Allocation> = (0..=MAX_CLAIMS_PER_POOL).map(|i| a(&format!("x/{i}"), "")).collect();
+        assert!(matches!(Ledger::from_status(&many, 5), Err(LedgerError::TooLong { .. })));
         let ok = Ledger::from_status(&[a("x/a", "0-2"), a("x/b", "4")], 5).unwrap();
         assert_eq!(Ledger::from_status(&ok.to_status(), 5).unwrap(), ok);
+    }
+
+    #[test]
+    fn a_huge_range_is_refused_before_it_is_expanded() {
+        // 2^32 indices would be 16 GiB; the check comes first, so this returns at once.
+        let err = Ledger::from_status(&[a_entry("ns/x", "0-4294967295")], 6).unwrap_err();
+        assert_eq!(err, LedgerError::OutOfRange { claim: "ns/x".into(), index: 4_294_967_295, capacity: 6 });
+        assert!(err.to_string().contains("entry ns/x"), "{err}");
+        let err = Ledger::from_status(&[a_entry("ns/y", &"1,".repeat(100))], 6).unwrap_err();
+        assert!(matches!(err, LedgerError::Malformed { .. }));
+        assert!(err.to_string().len() < 200, "messages stay short: {err}");
+        assert!(matches!(
+            Ledger::from_status(&[a_entry("ns/z", "99999999999999999999")], 6),
+            Err(LedgerError::Malformed { .. })
+        ));
+    }
+
+    fn a_entry(claim: &str, items: &str) -> Allocation {
+        Allocation { claim: claim.into(), uid: "u".into(), items: items.into() }
     }
 
     #[test]

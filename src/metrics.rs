@@ -52,6 +52,7 @@ pub struct Metrics {
     pub locks_lost: Family<ByBackend, Counter>,
     pub fenced_rejections: Family<ByBackend, Counter>,
     pub lock_waiters: Family<ByBackend, Gauge>,
+    pub pools_ledger_corrupt: Gauge,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -71,6 +72,7 @@ impl Default for Metrics {
         let locks_lost = Family::default();
         let fenced_rejections = Family::default();
         let lock_waiters = Family::default();
+        let pools_ledger_corrupt = Gauge::default();
         registry.register("reconciles", "Reconciles run, per controller", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -104,6 +106,11 @@ impl Default for Metrics {
             fenced_rejections.clone(),
         );
         registry.register("lock_waiters", "Acquisitions waiting right now", lock_waiters.clone());
+        registry.register(
+            "pools_ledger_corrupt",
+            "Pools whose ledger cannot be read (no allocation until repaired)",
+            pools_ledger_corrupt.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -115,6 +122,7 @@ impl Default for Metrics {
             locks_lost,
             fenced_rejections,
             lock_waiters,
+            pools_ledger_corrupt,
         }
     }
 }

@@ -464,9 +464,10 @@ async fn holder(cluster: &Cluster, replicas: &Arc<Mutex<Replicas>>) -> Option<us
         .await
         .ok()?;
     let lock = lockguard::lock::etcd::EtcdLock::new(client, "chaos");
-    let r = replicas.lock().unwrap_or_else(|e| e.into_inner());
-    let identities: Vec<String> = (0..r.len()).map(|i| r.identity(i).to_string()).collect();
-    drop(r);
+    let identities: Vec<String> = {
+        let r = replicas.lock().unwrap_or_else(|e| e.into_inner());
+        (0..r.len()).map(|i| r.identity(i).to_string()).collect()
+    };
     for suffix in ["e0", "e1"] {
         for round in ["fenced", "unfenced"] {
             let name = format!("lockguard/pools/{round}-{suffix}");

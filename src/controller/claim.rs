@@ -1,10 +1,16 @@
 //! Reconciling a Claim: allocate its items from the pool's ledger under the pool's lock,
 //! and give them back (finalizer) when it is deleted.
+//!
+//! The ledger is the truth and a claim's status follows it, never leads it: growing writes
+//! the ledger first and the status after; shrinking and freeing write the status first and
+//! the ledger after. Every status write carries the claim's uid and resourceVersion, so a
+//! write prepared from an older read is refused instead of overwriting a newer one.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalize, finalizer};
@@ -13,28 +19,66 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::context::Context;
+use super::pool_ledger::{is_deleting, ledger_of, lock_pool, read_ledger, write_ledger};
 use super::{Error, FINALIZER, backoff};
-use crate::api::{Claim, ClaimStatus, LockBackend, Pool, PoolStatus, condition, set_condition};
+use crate::api::{Claim, ClaimStatus, LockBackend, Pool, condition, set_condition};
 use crate::failpoint;
 use crate::ledger::{AllocError, Ledger};
 use crate::lock::LockGuard;
-use crate::metrics::by as by_backend;
 
 pub const BOUND: &str = "Bound";
+/// A bound claim is checked against its pool's ledger at least this often, so nothing
+/// depends on one missed event.
+const RESYNC: Duration = Duration::from_secs(300);
 
 /// Not bound for a reason that only a change of the pool can clear.
 pub fn waits_for_pool(claim: &Claim) -> bool {
-    let reasons = ["PoolNotFound", "PoolTooSmall", "PoolExhausted"];
-    claim
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == BOUND))
-        .is_some_and(|c| c.status == "False" && reasons.contains(&c.reason.as_str()))
+    let reasons = ["PoolNotFound", "PoolTooSmall", "PoolExhausted", "PoolDeleting", "LedgerCorrupt"];
+    bound_condition(claim).is_some_and(|c| c.status == "False" && reasons.contains(&c.reason.as_str()))
+}
+
+/// Whether a change of `pool` concerns `claim`: it waits for the pool, or its status does
+/// not show exactly what the ledger gives it.
+pub fn affected_by(claim: &Claim, pool: &Pool, ledger: Option<&Ledger>) -> bool {
+    if waits_for_pool(claim) {
+        return true;
+    }
+    let Some(ledger) = ledger else { return false };
+    let given = ledger.given(&ledger_key(claim), &claim.uid().unwrap_or_default());
+    let shown = claim.status.as_ref().map(|s| s.items.as_slice()).unwrap_or_default();
+    shown != pool.spec.items.describe(given).0.as_slice()
 }
 
 /// `namespace/name`, the claim's key in a ledger.
 pub fn ledger_key(claim: &Claim) -> String {
     format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any())
+}
+
+fn bound_condition(claim: &Claim) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    claim.status.as_ref()?.conditions.iter().find(|c| c.type_ == BOUND)
+}
+
+/// What a reconcile does, given the claim and what the ledger gives it.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// The status lists items the ledger does not give this claim: take them back first,
+    /// keeping only these indices.
+    Revoke { keep: Vec<u32> },
+    /// The ledger gives exactly `count` items: the status only needs to show them.
+    Show,
+    /// The allocation must change: take the pool's lock.
+    Allocate,
+}
+
+fn next_step(shown: &[String], given: &[u32], given_items: &[String], count: u32) -> Step {
+    let ledger: HashSet<&String> = given_items.iter().collect();
+    if shown.iter().any(|item| !ledger.contains(item)) {
+        let shown: HashSet<&String> = shown.iter().collect();
+        let keep =
+            given.iter().zip(given_items).filter(|(_, item)| shown.contains(item)).map(|(i, _)| *i).collect();
+        return Step::Revoke { keep };
+    }
+    if given.len() as u32 == count { Step::Show } else { Step::Allocate }
 }
 
 pub async fn reconcile(claim: Arc<Claim>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -70,8 +114,8 @@ async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action
 pub fn error_policy(claim: Arc<Claim>, error: &Error, ctx: Arc<Context>) -> Action {
     let failures = ctx.failed(&ledger_key(&claim));
     let delay = match error {
-        // A fenced write means another replica holds the lock now: retry soon, as a waiter.
-        Error::Fenced { .. } => Duration::from_millis(200),
+        // Another replica holds the lock now, or wrote the claim: retry soon, from a fresh read.
+        Error::Fenced { .. } | Error::Changed { .. } => Duration::from_millis(200),
         _ => backoff(failures, Duration::from_secs(30)),
     };
     warn!(claim = %ledger_key(&claim), pool = %claim.spec.pool_ref, error = %error, kind = error.kind(), retry_in_ms = delay.as_millis() as u64, "reconcile failed");
@@ -90,22 +134,60 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     let pools: Api<Pool> = Api::all(ctx.client.clone());
     let Some(pool) = pools.get_opt(pool_name).await? else {
         let message = format!("pool {pool_name} does not exist; the claim binds once it is created");
-        return not_bound(claim, ctx, NotBound { reason: "PoolNotFound", message }, Some(60)).await;
+        return not_bound(
+            claim,
+            ctx,
+            NotBound { reason: "PoolNotFound", message },
+            Some(Vec::new()),
+            Some(60),
+        )
+        .await;
     };
-    let capacity = pool.spec.items.capacity();
+    let ledger = match read_ledger(&pool) {
+        Ok(ledger) => ledger,
+        Err(e) => {
+            // Nothing can be verified against an unreadable ledger: leave a bound claim as it
+            // is, tell a waiting one why; the pool's repair wakes it.
+            let message = format!("pool {pool_name}: {e}");
+            if bound_condition(claim).is_some_and(|c| c.status == "True") {
+                warn!(claim = %key, pool = %pool_name, error = %e, "the pool's ledger is corrupt; not checking this claim");
+                return Ok(Action::requeue(RESYNC));
+            }
+            return not_bound(claim, ctx, NotBound { reason: "LedgerCorrupt", message }, None, None).await;
+        }
+    };
+    let uid = claim.uid().unwrap_or_default();
     let count = claim.spec.count.max(0) as u32;
+    let given = ledger.given(&key, &uid).to_vec();
+    let given_items = pool.spec.items.describe(&given).0;
+    let shown = claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default();
+    match next_step(&shown, &given, &given_items, count) {
+        Step::Revoke { keep } => {
+            let (kept, _) = pool.spec.items.describe(&keep);
+            let message = format!(
+                "the ledger of pool {pool_name} no longer gives this claim {} of its items (a pool restored, re-created or edited); re-allocating",
+                shown.len() - kept.len()
+            );
+            warn!(claim = %key, pool = %pool_name, shown = shown.len(), kept = kept.len(), "status lists items the ledger does not give; taking them back");
+            ctx.event(&claim.object_ref(&()), EventType::Warning, "ItemsRevoked", message.clone()).await;
+            return not_bound(claim, ctx, NotBound { reason: "ItemsRevoked", message }, Some(kept), Some(0))
+                .await;
+        }
+        Step::Show => {
+            let token = pool.status.as_ref().and_then(|s| s.fencing_token);
+            show_bound(claim, ctx, &pool, &given, token, false).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+        Step::Allocate => {}
+    }
+    if is_deleting(&pool) {
+        let message = format!("pool {pool_name} is being deleted; the claim binds once it is created again");
+        return not_bound(claim, ctx, NotBound { reason: "PoolDeleting", message }, None, Some(60)).await;
+    }
+    let capacity = pool.spec.items.capacity();
     if count > capacity {
         let message = format!("the claim asks for {count} items but pool {pool_name} only has {capacity}");
-        return not_bound(claim, ctx, NotBound { reason: "PoolTooSmall", message }, None).await;
-    }
-    // Already done (the ledger is the truth): only the status may need writing.
-    if let Some(entry) = ledger_of(&pool)?.entry(&key)
-        && entry.uid == claim.uid().unwrap_or_default()
-        && entry.indices.len() as u32 == count
-    {
-        let token = pool.status.as_ref().and_then(|s| s.fencing_token);
-        bind(claim, ctx, &pool, &entry.indices.clone(), token, false).await?;
-        return Ok(Action::await_change());
+        return not_bound(claim, ctx, NotBound { reason: "PoolTooSmall", message }, None, None).await;
     }
 
     let backend = pool.spec.lock.backend;
@@ -113,25 +195,31 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
         Ok(guard) => guard,
         Err(error) => {
             let message = format!("{} lock of pool {pool_name} unavailable: {error}", backend_name(backend));
-            not_bound(claim, ctx, NotBound { reason: "LockUnavailable", message }, None).await?;
+            not_bound(claim, ctx, NotBound { reason: "LockUnavailable", message }, None, None).await?;
             return Err(error);
         }
     };
     let wait_ms = guard.waited().as_millis() as u64;
-    let result = allocate_locked(claim, ctx, &guard, &key, count).await;
+    let result = allocate_locked(claim, ctx, &guard, &key).await;
     let hold_ms = guard.held().as_millis() as u64;
     let lost = guard.is_lost();
     ctx.unlock(guard).await;
     match result {
-        Ok(Allocated::Bound { indices, token, pool, changed }) => {
+        Ok(Locked::Bound { claim: fresh, indices, token, pool, changed, shown }) => {
             let what = if changed { "allocated" } else { "already allocated (another reconcile did it)" };
             info!(claim = %key, pool = %pool_name, backend = backend_name(backend), token, wait_ms, hold_ms, items = indices.len(), "{what}");
-            bind(claim, ctx, &pool, &indices, Some(token as i64), changed).await?;
-            Ok(Action::await_change())
+            if !shown {
+                show_bound(&fresh, ctx, &pool, &indices, Some(token as i64), changed).await?;
+            }
+            Ok(Action::requeue(RESYNC))
         }
-        Ok(Allocated::Refused(state)) => {
+        Ok(Locked::Refused(state)) => {
             info!(claim = %key, pool = %pool_name, reason = state.reason, hold_ms, "not bound");
-            not_bound(claim, ctx, state, Some(30)).await
+            not_bound(claim, ctx, state, None, Some(30)).await
+        }
+        Ok(Locked::Superseded) => {
+            info!(claim = %key, pool = %pool_name, hold_ms, "the claim was deleted or re-created while this reconcile waited for the lock; giving up");
+            Ok(Action::await_change())
         }
         Err(Error::Fenced { pool, token, by }) => {
             let note = format!(
@@ -144,27 +232,53 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-enum Allocated {
-    Bound { indices: Vec<u32>, token: u64, pool: Box<Pool>, changed: bool },
+enum Locked {
+    Bound {
+        /// The claim as read under the lock (its resourceVersion guards the status write).
+        claim: Box<Claim>,
+        indices: Vec<u32>,
+        token: u64,
+        pool: Box<Pool>,
+        changed: bool,
+        /// The status was already written under the lock (a shrink).
+        shown: bool,
+    },
     Refused(NotBound),
+    /// The claim this reconcile started for is gone or was replaced by a new one.
+    Superseded,
 }
 
-/// Under the lock: read the ledger afresh, allocate, write it fenced.
+/// Under the lock: re-read the claim and the pool, allocate, write the ledger fenced.
 async fn allocate_locked(
     claim: &Claim,
     ctx: &Context,
     guard: &LockGuard,
     key: &str,
-    count: u32,
-) -> Result<Allocated, Error> {
+) -> Result<Locked, Error> {
+    let claims: Api<Claim> = Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+    let uid = claim.uid().unwrap_or_default();
+    let Some(fresh) = claims.get_opt(&claim.name_any()).await? else { return Ok(Locked::Superseded) };
+    if fresh.uid().as_deref() != Some(uid.as_str()) || fresh.metadata.deletion_timestamp.is_some() {
+        return Ok(Locked::Superseded);
+    }
     let pools: Api<Pool> = Api::all(ctx.client.clone());
-    let pool_name = &claim.spec.pool_ref;
+    let pool_name = &fresh.spec.pool_ref;
     let Some(pool) = pools.get_opt(pool_name).await? else {
         let message = format!("pool {pool_name} does not exist; the claim binds once it is created");
-        return Ok(Allocated::Refused(NotBound { reason: "PoolNotFound", message }));
+        return Ok(Locked::Refused(NotBound { reason: "PoolNotFound", message }));
     };
-    let ledger = ledger_of(&pool)?;
-    let uid = claim.uid().unwrap_or_default();
+    if is_deleting(&pool) {
+        let message = format!("pool {pool_name} is being deleted; the claim binds once it is created again");
+        return Ok(Locked::Refused(NotBound { reason: "PoolDeleting", message }));
+    }
+    let mut ledger = ledger_of(&pool)?;
+    // The live claim has our uid, so an entry of this name with another uid belongs to an
+    // earlier claim that is gone (its finalizer was removed by hand): free it.
+    if let Some(stale) = ledger.entry(key).filter(|e| e.uid != uid) {
+        warn!(claim = %key, pool = %pool_name, stale_uid = %stale.uid, items = stale.indices.len(), "freeing the entry of an earlier claim of the same name");
+        ledger = ledger.release(key).0;
+    }
+    let count = fresh.spec.count.max(0) as u32;
     let (next, change) = match ledger.allocate(key, &uid, count) {
         Ok(done) => done,
         Err(AllocError::TooSmall { .. }) => {
@@ -172,17 +286,26 @@ async fn allocate_locked(
                 "the claim asks for {count} items but pool {pool_name} only has {}",
                 ledger.capacity()
             );
-            return Ok(Allocated::Refused(NotBound { reason: "PoolTooSmall", message }));
+            return Ok(Locked::Refused(NotBound { reason: "PoolTooSmall", message }));
         }
         Err(e @ (AllocError::Exhausted { .. } | AllocError::TooManyClaims { .. })) => {
             let message = format!("pool {pool_name}: {e}; the claim binds when items are freed");
-            return Ok(Allocated::Refused(NotBound { reason: "PoolExhausted", message }));
+            return Ok(Locked::Refused(NotBound { reason: "PoolExhausted", message }));
         }
+        Err(e @ AllocError::HeldByOtherUid { .. }) => return Err(Error::Invariant(e.to_string())),
     };
-    let indices = next.entry(key).map(|e| e.indices.clone()).unwrap_or_default();
+    let indices = next.given(key, &uid).to_vec();
+    let token = guard.fencing_token();
+    let mut fresh = fresh;
+    let mut shown = false;
+    if !change.removed.is_empty() {
+        // Shrinking: the status drops the items before the ledger frees them.
+        fresh = show_bound(&fresh, ctx, &pool, &indices, Some(token as i64), true).await?;
+        shown = true;
+    }
     let changed = !change.is_empty();
-    let pool = if changed { write_ledger(ctx, &pool, &next, guard).await? } else { pool };
-    Ok(Allocated::Bound { indices, token: guard.fencing_token(), pool: Box::new(pool), changed })
+    let pool = if changed { write_ledger(ctx, &pool, &next, guard, |_| {}).await? } else { pool };
+    Ok(Locked::Bound { claim: Box::new(fresh), indices, token, pool: Box::new(pool), changed, shown })
 }
 
 async fn cleanup(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
@@ -192,21 +315,22 @@ async fn cleanup(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change()); // nothing was allocated from a pool that is gone
     };
     let uid = claim.uid().unwrap_or_default();
-    if ledger_of(&pool)?.entry(&key).is_none_or(|e| e.uid != uid) {
+    if ledger_of(&pool)?.given(&key, &uid).is_empty() {
         return Ok(Action::await_change());
+    }
+    // The status lets go of the items before the ledger frees them.
+    if claim.status.as_ref().is_some_and(|s| !s.items.is_empty()) {
+        let message = "the claim is being deleted; its items are returned to the pool".to_string();
+        not_bound(claim, ctx, NotBound { reason: "Releasing", message }, Some(Vec::new()), None).await?;
     }
     let guard = lock_pool(ctx, &pool).await?;
     let result: Result<Option<(Vec<u32>, Pool)>, Error> = async {
         let pool = pools.get(&claim.spec.pool_ref).await?;
-        let ledger = ledger_of(&pool)?;
-        match ledger.entry(&key) {
-            Some(e) if e.uid == uid => {
-                let (next, freed) = ledger.release(&key);
-                let pool = write_ledger(ctx, &pool, &next, &guard).await?;
-                Ok(Some((freed, pool)))
-            }
-            _ => Ok(None),
+        let (next, freed) = ledger_of(&pool)?.release_uid(&key, &uid);
+        if freed.is_empty() {
+            return Ok(None);
         }
+        Ok(Some((freed, write_ledger(ctx, &pool, &next, &guard, |_| {}).await?)))
     }
     .await;
     let token = guard.fencing_token();
@@ -220,70 +344,15 @@ async fn cleanup(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-pub(super) async fn lock_pool(ctx: &Context, pool: &Pool) -> Result<LockGuard, Error> {
-    Ok(ctx.lock(&pool.name_any(), &pool.spec.lock).await?)
-}
-
-pub(super) fn ledger_of(pool: &Pool) -> Result<Ledger, Error> {
-    let capacity = pool.spec.items.capacity();
-    let allocations = pool.status.as_ref().map(|s| s.ledger.as_slice()).unwrap_or_default();
-    Ledger::from_status(allocations, capacity)
-        .map_err(|source| Error::Ledger { pool: pool.name_any(), source })
-}
-
-/// Writes `ledger` into the pool's status with the lock's token and the resourceVersion it
-/// was read at. The API server refuses it when the version moved on (409) or when the stored
-/// token is newer (422: the CRD's transition rule).
-pub(super) async fn write_ledger(
-    ctx: &Context,
-    pool: &Pool,
-    ledger: &Ledger,
-    guard: &LockGuard,
-) -> Result<Pool, Error> {
-    let pools: Api<Pool> = Api::all(ctx.client.clone());
-    let mut next = pool.clone();
-    let status = next.status.get_or_insert_with(PoolStatus::default);
-    status.ledger = ledger.to_status();
-    status.capacity = ledger.capacity() as i32;
-    status.allocated = ledger.allocated() as i32;
-    status.free = ledger.free() as i32;
-    status.fencing_token = Some(guard.fencing_token() as i64);
-    status.lock_backend = Some(pool.spec.lock.backend);
-    status.lock_holder = Some(ctx.identity().to_string());
-    set_condition(
-        &mut status.conditions,
-        condition(
-            "LockHealthy",
-            true,
-            "LockAcquired",
-            format!("ledger written under token {}", guard.fencing_token()),
-            pool.metadata.generation,
-        ),
-    );
-    failpoint::before_ledger_write(&pool.name_any(), guard.fencing_token());
-    // Every writer of a ledger holds the pool's lock, so under the lock a moved version
-    // (409) means another replica wrote: this one lost its lock, just like a lower token.
-    let by = match pools.replace_status(&pool.name_any(), &PostParams::default(), &next).await {
-        Ok(pool) => return Ok(pool),
-        Err(kube::Error::Api(e)) if e.code == 409 => "resourceVersion precondition",
-        Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("stale fencing token") => {
-            "fencing-token rule"
-        }
-        Err(e) => return Err(e.into()),
-    };
-    ctx.metrics.fenced_rejections.get_or_create(&by_backend(guard.backend())).inc();
-    warn!(pool = %pool.name_any(), token = guard.fencing_token(), by, lost = guard.is_lost(), "fenced ledger write rejected: another replica wrote the ledger under a newer lock");
-    Err(Error::Fenced { pool: pool.name_any(), token: guard.fencing_token(), by })
-}
-
-async fn bind(
+/// Writes a Bound status showing `indices`; returns the claim as written.
+async fn show_bound(
     claim: &Claim,
     ctx: &Context,
     pool: &Pool,
     indices: &[u32],
     token: Option<i64>,
     changed: bool,
-) -> Result<(), Error> {
+) -> Result<Claim, Error> {
     let (items, summary) = pool.spec.items.describe(indices);
     let generation = claim.metadata.generation;
     // The token is the one the items were allocated under: a later reconcile that finds the
@@ -299,26 +368,29 @@ async fn bind(
         fencing_token: token,
         conditions,
     };
-    if claim.status.as_ref() != Some(&status) {
-        if changed {
-            failpoint::before_status_write(&ledger_key(claim));
-        }
-        patch_status(claim, ctx, &status).await?;
+    if claim.status.as_ref() == Some(&status) {
+        return Ok(claim.clone());
     }
+    if changed {
+        failpoint::before_status_write(&ledger_key(claim));
+    }
+    let written = write_status(claim, ctx, &status).await?;
     if changed {
         let note =
             format!("{summary} from pool {} (token {})", claim.spec.pool_ref, token.unwrap_or_default());
         ctx.event(&claim.object_ref(&()), EventType::Normal, "Allocated", note).await;
     }
-    Ok(())
+    Ok(written)
 }
 
-/// Records why the claim is not bound (keeping any items it already holds) and publishes an
-/// Event when the reason is new.
+/// Records why the claim is not bound and publishes an Event when the reason is new.
+/// `items`: what the status shows from now on (None keeps what it shows, which the caller
+/// has checked against the ledger).
 async fn not_bound(
     claim: &Claim,
     ctx: &Context,
     state: NotBound,
+    items: Option<Vec<String>>,
     requeue_seconds: Option<u64>,
 ) -> Result<Action, Error> {
     let generation = claim.metadata.generation;
@@ -329,25 +401,67 @@ async fn not_bound(
         condition(BOUND, false, state.reason, state.message.clone(), generation),
     );
     status.observed_generation = generation;
-    if claim.status.as_ref() != Some(&status) {
-        patch_status(claim, ctx, &status).await?;
+    if let Some(items) = items {
+        status.summary = (!items.is_empty()).then(|| format!("{} items", items.len()));
+        status.items = items;
     }
-    if previous.as_deref() != Some(state.reason) {
+    if claim.status.as_ref() != Some(&status) {
+        write_status(claim, ctx, &status).await?;
+    }
+    // ItemsRevoked has its own Event already; Releasing is followed by Freed.
+    let quiet = ["ItemsRevoked", "Releasing"].contains(&state.reason);
+    if previous.as_deref() != Some(state.reason) && !quiet {
         ctx.event(&claim.object_ref(&()), EventType::Warning, state.reason, state.message).await;
     }
     Ok(match requeue_seconds {
+        Some(0) => Action::requeue(Duration::from_millis(100)),
         Some(s) => Action::requeue(Duration::from_secs(s)),
         None => Action::await_change(),
     })
 }
 
-async fn patch_status(claim: &Claim, ctx: &Context, status: &ClaimStatus) -> Result<(), Error> {
+/// A status write that only lands on the claim exactly as it was read (uid and
+/// resourceVersion): a write prepared from an older read is refused with 409.
+async fn write_status(claim: &Claim, ctx: &Context, status: &ClaimStatus) -> Result<Claim, Error> {
     let api: Api<Claim> = Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
-    let patch = json!({ "status": status });
-    api.patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
+    let patch = json!({
+        "metadata": { "uid": claim.uid(), "resourceVersion": claim.resource_version() },
+        "status": status,
+    });
+    match api.patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(written) => Ok(written),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Changed { claim: ledger_key(claim) }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn backend_name(backend: LockBackend) -> &'static str {
     crate::lock::Backend::from(backend).as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(v: &[u32]) -> Vec<String> {
+        v.iter().map(|i| (1000 + i).to_string()).collect()
+    }
+
+    #[test]
+    fn a_status_ahead_of_the_ledger_is_revoked_first() {
+        // The ledger gives 0 and 1; the status shows 0, 1 and 2 (a restored or shrunk pool).
+        let step = next_step(&items(&[0, 1, 2]), &[0, 1], &items(&[0, 1]), 3);
+        assert_eq!(step, Step::Revoke { keep: vec![0, 1] });
+        // Nothing given at all (an entry of another uid, a pool re-created empty).
+        assert_eq!(next_step(&items(&[4]), &[], &[], 1), Step::Revoke { keep: vec![] });
+    }
+
+    #[test]
+    fn a_status_behind_the_ledger_is_shown_or_allocated() {
+        assert_eq!(next_step(&[], &[0, 1], &items(&[0, 1]), 2), Step::Show);
+        assert_eq!(next_step(&items(&[0]), &[0, 1], &items(&[0, 1]), 2), Step::Show);
+        assert_eq!(next_step(&items(&[0, 1]), &[0, 1], &items(&[0, 1]), 3), Step::Allocate);
+        assert_eq!(next_step(&items(&[0, 1]), &[0, 1], &items(&[0, 1]), 1), Step::Allocate);
+        assert_eq!(next_step(&[], &[], &[], 1), Step::Allocate);
+    }
 }

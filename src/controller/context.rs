@@ -1,7 +1,7 @@
 //! What reconcilers share: the kube client, the locks, the event recorder, and per-object
 //! failure counts for backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -89,6 +89,7 @@ pub struct Context {
     settings: Settings,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+    corrupt: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -101,7 +102,27 @@ impl Context {
     ) -> Self {
         let reporter = Reporter { controller: "lockguard".into(), instance: Some(settings.identity.clone()) };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, locks, claims, metrics, settings, recorder, failures: Mutex::default() }
+        Self {
+            client,
+            locks,
+            claims,
+            metrics,
+            settings,
+            recorder,
+            failures: Mutex::default(),
+            corrupt: Mutex::default(),
+        }
+    }
+
+    /// Records whether pool `name`'s ledger is corrupt; the gauge counts such pools.
+    pub fn set_corrupt(&self, name: &str, corrupt: bool) {
+        let mut pools = self.corrupt.lock().unwrap_or_else(|e| e.into_inner());
+        if corrupt {
+            pools.insert(name.to_string());
+        } else {
+            pools.remove(name);
+        }
+        self.metrics.pools_ledger_corrupt.set(pools.len() as i64);
     }
 
     /// Takes a pool's lock, counting waiters, wait time and failures.

@@ -7,6 +7,7 @@
 mod claim;
 mod context;
 mod pool;
+mod pool_ledger;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,8 @@ use crate::lock::LockError;
 
 /// The finalizer that returns a claim's items before the claim goes away.
 pub const FINALIZER: &str = "lockguard.dev/release-items";
+/// The finalizer that keeps a pool while claims hold its items.
+pub const POOL_FINALIZER: &str = "lockguard.dev/pool-in-use";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -43,6 +46,10 @@ pub enum Error {
     Fenced { pool: String, token: u64, by: &'static str },
     #[error("finalizer: {0}")]
     Finalizer(String),
+    #[error("{claim} changed since it was read; retrying from a fresh read")]
+    Changed { claim: String },
+    #[error("invariant: {0}")]
+    Invariant(String),
 }
 
 impl Error {
@@ -54,6 +61,8 @@ impl Error {
             Error::Ledger { .. } => "ledger",
             Error::Fenced { .. } => "fenced",
             Error::Finalizer(_) => "finalizer",
+            Error::Changed { .. } => "changed",
+            Error::Invariant(_) => "invariant",
         }
     }
 }
@@ -81,16 +90,18 @@ pub async fn run(
     let claim_store = claim_controller.store();
     let ctx = Arc::new(Context::new(client, locks, settings, claim_store.clone(), metrics));
 
-    // A pool that changes (items freed, created, resized) wakes the claims that wait for
-    // it; claims not yet reconciled are queued by their own events already.
-    let waiting = claim_store.clone();
+    // A pool that changes (items freed, created, deleted, its ledger restored or edited)
+    // wakes the claims that wait for it and those whose status no longer shows what its
+    // ledger gives them; claims not yet reconciled are queued by their own events already.
+    let of_pool = claim_store.clone();
     let claim_controller = claim_controller
         .watches(pools.clone(), watcher::Config::default(), move |pool: Pool| {
             let name = pool.metadata.name.clone().unwrap_or_default();
-            waiting
+            let ledger = pool_ledger::read_ledger(&pool).ok();
+            of_pool
                 .state()
                 .into_iter()
-                .filter(|c| c.spec.pool_ref == name && claim::waits_for_pool(c))
+                .filter(|c| c.spec.pool_ref == name && claim::affected_by(c, &pool, ledger.as_ref()))
                 .map(|c| ObjectRef::from_obj(&*c))
                 .collect::<Vec<_>>()
         })

@@ -1,24 +1,30 @@
 //! Reconciling a Pool: keep its status true to its spec and ledger (capacity, free,
-//! conditions), and free ledger entries whose claims are gone without their finalizer.
+//! conditions), free ledger entries whose claims are gone without their finalizer, hold
+//! its deletion while claims hold its items, and report a ledger that cannot be read.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
+use serde_json::json;
 use tracing::{info, warn};
 
-use super::claim::{ledger_of, lock_pool, write_ledger};
 use super::context::Context;
-use super::{Error, backoff};
-use crate::api::{Claim, Pool, condition, set_condition};
+use super::pool_ledger::{
+    READY, is_deleting, ledger_of, lock_pool, read_ledger, report_corrupt, write_ledger,
+};
+use super::{Error, POOL_FINALIZER, backoff};
+use crate::api::{Claim, Pool, PoolStatus, condition, set_condition};
 use crate::ledger::Ledger;
 
 /// How often a pool is checked for entries of vanished claims.
 const RESYNC: Duration = Duration::from_secs(60);
+/// How often a pool whose deletion waits for its claims looks again.
+const DELETION_RECHECK: Duration = Duration::from_secs(15);
 
 pub async fn reconcile(pool: Arc<Pool>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
@@ -27,49 +33,105 @@ pub async fn reconcile(pool: Arc<Pool>, ctx: Arc<Context>) -> Result<Action, Err
     result
 }
 
+/// The Ready condition a readable ledger calls for.
+fn ready_condition(
+    pool: &Pool,
+    ledger: &Ledger,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let generation = pool.metadata.generation;
+    if !is_deleting(pool) {
+        // No counts here: they are in status.free, and a message that changed with every
+        // allocation would make every allocation rewrite the pool's status once more.
+        let message = "the ledger is readable and its counters agree with it";
+        return condition(READY, true, "LedgerConsistent", message, generation);
+    }
+    let holders: Vec<&str> = ledger.claims().map(|(key, _)| key).collect();
+    let shown = holders.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+    let more = if holders.len() > 5 { format!(" and {} more", holders.len() - 5) } else { String::new() };
+    let message = format!(
+        "deletion waits: {} claims hold {} items of this pool ({shown}{more}); delete those claims (kubectl delete claim -n NAMESPACE NAME) and the pool goes",
+        holders.len(),
+        ledger.allocated()
+    );
+    condition(READY, false, "DeletionBlocked", message, generation)
+}
+
+/// Whether the status already says what the spec and ledger call for.
+fn status_is_current(pool: &Pool, ledger: &Ledger) -> bool {
+    let status = pool.status.clone().unwrap_or_default();
+    let wanted = ready_condition(pool, ledger);
+    let ready = status.conditions.iter().find(|c| c.type_ == READY);
+    status.observed_generation == pool.metadata.generation
+        && status.capacity == ledger.capacity() as i32
+        && status.allocated == ledger.allocated() as i32
+        && status.free == ledger.free() as i32
+        && ready.is_some_and(|c| {
+            c.status == wanted.status
+                && c.reason == wanted.reason
+                && (!is_deleting(pool) || c.message == wanted.message)
+        })
+        && status
+            .conditions
+            .iter()
+            .all(|c| c.type_ != super::pool_ledger::LEDGER_CORRUPT || c.status == "False")
+}
+
 async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
-    let ledger = match ledger_of(pool) {
+    let name = pool.name_any();
+    let ledger = match read_ledger(pool) {
         Ok(l) => l,
         Err(e) => {
-            warn!(pool = %pool.name_any(), error = %e, "corrupt ledger; not touching it");
-            ctx.event(&pool.object_ref(&()), EventType::Warning, "LedgerCorrupt", e.to_string()).await;
+            ctx.set_corrupt(&name, true);
+            report_corrupt(ctx, pool, &e).await?;
             return Ok(Action::requeue(RESYNC));
         }
     };
+    ctx.set_corrupt(&name, false);
+    if !is_deleting(pool) && !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
+        let mut finalizers = pool.finalizers().to_vec();
+        finalizers.push(POOL_FINALIZER.to_string());
+        set_finalizers(ctx, pool, finalizers).await?;
+        return Ok(Action::await_change());
+    }
     let gone = vanished_claims(&ledger, ctx).await?;
-    let status = pool.status.clone().unwrap_or_default();
-    let current = status.observed_generation == pool.metadata.generation
-        && status.capacity == ledger.capacity() as i32
-        && status.free == ledger.free() as i32;
-    if current && gone.is_empty() {
-        ctx.succeeded(&pool.name_any());
-        return Ok(Action::requeue(RESYNC));
+    if is_deleting(pool) && gone.len() == ledger.claims().count() {
+        return release_deletion(ctx, pool, &ledger, gone.len()).await;
+    }
+    if status_is_current(pool, &ledger) && gone.is_empty() {
+        ctx.succeeded(&name);
+        return Ok(Action::requeue(if is_deleting(pool) { DELETION_RECHECK } else { RESYNC }));
     }
 
     let guard = match lock_pool(ctx, pool).await {
         Ok(g) => g,
         Err(e) => {
-            warn!(pool = %pool.name_any(), error = %e, "pool lock unavailable");
+            warn!(pool = %name, error = %e, "pool lock unavailable");
             ctx.event(&pool.object_ref(&()), EventType::Warning, "LockUnavailable", e.to_string()).await;
             return Err(e);
         }
     };
-    let result: Result<usize, Error> = async {
+    let result: Result<(usize, Pool), Error> = async {
         let pools: Api<Pool> = Api::all(ctx.client.clone());
-        let mut fresh = pools.get(&pool.name_any()).await?;
+        let fresh = pools.get(&name).await?;
         let mut ledger = ledger_of(&fresh)?;
         let mut freed = 0;
         for claim in vanished_claims(&ledger, ctx).await? {
             let (next, items) = ledger.release(&claim);
             freed += items.len();
-            info!(pool = %fresh.name_any(), claim = %claim, items = items.len(), "freed the items of a claim that no longer exists");
+            info!(pool = %name, claim = %claim, items = items.len(), "freed the items of a claim that no longer exists");
             ledger = next;
         }
-        let status = fresh.status.get_or_insert_with(Default::default);
-        status.observed_generation = fresh.metadata.generation;
-        let ready = condition("Ready", true, "LedgerConsistent", format!("{} of {} items free", ledger.free(), ledger.capacity()), fresh.metadata.generation);
-        set_condition(&mut status.conditions, ready);
-        write_ledger(ctx, &fresh, &ledger, &guard).await.map(|_| freed)
+        let ready = ready_condition(&fresh, &ledger);
+        let written = write_ledger(ctx, &fresh, &ledger, &guard, |status: &mut PoolStatus| {
+            status.observed_generation = fresh.metadata.generation;
+            set_condition(&mut status.conditions, ready);
+            set_condition(
+                &mut status.conditions,
+                condition(super::pool_ledger::LEDGER_CORRUPT, false, "LedgerReadable", "the ledger reads cleanly", fresh.metadata.generation),
+            );
+        })
+        .await?;
+        Ok((freed, written))
     }
     .await;
     ctx.unlock(guard).await;
@@ -79,17 +141,64 @@ async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
         );
         ctx.event(&pool.object_ref(&()), EventType::Warning, "FencedWriteRejected", note).await;
     }
-    let freed = result?;
+    let (freed, written) = result?;
     if freed > 0 {
         let note = format!("freed {freed} items of claims that no longer exist");
         ctx.event(&pool.object_ref(&()), EventType::Normal, "Freed", note).await;
     }
-    ctx.succeeded(&pool.name_any());
-    Ok(Action::requeue(RESYNC))
+    if is_deleting(&written) {
+        let blocked =
+            written.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY).cloned());
+        let was_blocked = pool
+            .status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.reason == "DeletionBlocked"));
+        if let Some(c) = blocked.filter(|_| !was_blocked) {
+            warn!(pool = %name, "{}", c.message);
+            ctx.event(&pool.object_ref(&()), EventType::Warning, "DeletionBlocked", c.message).await;
+        }
+    }
+    ctx.succeeded(&name);
+    Ok(Action::requeue(if is_deleting(&written) { DELETION_RECHECK } else { RESYNC }))
+}
+
+/// A pool being deleted whose ledger holds nothing of a live claim: let it go. Claims
+/// cannot allocate from a pool being deleted, and the finalizer is removed only at the
+/// resourceVersion whose ledger was read, so no allocation can land in between.
+async fn release_deletion(
+    ctx: &Context,
+    pool: &Pool,
+    ledger: &Ledger,
+    vanished: usize,
+) -> Result<Action, Error> {
+    let finalizers: Vec<String> =
+        pool.finalizers().iter().filter(|f| *f != POOL_FINALIZER).cloned().collect();
+    if finalizers.len() == pool.finalizers().len() {
+        return Ok(Action::await_change());
+    }
+    info!(pool = %pool.name_any(), entries_of_vanished_claims = vanished, items = ledger.allocated(), "no claim holds items of this pool; letting its deletion proceed");
+    set_finalizers(ctx, pool, finalizers).await?;
+    Ok(Action::await_change())
+}
+
+/// Replaces the pool's finalizers, only at the resourceVersion they were read at.
+async fn set_finalizers(ctx: &Context, pool: &Pool, finalizers: Vec<String>) -> Result<(), Error> {
+    let patch = json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": pool.resource_version() },
+    });
+    let pools: Api<Pool> = Api::all(ctx.client.clone());
+    match pools.patch(&pool.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Changed { claim: pool.name_any() }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn error_policy(pool: Arc<Pool>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = backoff(ctx.failed(&pool.name_any()), Duration::from_secs(30));
+    let delay = match error {
+        Error::Changed { .. } => Duration::from_millis(200),
+        _ => backoff(ctx.failed(&pool.name_any()), Duration::from_secs(30)),
+    };
     warn!(pool = %pool.name_any(), error = %error, retry_in_ms = delay.as_millis() as u64, "pool reconcile failed");
     Action::requeue(delay)
 }

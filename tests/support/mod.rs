@@ -16,6 +16,14 @@ use lockguard::api::{Claim, ClaimSpec, Pool};
 
 pub use devenv::shared;
 
+/// The `lockguard` binary under test: `$LOCKGUARD_BIN` (e.g. an older build, to show a
+/// test failing before a fix), else the one cargo built for this test.
+pub fn lockguard_binary() -> PathBuf {
+    std::env::var_os("LOCKGUARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_lockguard").into())
+}
+
 /// The repository root (for crds/ and deploy/).
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -162,7 +170,7 @@ impl Replicas {
         let identity = unique(&format!("replica-{i}"));
         let spec = &mut self.specs[i];
         spec.identity = identity.clone();
-        let binary = PathBuf::from(env!("CARGO_BIN_EXE_lockguard"));
+        let binary = lockguard_binary();
         let mut command = match spec.prefix.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -294,8 +302,11 @@ impl Replicas {
 impl Drop for Replicas {
     fn drop(&mut self) {
         for child in self.replicas.iter_mut().flatten() {
-            // SAFETY: our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            // SAFETY: our own child. A stopped one must run again to handle SIGTERM.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGCONT);
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
         }
         for child in self.replicas.iter_mut().flatten() {
             let _ = child.wait();
@@ -434,7 +445,7 @@ pub struct Cli {
 
 impl Cli {
     pub fn lock(args: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_lockguard"));
+        let mut command = Command::new(lockguard_binary());
         command
             .arg("lock")
             .args(args)

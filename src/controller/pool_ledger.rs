@@ -1,0 +1,137 @@
+//! The I/O around a pool's ledger that both controllers share: lock the pool, read its
+//! ledger, write it fenced, and say when a pool is corrupt.
+
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::warn;
+
+use super::Error;
+use super::context::Context;
+use crate::api::{Pool, PoolStatus, condition, set_condition};
+use crate::failpoint;
+use crate::ledger::{Ledger, LedgerError};
+use crate::lock::LockGuard;
+use crate::metrics::by as by_backend;
+
+pub const READY: &str = "Ready";
+pub const LEDGER_CORRUPT: &str = "LedgerCorrupt";
+
+pub async fn lock_pool(ctx: &Context, pool: &Pool) -> Result<LockGuard, Error> {
+    Ok(ctx.lock(&pool.name_any(), &pool.spec.lock).await?)
+}
+
+pub fn ledger_of(pool: &Pool) -> Result<Ledger, Error> {
+    read_ledger(pool).map_err(|source| Error::Ledger { pool: pool.name_any(), source })
+}
+
+pub fn read_ledger(pool: &Pool) -> Result<Ledger, LedgerError> {
+    let capacity = pool.spec.items.capacity();
+    let allocations = pool.status.as_ref().map(|s| s.ledger.as_slice()).unwrap_or_default();
+    Ledger::from_status(allocations, capacity)
+}
+
+pub fn is_deleting(pool: &Pool) -> bool {
+    pool.metadata.deletion_timestamp.is_some()
+}
+
+/// Writes `ledger` into the pool's status with the lock's token and the resourceVersion it
+/// was read at. The API server refuses it when the version moved on (409) or when the stored
+/// token is newer (422: the CRD's transition rule). `edit` sets conditions of the same write.
+pub async fn write_ledger(
+    ctx: &Context,
+    pool: &Pool,
+    ledger: &Ledger,
+    guard: &LockGuard,
+    edit: impl FnOnce(&mut PoolStatus),
+) -> Result<Pool, Error> {
+    let pools: Api<Pool> = Api::all(ctx.client.clone());
+    let mut next = pool.clone();
+    let status = next.status.get_or_insert_with(PoolStatus::default);
+    status.ledger = ledger.to_status();
+    status.capacity = ledger.capacity() as i32;
+    status.allocated = ledger.allocated() as i32;
+    status.free = ledger.free() as i32;
+    status.fencing_token = Some(guard.fencing_token() as i64);
+    status.lock_backend = Some(pool.spec.lock.backend);
+    status.lock_holder = Some(ctx.identity().to_string());
+    set_condition(
+        &mut status.conditions,
+        condition(
+            "LockHealthy",
+            true,
+            "LockAcquired",
+            format!("ledger written under token {}", guard.fencing_token()),
+            pool.metadata.generation,
+        ),
+    );
+    edit(status);
+    failpoint::before_ledger_write(&pool.name_any(), guard.fencing_token());
+    if failpoint::enabled(failpoint::FENCE_OFF) {
+        return write_unfenced(&pools, next).await;
+    }
+    // Every writer of a ledger holds the pool's lock, so under the lock a moved version
+    // (409) means another replica wrote: this one lost its lock, just like a lower token.
+    let by = match pools.replace_status(&pool.name_any(), &PostParams::default(), &next).await {
+        Ok(pool) => return Ok(pool),
+        Err(kube::Error::Api(e)) if e.code == 409 => "resourceVersion precondition",
+        Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("stale fencing token") => {
+            "fencing-token rule"
+        }
+        Err(e) => return Err(e.into()),
+    };
+    ctx.metrics.fenced_rejections.get_or_create(&by_backend(guard.backend())).inc();
+    warn!(pool = %pool.name_any(), token = guard.fencing_token(), by, lost = guard.is_lost(), "fenced ledger write rejected: another replica wrote the ledger under a newer lock");
+    Err(Error::Fenced { pool: pool.name_any(), token: guard.fencing_token(), by })
+}
+
+/// The negative control: a merge patch without the token (the stored one stays, so the
+/// transition rule passes) and without the resourceVersion precondition.
+async fn write_unfenced(pools: &Api<Pool>, mut next: Pool) -> Result<Pool, Error> {
+    if let Some(status) = next.status.as_mut() {
+        status.fencing_token = None;
+    }
+    let patch = json!({ "status": next.status });
+    Ok(pools.patch_status(&next.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?)
+}
+
+/// Marks a pool whose ledger cannot be read: `Ready=False` and `LedgerCorrupt=True` with
+/// the error (which names the entry), an Event when that is news, and the metric. The
+/// ledger itself is not written: only a person can tell which entry is right.
+pub async fn report_corrupt(ctx: &Context, pool: &Pool, error: &LedgerError) -> Result<(), Error> {
+    let name = pool.name_any();
+    let message = format!(
+        "the ledger cannot be read: {error}; no allocation from this pool until an administrator repairs the entry in its status (see the README)"
+    );
+    let generation = pool.metadata.generation;
+    let mut conditions = pool.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let before = conditions.clone();
+    set_condition(&mut conditions, condition(READY, false, LEDGER_CORRUPT, message.clone(), generation));
+    set_condition(
+        &mut conditions,
+        condition(LEDGER_CORRUPT, true, LEDGER_CORRUPT, message.clone(), generation),
+    );
+    if same_conditions(&before, &conditions) {
+        return Ok(());
+    }
+    warn!(pool = %name, %error, "corrupt ledger; not touching it");
+    // A merge patch of the conditions only: the ledger and the fencing token stay as they are.
+    let patch = json!({ "status": { "conditions": conditions } });
+    Api::<Pool>::all(ctx.client.clone())
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    ctx.event(&pool.object_ref(&()), EventType::Warning, LEDGER_CORRUPT, message).await;
+    Ok(())
+}
+
+/// Equal but for transition times.
+pub fn same_conditions(
+    a: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    b: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> bool {
+    let key = |c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition| {
+        (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone(), c.observed_generation)
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
+}
