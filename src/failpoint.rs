@@ -3,14 +3,15 @@
 //!
 //! - `stop-before-ledger-write`: the first ledger write of this process stops the whole
 //!   process (SIGSTOP) while it holds the pool's lock, so a demo can thaw it (SIGCONT)
-//!   after the lock's TTL and show its stale write rejected.
+//!   after the lock's TTL and show its stale write rejected. `stop-before-ledger-write:N`
+//!   stops before every Nth ledger write instead (the chaos suite).
 //! - `stop-before-status-write`: the same at the first claim status write that records an
 //!   allocation, after the lock was released.
 //! - `fence-off`: ledger writes go without the fencing token and without the
 //!   resourceVersion precondition. Only for the chaos suite's negative control, which must
 //!   see the invariants break without the fence.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const ENV: &str = "LOCKGUARD_FAILPOINT";
 pub const STOP_BEFORE_LEDGER_WRITE: &str = "stop-before-ledger-write";
@@ -19,32 +20,63 @@ pub const FENCE_OFF: &str = "fence-off";
 
 /// Whether failpoint `name` is switched on for this process.
 pub fn enabled(name: &str) -> bool {
-    std::env::var(ENV).is_ok_and(|v| v.split(',').any(|n| n.trim() == name))
+    every(name).is_some()
+}
+
+/// `Some(0)` for a bare `name` (once), `Some(n)` for `name:n` (every nth time).
+fn every(name: &str) -> Option<u64> {
+    parse_every(&std::env::var(ENV).ok()?, name)
+}
+
+fn parse_every(value: &str, name: &str) -> Option<u64> {
+    value.split(',').map(str::trim).find_map(|entry| match entry.split_once(':') {
+        Some((n, count)) if n == name => count.parse().ok(),
+        None if entry == name => Some(0),
+        _ => None,
+    })
 }
 
 /// Called under a pool's lock just before its ledger is written.
 pub fn before_ledger_write(pool: &str, token: u64) {
-    static FIRED: AtomicBool = AtomicBool::new(false);
-    if stop_once(STOP_BEFORE_LEDGER_WRITE, &FIRED) {
+    static REACHED: AtomicU64 = AtomicU64::new(0);
+    if stop_at(STOP_BEFORE_LEDGER_WRITE, &REACHED) {
         tracing::warn!(pool, token, "failpoint: resumed (SIGCONT); writing the ledger with the old token");
     }
 }
 
 /// Called just before a claim's status records an allocation.
 pub fn before_status_write(claim: &str) {
-    static FIRED: AtomicBool = AtomicBool::new(false);
-    if stop_once(STOP_BEFORE_STATUS_WRITE, &FIRED) {
+    static REACHED: AtomicU64 = AtomicU64::new(0);
+    if stop_at(STOP_BEFORE_STATUS_WRITE, &REACHED) {
         tracing::warn!(claim, "failpoint: resumed (SIGCONT); writing the claim's status");
     }
 }
 
-/// Stops this process the first time `name` is reached; true when it did.
-fn stop_once(name: &str, fired: &AtomicBool) -> bool {
-    if !enabled(name) || fired.swap(true, Ordering::AcqRel) {
+/// Stops this process when `name` is reached the first time (or every nth time); true
+/// when it did.
+fn stop_at(name: &str, reached: &AtomicU64) -> bool {
+    let Some(every) = every(name) else { return false };
+    let n = reached.fetch_add(1, Ordering::AcqRel) + 1;
+    let due = if every == 0 { n == 1 } else { n.is_multiple_of(every) };
+    if !due {
         return false;
     }
     tracing::warn!("failpoint {name}: stopping this process (SIGSTOP)");
     // SAFETY: raise(3) on the calling process.
     unsafe { libc::raise(libc::SIGSTOP) };
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failpoints_are_named_with_an_optional_period() {
+        let value = "fence-off, stop-before-ledger-write:8";
+        assert_eq!(parse_every(value, FENCE_OFF), Some(0));
+        assert_eq!(parse_every(value, STOP_BEFORE_LEDGER_WRITE), Some(8));
+        assert_eq!(parse_every(value, STOP_BEFORE_STATUS_WRITE), None);
+        assert_eq!(parse_every("stop-before-ledger-write:x", STOP_BEFORE_LEDGER_WRITE), None);
+    }
 }

@@ -108,6 +108,7 @@ impl Cluster {
 #[derive(Default, Debug)]
 struct Figures {
     faults: BTreeMap<String, usize>,
+    fault_seconds: u64,
     self_stops: usize,
     claims_created: u64,
     claims_resized: u64,
@@ -117,6 +118,8 @@ struct Figures {
     claims_at_end: usize,
     locks_lost: usize,
     fenced_rejections: usize,
+    /// Reconciles of the namespaced replica that failed on the lock (the partition bit).
+    partitioned_lock_errors: usize,
     converged_after: Option<Duration>,
     revisions_checked: usize,
     unobserved_windows: usize,
@@ -204,9 +207,9 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
     let mut replicas = Replicas::none(&cluster.kubeconfig, &endpoints, &[]);
     replicas.add_spec(Spec { env: failpoints(""), ..Spec::default() });
     replicas.add_spec(Spec { env: failpoints(""), prefix: cluster.netns.prefix(), ..Spec::default() });
-    // Stops itself (SIGSTOP) before its first ledger write in each life: a pause at the
-    // worst moment, thawed by the supervisor after the TTL.
-    replicas.add_spec(Spec { env: failpoints("stop-before-ledger-write"), ..Spec::default() });
+    // Stops itself (SIGSTOP) before every 8th ledger write: a pause at the worst moment,
+    // thawed by the supervisor once the others had time to move on.
+    replicas.add_spec(Spec { env: failpoints("stop-before-ledger-write:8"), ..Spec::default() });
     let replicas = Arc::new(Mutex::new(replicas));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -235,12 +238,21 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
     for i in (1..schedule.len()).rev() {
         schedule.swap(i, rng.below(i + 1));
     }
+    let pool_names: Vec<&str> = pools.iter().map(|(p, _)| p.as_str()).collect();
     while started.elapsed() < length {
         tokio::time::sleep(Duration::from_millis(1500 + rng.below(2000) as u64)).await;
         let fault = if schedule.is_empty() { FAULTS[rng.below(FAULTS.len())] } else { schedule.remove(0) };
         inject(cluster, &replicas, &paused, fault, &mut rng).await;
         *figures.faults.entry(format!("{fault:?}")).or_default() += 1;
+        // The negative control has made its point once a violation is on record.
+        if fence_off
+            && schedule.is_empty()
+            && !support::history_violations(&recorder.replay_now(), &pool_names).is_empty()
+        {
+            break;
+        }
     }
+    figures.fault_seconds = started.elapsed().as_secs();
     stop.store(true, Ordering::Release);
     let _ = tokio::join!(workload, churn);
     let _ = supervisor.await;
@@ -249,7 +261,6 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
     // Converge: no violation and every claim bound or waiting for items.
     let converging = Instant::now();
     let client = cluster.client().await;
-    let pool_names: Vec<&str> = pools.iter().map(|(p, _)| p.as_str()).collect();
     let deadline = Duration::from_secs(if fence_off { 30 } else { 120 });
     loop {
         let (violations, settled, items, claims) = check(&client, &ns, &pool_names).await;
@@ -284,6 +295,7 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
         figures.fenced_rejections += log.matches("fenced ledger write rejected").count();
         figures.self_stops += log.matches("failpoint stop-before-ledger-write").count();
     }
+    figures.partitioned_lock_errors = replicas.log(1).matches("kind=\"lock\"").count();
     // `lockguard audit`, the command, has the last word on the converged cluster.
     if !fence_off {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_lockguard"))
@@ -399,7 +411,7 @@ async fn supervise(replicas: Arc<Mutex<Replicas>>, paused: Arc<Mutex<Vec<usize>>
                     continue;
                 }
                 let since = *stopped_since.entry(i).or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(TTL_SECONDS + 1) {
+                if since.elapsed() > Duration::from_secs(TTL_SECONDS + 2) {
                     r.signal(i, libc::SIGCONT);
                     stopped_since.remove(&i);
                 }

@@ -86,6 +86,11 @@ impl Recorder {
         self.len() == 0
     }
 
+    /// Replays what was recorded so far, and goes on recording.
+    pub fn replay_now(&self) -> Replay {
+        replay(self.log.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
     /// Stops watching and replays everything recorded.
     pub fn finish(self) -> Replay {
         for task in &self.tasks {

@@ -116,8 +116,12 @@ async fn hold(lock: impl Lock, args: &LockArgs, options: LockOptions) -> ExitCod
     };
     let acquired = tokio::select! {
         acquired = lock.acquire(&args.name, options) => acquired,
-        // Dropping the acquisition withdraws from the queue.
-        code = signals.recv() => return ExitCode::from(code),
+        code = signals.recv() => {
+            // Dropping the acquisition withdraws our key in the background; wait for that,
+            // or the runtime ends first and the key blocks the queue until its lease expires.
+            crate::lock::drain(Duration::from_secs(5)).await;
+            return ExitCode::from(code);
+        }
     };
     let guard = match acquired {
         Ok(g) => g,
@@ -136,7 +140,10 @@ async fn hold(lock: impl Lock, args: &LockArgs, options: LockOptions) -> ExitCod
         "acquired"
     );
     let code = match args.command.split_first() {
-        Some((program, rest)) => run_command(&guard, program, rest, &mut signals).await,
+        Some((program, rest)) => {
+            let grace = loss_grace(options);
+            run_command(&guard, program, rest, grace, &mut signals).await
+        }
         None => hold_until_signal(&guard, &mut signals).await,
     };
     if let Err(e) = guard.release().await {
@@ -145,22 +152,50 @@ async fn hold(lock: impl Lock, args: &LockArgs, options: LockOptions) -> ExitCod
     code
 }
 
-async fn run_command(guard: &LockGuard, program: &str, args: &[String], signals: &mut Signals) -> ExitCode {
-    let mut child = match Command::new(program)
+/// How long a command may take to stop after the lock was lost before it is killed: half
+/// the margin between the holder's loss deadline and the lease's expiry on the server, so
+/// the command is gone before the next holder can get the lock (if this process runs).
+pub fn loss_grace(options: LockOptions) -> Duration {
+    (options.ttl() - crate::lock::lost_deadline(options.ttl())) / 2
+}
+
+/// How long a command may take to stop after SIGINT/SIGTERM; the lock is still held then.
+const SIGNAL_GRACE: Duration = Duration::from_secs(10);
+
+async fn run_command(
+    guard: &LockGuard,
+    program: &str,
+    args: &[String],
+    grace: Duration,
+    signals: &mut Signals,
+) -> ExitCode {
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env("LOCKGUARD_LOCK_KEY", guard.key())
         .env("LOCKGUARD_FENCING_TOKEN", guard.fencing_token().to_string())
-        .kill_on_drop(true)
-        .spawn()
-    {
+        // Its own process group, so that stopping it reaches everything it started.
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; it makes the command die with this process.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("lockguard: cannot run {program}: {e}");
             return ExitCode::from(127);
         }
     };
-    let pid = child.id();
-    tokio::select! {
+    let group = child.id().map(|pid| pid as libc::pid_t);
+    let reaper = group.and_then(|g| Reaper::spawn(g).ok());
+    let code = tokio::select! {
         status = child.wait() => match status {
             Ok(s) => exit_code_of(s),
             Err(e) => {
@@ -174,24 +209,70 @@ async fn run_command(guard: &LockGuard, program: &str, args: &[String], signals:
                 "lockguard: lock {} lost (keep-alive failed past its deadline); stopping {program}",
                 guard.name()
             );
-            stop(&mut child, pid).await;
+            stop(&mut child, group, grace).await;
             ExitCode::from(EXIT_LOST)
         }
         code = signals.recv() => {
-            stop(&mut child, pid).await;
+            stop(&mut child, group, SIGNAL_GRACE).await;
             ExitCode::from(code)
+        }
+    };
+    // Whatever the command left behind in its group goes with it.
+    if let Some(g) = group {
+        signal_group(g, libc::SIGKILL);
+    }
+    drop(reaper);
+    code
+}
+
+/// SIGTERM to the command's process group, then SIGKILL to the group after `grace`.
+async fn stop(child: &mut tokio::process::Child, group: Option<libc::pid_t>, grace: Duration) {
+    let Some(group) = group else { return };
+    signal_group(group, libc::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        signal_group(group, libc::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+fn signal_group(group: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill(2) on the process group our child leads.
+    unsafe { libc::kill(-group, signal) };
+}
+
+/// A small process that kills the command's group when lockguard dies, even by SIGKILL:
+/// the command itself gets a parent-death signal, but what it started does not.
+struct Reaper(libc::pid_t);
+
+impl Reaper {
+    fn spawn(group: libc::pid_t) -> std::io::Result<Self> {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the child only makes async-signal-safe calls (setpgid, getppid, nanosleep,
+        // kill, _exit) and never returns into Rust code.
+        match unsafe { libc::fork() } {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => unsafe {
+                // Out of lockguard's process group, so a signal to that group spares it.
+                libc::setpgid(0, 0);
+                let pause = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
+                while libc::getppid() == parent {
+                    libc::nanosleep(&pause, std::ptr::null_mut());
+                }
+                libc::kill(-group, libc::SIGKILL);
+                libc::_exit(0)
+            },
+            pid => Ok(Self(pid)),
         }
     }
 }
 
-/// SIGTERM, then SIGKILL after 10 s.
-async fn stop(child: &mut tokio::process::Child, pid: Option<u32>) {
-    if let Some(pid) = pid {
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    }
-    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
-        let _ = child.kill().await;
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        // SAFETY: our own child; reaped right after.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
     }
 }
 

@@ -36,11 +36,12 @@ impl Locks {
         }
     }
 
-    /// The lock name of a pool for a backend.
+    /// The lock name of a pool for a backend. A Lease name has at most 253 characters: a
+    /// pool name too long for the prefix is shortened and given a hash of the whole name.
     pub fn lock_name(backend: LockBackend, pool: &str) -> String {
         match backend {
             LockBackend::Etcd => format!("lockguard/pools/{pool}"),
-            LockBackend::Lease => format!("lockguard-pool-{pool}"),
+            LockBackend::Lease => lease_name(pool),
         }
     }
 
@@ -79,6 +80,24 @@ impl Locks {
         *slot = Some(lock.clone());
         Ok(lock)
     }
+}
+
+const LEASE_PREFIX: &str = "lockguard-pool-";
+const MAX_LEASE_NAME: usize = 253;
+
+fn lease_name(pool: &str) -> String {
+    let name = format!("{LEASE_PREFIX}{pool}");
+    if name.len() <= MAX_LEASE_NAME {
+        return name;
+    }
+    // FNV-1a: stable across builds and releases, unlike std's hasher.
+    let hash =
+        pool.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let keep = MAX_LEASE_NAME - LEASE_PREFIX.len() - 17;
+    // Pool names are DNS subdomains (ASCII), so any byte is a char boundary; the kept part
+    // must not end in '-' or '.' before the separator.
+    let head = pool[..keep].trim_end_matches(['-', '.']);
+    format!("{LEASE_PREFIX}{head}-{hash:016x}")
 }
 
 pub struct Context {
@@ -182,5 +201,29 @@ impl Context {
 
     pub fn succeeded(&self, key: &str) {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_valid_pool_name_gives_a_valid_distinct_lease_name() {
+        assert_eq!(Locks::lock_name(LockBackend::Lease, "ports"), "lockguard-pool-ports");
+        let long = |c: &str| format!("{}{c}", "a.".repeat(126));
+        let (a, b) = (
+            Locks::lock_name(LockBackend::Lease, &long("x")),
+            Locks::lock_name(LockBackend::Lease, &long("y")),
+        );
+        assert!(a.len() <= 253 && b.len() <= 253, "{a}");
+        assert_ne!(a, b);
+        for name in [&a, &b] {
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            );
+            assert!(!name.contains("-.") && !name.contains(".-") && !name.ends_with('-'), "{name}");
+        }
+        assert_eq!(a, Locks::lock_name(LockBackend::Lease, &long("x")), "stable");
     }
 }

@@ -4,13 +4,14 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
     LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp,
-    TxnOpResponse, TxnResponse, WatchOptions,
+    TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
 };
 use tokio::time::{Instant, sleep_until};
 
@@ -19,6 +20,8 @@ use super::{Backend, Lock, LockError, LockGuard, LockOptions, bounded, remaining
 
 /// Bound for calls that are not part of an acquisition (release, listing, fenced writes).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before watching again after etcd cancelled or closed a watch.
+const WATCH_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Where the lock etcd is, and the client certificate to show it when it uses TLS.
 #[derive(Debug, Clone, Default)]
@@ -179,6 +182,7 @@ impl EtcdLock {
         lease: i64,
         deadline: Instant,
         session: &Session,
+        own_revision: &OwnRevision,
     ) -> Result<u64, LockError> {
         let mut client = self.client.clone();
         let first =
@@ -189,6 +193,7 @@ impl EtcdLock {
         ]);
         let response = bounded(Backend::Etcd, "enqueue", remaining(deadline), client.txn(enqueue)).await?;
         let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+        own_revision.set(revision);
         if first_key(&response).as_deref() == Some(key) {
             return Ok(revision as u64);
         }
@@ -232,7 +237,11 @@ impl EtcdLock {
                     }
                     message = watch.message() => match message? {
                         Some(m) if m.events().iter().any(|e| e.event_type() == EventType::Delete) => break,
-                        Some(m) if m.canceled() => break,
+                        Some(m) if m.canceled() => {
+                            // Re-checked at once, but not in a tight loop if etcd keeps cancelling.
+                            tokio::time::sleep(WATCH_RETRY_PAUSE.min(remaining(deadline))).await;
+                            break;
+                        }
                         Some(_) => {}
                         None => break,
                     }
@@ -334,16 +343,19 @@ impl EtcdLock {
         // From here on the lease is kept alive (also while waiting). If the acquisition
         // fails or times out, it is revoked: a dead waiter's key must not block the queue.
         let key = format!("{}{lease:x}", prefix(name));
+        let own_revision = Arc::new(OwnRevision::default());
         let renewal = EtcdRenewal {
             client: self.client.clone(),
             lease,
             key: key.clone(),
+            own_revision: own_revision.clone(),
             ttl_seconds: options.ttl_seconds(),
             idle: self.idle.clone(),
             stream: None,
+            watch: None,
         };
         let session = Session::start(renewal, options, renewed_at, name);
-        let token = match self.wait_turn(name, &key, lease, deadline, &session).await {
+        let token = match self.wait_turn(name, &key, lease, deadline, &session, &own_revision).await {
             Ok(token) => token,
             Err(LockError::Timeout { name, holder, .. }) => {
                 return Err(LockError::Timeout { name, waited: started.elapsed(), holder });
@@ -360,19 +372,60 @@ impl EtcdLock {
     }
 }
 
+/// The create revision of our key (the token), 0 until the key is put; the keep-alive
+/// task starts watching the key as soon as it is set.
+#[derive(Default)]
+struct OwnRevision {
+    revision: AtomicI64,
+    set: tokio::sync::Notify,
+}
+
+impl OwnRevision {
+    fn set(&self, revision: i64) {
+        self.revision.store(revision, Ordering::Release);
+        self.set.notify_waiters();
+    }
+
+    fn get(&self) -> i64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Waits until the revision is known.
+    async fn known(&self) -> i64 {
+        loop {
+            let set = self.set.notified();
+            let revision = self.get();
+            if revision != 0 {
+                return revision;
+            }
+            set.await;
+        }
+    }
+}
+
 struct EtcdRenewal {
     client: Client,
     lease: i64,
     key: String,
+    own_revision: Arc<OwnRevision>,
     ttl_seconds: u32,
     idle: IdleLeases,
     stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    /// Watches our key from just after its creation, to hear of its deletion.
+    watch: Option<WatchStream>,
 }
 
 impl Renewal for EtcdRenewal {
     async fn renew(&mut self) -> Result<bool, LockError> {
         if self.stream.is_none() {
-            self.stream = Some(self.client.lease_keep_alive(self.lease).await?);
+            match self.client.lease_keep_alive(self.lease).await {
+                Ok(stream) => self.stream = Some(stream),
+                // Revoked or expired already: lost now, not after retries until the deadline.
+                Err(etcd_client::Error::GRpcStatus(status)) if status.code() == tonic::Code::NotFound => {
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let Some((keeper, stream)) = self.stream.as_mut() else { return Ok(false) };
         let answer = async {
@@ -394,16 +447,61 @@ impl Renewal for EtcdRenewal {
     }
 
     /// Deleting the own key is what wakes the next waiter; the lease is then kept for reuse
-    /// or revoked, off the caller's path.
+    /// or revoked, off the caller's path. The delete is one transaction that compares the
+    /// key's create revision with ours: a retried or delayed delete can never remove a key
+    /// that a later acquisition created under the same name and lease.
     async fn release(&mut self) -> Result<(), LockError> {
         self.stream = None;
+        self.watch = None;
+        let revision = self.own_revision.get();
+        if revision == 0 {
+            return Ok(()); // our key was never put
+        }
         let (client, key) = (&self.client, self.key.as_str());
         with_retries("release", CALL_TIMEOUT, || {
             let mut client = client.clone();
-            async move { client.delete(key, None).await }
+            let txn = Txn::new().when([fence(key, revision as u64)]).and_then([TxnOp::delete(key, None)]);
+            async move { client.txn(txn).await }
         })
         .await
         .map(drop)
+    }
+
+    async fn gone(&mut self) {
+        let mut watch_from = 0;
+        loop {
+            let revision = self.own_revision.known().await;
+            if self.watch.is_none() {
+                // From just after our put, or, after a broken watch, from a fresh read that
+                // showed the key still ours (the old revision may have been compacted).
+                let options = WatchOptions::new().with_start_revision(watch_from.max(revision + 1));
+                match self.client.watch(self.key.as_str(), Some(options)).await {
+                    Ok(stream) => self.watch = Some(stream),
+                    Err(_) => {
+                        tokio::time::sleep(WATCH_RETRY_PAUSE).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(watch) = self.watch.as_mut() else { continue };
+            match watch.message().await {
+                Ok(Some(m)) if m.events().iter().any(|e| e.event_type() == EventType::Delete) => return,
+                Ok(Some(m)) if !m.canceled() => {}
+                _ => {
+                    self.watch = None;
+                    tokio::time::sleep(WATCH_RETRY_PAUSE).await;
+                    let mut client = self.client.clone();
+                    if let Ok(Ok(read)) =
+                        tokio::time::timeout(CALL_TIMEOUT, client.get(self.key.as_str(), None)).await
+                    {
+                        if read.kvs().first().is_none_or(|kv| kv.create_revision() != revision) {
+                            return;
+                        }
+                        watch_from = read.header().map(|h| h.revision() + 1).unwrap_or_default();
+                    }
+                }
+            }
+        }
     }
 
     async fn cleanup(self, clean: Option<Instant>) {

@@ -2,6 +2,8 @@
 //! lost when no renewal succeeded before the deadline, release on request or drop.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -29,6 +31,12 @@ pub(crate) trait Renewal: Send + 'static {
     fn renew(&mut self) -> impl Future<Output = Result<bool, LockError>> + Send;
     /// Gives the lock up (waiters may proceed once it returns); must be bounded in time.
     fn release(&mut self) -> impl Future<Output = Result<(), LockError>> + Send;
+    /// Completes when the backend learns that the lock is gone although the lease lives
+    /// (its key deleted by someone else). Must be cancel-safe: it is polled again after
+    /// every renewal.
+    fn gone(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
     /// Tidies up after the release was reported, off the caller's critical path.
     /// `clean` carries when the last renewal was sent if a guard was released without loss.
     fn cleanup(self, clean: Option<Instant>) -> impl Future<Output = ()> + Send
@@ -40,9 +48,39 @@ pub(crate) trait Renewal: Send + 'static {
     }
 }
 
+/// When the holder stops trusting its lease, shared between the keep-alive task and the
+/// guard: the guard compares the clock with it itself, so a holder that runs before the
+/// task after a pause (SIGSTOP, a long GC) still sees the loss.
+#[derive(Debug)]
+pub(crate) struct Deadline {
+    base: Instant,
+    /// Nanoseconds after `base`.
+    at: AtomicU64,
+}
+
+impl Deadline {
+    fn new(at: Instant) -> Arc<Self> {
+        let base = Instant::now();
+        let deadline = Arc::new(Self { base, at: AtomicU64::new(0) });
+        deadline.set(at);
+        deadline
+    }
+
+    fn set(&self, at: Instant) {
+        let nanos = at.saturating_duration_since(self.base).as_nanos();
+        self.at.store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    pub fn passed(&self) -> bool {
+        let at = self.base + Duration::from_nanos(self.at.load(Ordering::Acquire));
+        Instant::now() >= at
+    }
+}
+
 /// A lease being kept alive by a background task.
 pub(crate) struct Session {
     lost: CancellationToken,
+    deadline: Arc<Deadline>,
     release: oneshot::Sender<()>,
     released: oneshot::Receiver<Result<(), LockError>>,
 }
@@ -63,16 +101,15 @@ impl Session {
         let (release, release_rx) = oneshot::channel();
         let (released_tx, released) = oneshot::channel();
         let timing = Timing { interval: options.renew_interval(), deadline: lost_deadline(options.ttl()) };
-        tokio::spawn(hold(
-            renewal,
-            timing,
-            renewed_at,
-            lost.clone(),
-            release_rx,
-            released_tx,
-            name.to_string(),
-        ));
-        Self { lost, release, released }
+        let deadline = Deadline::new(renewed_at + timing.deadline);
+        let ends = Ends {
+            lost: lost.clone(),
+            deadline: deadline.clone(),
+            release: release_rx,
+            released: released_tx,
+        };
+        tokio::spawn(hold(renewal, timing, renewed_at, ends, name.to_string()));
+        Self { lost, deadline, release, released }
     }
 
     #[cfg(test)]
@@ -93,6 +130,7 @@ impl Session {
             waited: held.waited,
             acquired_at: std::time::Instant::now(),
             lost: self.lost,
+            deadline: self.deadline,
             release: Some(self.release),
             released: Some(self.released),
         }
@@ -110,18 +148,20 @@ enum Ended {
     Lost(String),
 }
 
+/// How the keep-alive task reports and is told to end.
+struct Ends {
+    lost: CancellationToken,
+    deadline: Arc<Deadline>,
+    release: oneshot::Receiver<()>,
+    released: oneshot::Sender<Result<(), LockError>>,
+}
+
 /// Ends when the guard is released (explicitly or by drop: a sent signal), when a session
 /// is dropped before it became a guard (a failed acquisition: a closed channel), or when
 /// the lease is lost.
-async fn hold(
-    mut renewal: impl Renewal,
-    timing: Timing,
-    mut renewed_at: Instant,
-    lost: CancellationToken,
-    mut release: oneshot::Receiver<()>,
-    released: oneshot::Sender<Result<(), LockError>>,
-    name: String,
-) {
+async fn hold(mut renewal: impl Renewal, timing: Timing, mut renewed_at: Instant, ends: Ends, name: String) {
+    let Ends { lost, deadline: shared_deadline, mut release, released } = ends;
+    let _live = LiveSession::enter();
     let mut next = renewed_at + timing.interval;
     let ended = loop {
         let deadline = renewed_at + timing.deadline;
@@ -132,12 +172,14 @@ async fn hold(
         tokio::select! {
             biased;
             signal = &mut release => break Ended::Released { by_guard: signal.is_ok() },
+            _ = renewal.gone() => break Ended::Lost("the lock key was deleted by someone else".into()),
             _ = sleep_until(deadline) => {}
             _ = sleep_until(next) => {
                 let sent = Instant::now();
                 match timeout(deadline.saturating_duration_since(sent), renewal.renew()).await {
                     Ok(Ok(true)) => {
                         renewed_at = sent;
+                        shared_deadline.set(sent + timing.deadline);
                         next = sent + timing.interval;
                     }
                     Ok(Ok(false)) => break Ended::Lost("the lease is gone".into()),
@@ -166,6 +208,44 @@ async fn hold(
     };
     let _ = released.send(result);
     renewal.cleanup(clean).await;
+}
+
+/// Counts keep-alive tasks that have not finished (their release included), so a process
+/// can wait for them before it exits: see [`drain`].
+struct LiveSession;
+
+static LIVE_SESSIONS: AtomicU64 = AtomicU64::new(0);
+static SESSION_ENDED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+impl LiveSession {
+    fn enter() -> Self {
+        LIVE_SESSIONS.fetch_add(1, Ordering::AcqRel);
+        Self
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        LIVE_SESSIONS.fetch_sub(1, Ordering::AcqRel);
+        SESSION_ENDED.notify_waiters();
+    }
+}
+
+/// Waits (at most `limit`) until every lock of this process has been released or given up,
+/// including acquisitions that were abandoned (a dropped `acquire` future withdraws its key
+/// in the background). Call it before exiting, or the runtime may end first and a queued
+/// key blocks the lock until its lease expires.
+pub async fn drain(limit: Duration) {
+    let _ = tokio::time::timeout(limit, async {
+        loop {
+            let ended = SESSION_ENDED.notified();
+            if LIVE_SESSIONS.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -116,12 +116,18 @@ impl Lock for LeaseLock {
         let started = Instant::now();
         let deadline = started + options.timeout();
         let mut observed: Option<Observed> = None;
+        // A Lease deleted while held: its holder learns of it only at its next renewal, so
+        // nobody takes the name before the holder's duration has passed.
+        let mut deleted_until: Option<Instant> = None;
         let mut current =
             bounded(Backend::Lease, "get lease", remaining(deadline), self.api.get_opt(name)).await?;
         loop {
             let now = Instant::now();
             let seen = observe(observed.take(), current.as_ref(), now);
-            let held_until = current.as_ref().and_then(|l| held_until(l.spec.as_ref(), seen.at));
+            let held_until = match current.as_ref() {
+                Some(l) => held_until(l.spec.as_ref(), seen.at),
+                None => deleted_until,
+            };
             observed = Some(seen);
             match held_until {
                 Some(until) if until > now => {
@@ -132,7 +138,13 @@ impl Lock for LeaseLock {
                             holder: holder(current.as_ref()),
                         });
                     }
+                    let before = current.clone();
                     current = self.wait_change(name, current, until.min(deadline), deadline).await?;
+                    if let (Some(held), None) = (before.as_ref(), current.as_ref()) {
+                        let duration =
+                            held.spec.as_ref().and_then(|s| s.lease_duration_seconds).unwrap_or_default();
+                        deleted_until = Some(Instant::now() + Duration::from_secs(duration.max(0) as u64));
+                    }
                 }
                 _ => match self.take(current.as_ref(), name, &options, deadline).await? {
                     Some((lease, sent)) => {
@@ -256,11 +268,14 @@ fn holder(lease: Option<&Lease>) -> String {
         .unwrap_or_else(|| "nobody".into())
 }
 
-fn is_ours(lease: &Lease, identity: &str, token: Option<i32>) -> bool {
-    lease
-        .spec
-        .as_ref()
-        .is_some_and(|s| s.holder_identity.as_deref() == Some(identity) && s.lease_transitions == token)
+/// Ours: the same object (a Lease deleted and created again is another one, whose
+/// transitions start over), our identity, our token.
+fn is_ours(lease: &Lease, last: &Lease, identity: &str, token: Option<i32>) -> bool {
+    lease.metadata.uid == last.metadata.uid
+        && lease
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.holder_identity.as_deref() == Some(identity) && s.lease_transitions == token)
 }
 
 fn check_name(name: &str) -> Result<(), LockError> {
@@ -313,7 +328,9 @@ impl LeaseRenewal {
                 Ok(lease) => return Ok(Some(lease)),
                 Err(LockError::Kube(kube::Error::Api(e))) if e.code == 409 => {
                     match bounded(Backend::Lease, "get lease", CALL_TIMEOUT, self.api.get_opt(&name)).await? {
-                        Some(lease) if is_ours(&lease, &self.identity, self.token()) => self.last = lease,
+                        Some(lease) if is_ours(&lease, &self.last, &self.identity, self.token()) => {
+                            self.last = lease
+                        }
                         _ => return Ok(None),
                     }
                 }

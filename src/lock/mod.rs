@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-pub use hold::{lost_deadline, renew_interval};
+pub use hold::{drain, lost_deadline, renew_interval};
 
 /// Which lock implementation a caller asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,6 +161,7 @@ pub struct LockGuard {
     waited: Duration,
     acquired_at: std::time::Instant,
     lost: CancellationToken,
+    deadline: std::sync::Arc<hold::Deadline>,
     release: Option<oneshot::Sender<()>>,
     released: Option<oneshot::Receiver<Result<(), LockError>>>,
 }
@@ -200,8 +201,10 @@ impl LockGuard {
         self.lost.clone().cancelled_owned()
     }
 
+    /// True once the lock is lost — also when the keep-alive task has not run yet to say
+    /// so: past the deadline of the last successful renewal the guard trusts nothing.
     pub fn is_lost(&self) -> bool {
-        self.lost.is_cancelled()
+        self.lost.is_cancelled() || self.deadline.passed()
     }
 
     /// Releases the lock and waits until the backend confirmed it (or it was lost).
