@@ -74,6 +74,15 @@ pub enum LockBackend {
     Lease,
 }
 
+impl From<crate::lock::Backend> for LockBackend {
+    fn from(b: crate::lock::Backend) -> Self {
+        match b {
+            crate::lock::Backend::Etcd => LockBackend::Etcd,
+            crate::lock::Backend::Lease => LockBackend::Lease,
+        }
+    }
+}
+
 impl From<LockBackend> for crate::lock::Backend {
     fn from(b: LockBackend) -> Self {
         match b {

@@ -115,7 +115,9 @@ pub fn error_policy(claim: Arc<Claim>, error: &Error, ctx: Arc<Context>) -> Acti
     let failures = ctx.failed(&ledger_key(&claim));
     let delay = match error {
         // Another replica holds the lock now, or wrote the claim: retry soon, from a fresh read.
-        Error::Fenced { .. } | Error::Changed { .. } => Duration::from_millis(200),
+        Error::Fenced { .. } | Error::Changed { .. } | Error::BackendChanged { .. } => {
+            Duration::from_millis(200)
+        }
         _ => backoff(failures, Duration::from_secs(30)),
     };
     warn!(claim = %ledger_key(&claim), pool = %claim.spec.pool_ref, error = %error, kind = error.kind(), retry_in_ms = delay.as_millis() as u64, "reconcile failed");

@@ -50,6 +50,10 @@ pub enum Error {
     Changed { claim: String },
     #[error("invariant: {0}")]
     Invariant(String),
+    #[error(
+        "pool {pool}: its lock backend changed to {wanted:?} while this replica held the {held:?} lock; retrying under the new lock"
+    )]
+    BackendChanged { pool: String, held: crate::api::LockBackend, wanted: crate::api::LockBackend },
 }
 
 impl Error {
@@ -63,6 +67,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::Changed { .. } => "changed",
             Error::Invariant(_) => "invariant",
+            Error::BackendChanged { .. } => "backend_changed",
         }
     }
 }

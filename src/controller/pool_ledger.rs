@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::Error;
 use super::context::Context;
-use crate::api::{Pool, PoolStatus, condition, set_condition};
+use crate::api::{LockBackend, Pool, PoolStatus, condition, set_condition};
 use crate::failpoint;
 use crate::ledger::{Ledger, LedgerError};
 use crate::lock::LockGuard;
@@ -47,6 +47,12 @@ pub async fn write_ledger(
     edit: impl FnOnce(&mut PoolStatus),
 ) -> Result<Pool, Error> {
     let pools: Api<Pool> = Api::all(ctx.client.clone());
+    // The token belongs to the guard's backend: if the pool moved to another backend since
+    // the lock was taken, this write must not happen at all (retried under the new lock).
+    let held = LockBackend::from(guard.backend());
+    if held != pool.spec.lock.backend {
+        return Err(Error::BackendChanged { pool: pool.name_any(), held, wanted: pool.spec.lock.backend });
+    }
     let mut next = pool.clone();
     let status = next.status.get_or_insert_with(PoolStatus::default);
     status.ledger = ledger.to_status();
@@ -54,7 +60,7 @@ pub async fn write_ledger(
     status.allocated = ledger.allocated() as i32;
     status.free = ledger.free() as i32;
     status.fencing_token = Some(guard.fencing_token() as i64);
-    status.lock_backend = Some(pool.spec.lock.backend);
+    status.lock_backend = Some(held);
     status.lock_holder = Some(ctx.identity().to_string());
     set_condition(
         &mut status.conditions,
