@@ -122,7 +122,7 @@ struct Figures {
     partitioned_lock_errors: usize,
     converged_after: Option<Duration>,
     revisions_checked: usize,
-    unobserved_windows: usize,
+    unobserved_windows: Vec<(u64, u64)>,
     history_violations: Vec<String>,
     audit_violations: Vec<String>,
 }
@@ -278,7 +278,7 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
     }
     let replay = recorder.finish();
     figures.revisions_checked = replay.changes;
-    figures.unobserved_windows = replay.gaps;
+    figures.unobserved_windows = replay.windows.clone();
     figures.history_violations = support::history_violations(&replay, &pool_names);
     figures.claims_created = counters[0].load(Ordering::Relaxed);
     figures.claims_resized = counters[1].load(Ordering::Relaxed);

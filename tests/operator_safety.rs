@@ -315,3 +315,30 @@ async fn a_shrink_and_a_late_status_write_never_show_items_the_ledger_does_not_g
     let seen = history_violations(&recorder.finish(), &[&pool]);
     assert!(seen.is_empty(), "safety violations:\n{}\n{}", seen.join("\n"), replicas.tails());
 }
+
+/// A pool created together with many claims: no item is given out before the pool carries
+/// its deletion protection, however busy its ledger is (a pool without it could vanish
+/// with its ledger and leave its claims holding items nobody records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_created_under_load_is_protected_before_it_gives_out_items() {
+    let kubeconfig = install().await;
+    let recorder = Recorder::start(kube_client().await);
+    let replicas = Replicas::start(3, &kubeconfig, &lock_etcd());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pool = unique("busy-from-birth");
+    let ns = namespace("busy-from-birth").await;
+    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "{range: {start: 1, end: 200}}", "Etcd")));
+    for i in 0..40 {
+        create_claim(&ns, &format!("c{i}"), &pool, 1).await;
+    }
+    for i in 0..40 {
+        assert!(
+            bound(&ns, &format!("c{i}"), Duration::from_secs(60)).await,
+            "c{i} bound\n{}",
+            replicas.tails()
+        );
+    }
+    assert_eq!(audit(&[&pool]).await, Ok(40));
+    let seen = history_violations(&recorder.finish(), &[&pool]);
+    assert!(seen.is_empty(), "safety violations:\n{}", seen.join("\n"));
+}

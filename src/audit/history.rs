@@ -44,11 +44,13 @@ pub struct Recorded {
     pub change: Change,
 }
 
-/// A violation at one revision.
+/// A violation at one revision, and what the pool and claim looked like then.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub revision: u64,
     pub violation: Violation,
+    /// The pool's resourceVersion, token and last writer, and the claim's resourceVersion.
+    pub context: String,
 }
 
 /// What a replay found.
@@ -57,6 +59,8 @@ pub struct Replay {
     pub changes: usize,
     /// Re-lists after a broken watch, each an unobserved window.
     pub gaps: usize,
+    /// The unobserved windows: (last revision seen, revision of the re-list].
+    pub windows: Vec<(u64, u64)>,
     /// The first time each distinct violation was seen.
     pub violations: Vec<Seen>,
 }
@@ -200,7 +204,12 @@ pub fn replay(mut log: Vec<Recorded>) -> Replay {
             _ => None,
         })
         .collect();
-    let mut result = Replay { changes: log.len(), gaps: unobserved.len(), ..Replay::default() };
+    let mut result = Replay {
+        changes: log.len(),
+        gaps: unobserved.len(),
+        windows: unobserved.clone(),
+        ..Replay::default()
+    };
     let mut seen: HashSet<Violation> = HashSet::new();
 
     for Recorded { revision, change } in log {
@@ -240,11 +249,30 @@ pub fn replay(mut log: Vec<Recorded>) -> Replay {
         };
         for violation in found {
             if seen.insert(violation.clone()) {
-                result.violations.push(Seen { revision, violation });
+                let context =
+                    describe(pools.get(&pool_name), violation.claim.as_ref().and_then(|c| claims.get(c)));
+                result.violations.push(Seen { revision, violation, context });
             }
         }
     }
     result
+}
+
+fn describe(pool: Option<&Pool>, claim: Option<&Claim>) -> String {
+    let pool = pool.map(|p| {
+        let s = p.status.clone().unwrap_or_default();
+        format!(
+            "pool rv={} token={:?} holder={:?} entries={}",
+            p.resource_version().unwrap_or_default(),
+            s.fencing_token,
+            s.lock_holder,
+            s.ledger.len()
+        )
+    });
+    let claim = claim.map(|c| {
+        format!("claim rv={} uid={}", c.resource_version().unwrap_or_default(), c.uid().unwrap_or_default())
+    });
+    [pool, claim].into_iter().flatten().collect::<Vec<_>>().join("; ")
 }
 
 /// Counts of violations by kind, for summaries.

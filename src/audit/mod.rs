@@ -41,6 +41,9 @@ pub enum Kind {
     Leak,
     /// `capacity`, `allocated` or `free` disagree with the ledger.
     Counters,
+    /// A pool whose ledger gives out items lacks its deletion protection (finalizer): it
+    /// could vanish and leave its claims holding items nobody records.
+    Unprotected,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -125,6 +128,17 @@ pub fn check_pool(pool: &Pool, claims: &[&Claim], scope: Scope) -> (u64, Vec<Vio
         Err(e) => return (0, vec![violation(Kind::CorruptLedger, None, e.to_string())]),
     };
     let mut found = Vec::new();
+    if ledger.allocated() > 0 && !pool.finalizers().iter().any(|f| f == crate::controller::POOL_FINALIZER) {
+        found.push(violation(
+            Kind::Unprotected,
+            None,
+            format!(
+                "the ledger gives out {} items but the pool lacks finalizer {}",
+                ledger.allocated(),
+                crate::controller::POOL_FINALIZER
+            ),
+        ));
+    }
     let given = |key: &str, uid: &str| -> BTreeSet<String> {
         match ledger.entry(key) {
             Some(e) if e.uid == uid => pool.spec.items.describe(&e.indices).0.into_iter().collect(),
@@ -252,6 +266,7 @@ mod tests {
             .collect();
         let allocated =
             Ledger::from_status(&ledger, capacity).map(|l| l.allocated() as i32).unwrap_or_default();
+        pool.metadata.finalizers = Some(vec![crate::controller::POOL_FINALIZER.to_string()]);
         pool.status = Some(PoolStatus {
             capacity: capacity as i32,
             allocated,
@@ -334,6 +349,17 @@ mod tests {
             !kinds(&audit(&[pool("p", 10, &[("a/gone", "u9", "0")])], &[], Scope::Safety))
                 .contains(&Kind::Leak)
         );
+    }
+
+    #[test]
+    fn a_pool_that_gives_out_items_must_be_protected() {
+        let mut bare = pool("p", 10, &[("a/x", "u1", "0")]);
+        bare.metadata.finalizers = None;
+        let claims = [claim("a/x", "u1", "p", 1, &[0], true)];
+        assert_eq!(kinds(&audit(&[bare], &claims, Scope::Safety)), vec![Kind::Unprotected]);
+        let mut empty = pool("q", 10, &[]);
+        empty.metadata.finalizers = None;
+        assert!(audit(&[empty], &[], Scope::Full).is_clean(), "nothing given out, nothing to protect");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::pool_ledger::{is_deleting, ledger_of, lock_pool, read_ledger, write_ledger};
-use super::{Error, FINALIZER, backoff};
+use super::{Error, FINALIZER, POOL_FINALIZER, backoff, get_existing};
 use crate::api::{Claim, ClaimStatus, LockBackend, Pool, condition, set_condition};
 use crate::failpoint;
 use crate::ledger::{AllocError, Ledger};
@@ -33,7 +33,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 /// Not bound for a reason that only a change of the pool can clear.
 pub fn waits_for_pool(claim: &Claim) -> bool {
-    let reasons = ["PoolNotFound", "PoolTooSmall", "PoolExhausted", "PoolDeleting", "LedgerCorrupt"];
+    let reasons =
+        ["PoolNotFound", "PoolNotReady", "PoolTooSmall", "PoolExhausted", "PoolDeleting", "LedgerCorrupt"];
     bound_condition(claim).is_some_and(|c| c.status == "False" && reasons.contains(&c.reason.as_str()))
 }
 
@@ -134,7 +135,7 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     let key = ledger_key(claim);
     let pool_name = &claim.spec.pool_ref;
     let pools: Api<Pool> = Api::all(ctx.client.clone());
-    let Some(pool) = pools.get_opt(pool_name).await? else {
+    let Some(pool) = get_existing(&pools, pool_name).await? else {
         let message = format!("pool {pool_name} does not exist; the claim binds once it is created");
         return not_bound(
             claim,
@@ -186,6 +187,9 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
         let message = format!("pool {pool_name} is being deleted; the claim binds once it is created again");
         return not_bound(claim, ctx, NotBound { reason: "PoolDeleting", message }, None, Some(60)).await;
     }
+    if !is_protected(&pool) {
+        return not_bound(claim, ctx, not_ready(pool_name), None, Some(5)).await;
+    }
     let capacity = pool.spec.items.capacity();
     if count > capacity {
         let message = format!("the claim asks for {count} items but pool {pool_name} only has {capacity}");
@@ -234,6 +238,17 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
+/// Items are only given out of a pool whose deletion protection is in place: a pool that
+/// could vanish with its ledger would leave its claims holding items nobody records.
+fn is_protected(pool: &Pool) -> bool {
+    pool.finalizers().iter().any(|f| f == POOL_FINALIZER)
+}
+
+fn not_ready(pool: &str) -> NotBound {
+    let message = format!("pool {pool} is not ready yet (its deletion protection is being set up)");
+    NotBound { reason: "PoolNotReady", message }
+}
+
 enum Locked {
     Bound {
         /// The claim as read under the lock (its resourceVersion guards the status write).
@@ -259,19 +274,22 @@ async fn allocate_locked(
 ) -> Result<Locked, Error> {
     let claims: Api<Claim> = Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
     let uid = claim.uid().unwrap_or_default();
-    let Some(fresh) = claims.get_opt(&claim.name_any()).await? else { return Ok(Locked::Superseded) };
+    let Some(fresh) = get_existing(&claims, &claim.name_any()).await? else { return Ok(Locked::Superseded) };
     if fresh.uid().as_deref() != Some(uid.as_str()) || fresh.metadata.deletion_timestamp.is_some() {
         return Ok(Locked::Superseded);
     }
     let pools: Api<Pool> = Api::all(ctx.client.clone());
     let pool_name = &fresh.spec.pool_ref;
-    let Some(pool) = pools.get_opt(pool_name).await? else {
+    let Some(pool) = get_existing(&pools, pool_name).await? else {
         let message = format!("pool {pool_name} does not exist; the claim binds once it is created");
         return Ok(Locked::Refused(NotBound { reason: "PoolNotFound", message }));
     };
     if is_deleting(&pool) {
         let message = format!("pool {pool_name} is being deleted; the claim binds once it is created again");
         return Ok(Locked::Refused(NotBound { reason: "PoolDeleting", message }));
+    }
+    if !is_protected(&pool) {
+        return Ok(Locked::Refused(not_ready(pool_name)));
     }
     let mut ledger = ledger_of(&pool)?;
     // The live claim has our uid, so an entry of this name with another uid belongs to an
@@ -313,7 +331,7 @@ async fn allocate_locked(
 async fn cleanup(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     let key = ledger_key(claim);
     let pools: Api<Pool> = Api::all(ctx.client.clone());
-    let Some(pool) = pools.get_opt(&claim.spec.pool_ref).await? else {
+    let Some(pool) = get_existing(&pools, &claim.spec.pool_ref).await? else {
         return Ok(Action::await_change()); // nothing was allocated from a pool that is gone
     };
     let uid = claim.uid().unwrap_or_default();

@@ -133,6 +133,25 @@ pub async fn run(
     Ok(())
 }
 
+/// Gets object `name`; `None` only when the API server says that this very object does not
+/// exist. Just after an API server restart a custom resource's path can answer 404 before
+/// its CRD is served again: taken for "gone", that would free the items of a live claim.
+pub async fn get_existing<K>(api: &kube::Api<K>, name: &str) -> Result<Option<K>, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get(name).await {
+        Ok(object) => Ok(Some(object)),
+        Err(kube::Error::Api(status)) if status.is_not_found() && names_object(&status, name) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A 404 about object `name` itself (its details name it), not about the resource type.
+fn names_object(status: &kube::core::Status, name: &str) -> bool {
+    status.details.as_ref().is_some_and(|d| d.name == name)
+}
+
 /// Exponential backoff with a cap: 0.5 s, 1 s, 2 s, … up to `cap`.
 pub fn backoff(failures: u32, cap: Duration) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
@@ -142,6 +161,24 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_404_that_names_the_object_means_it_is_gone() {
+        let status = |name: &str| -> kube::core::Status {
+            serde_json::from_value(serde_json::json!({
+                "code": 404, "reason": "NotFound", "message": "not found",
+                "details": { "name": name, "group": "lockguard.dev", "kind": "claims" }
+            }))
+            .expect("status")
+        };
+        assert!(names_object(&status("web"), "web"));
+        // "the server could not find the requested resource": a CRD not served (yet).
+        assert!(!names_object(&status(""), "web"));
+        let bare: kube::core::Status =
+            serde_json::from_value(serde_json::json!({ "code": 404, "reason": "NotFound", "message": "the server could not find the requested resource" }))
+                .expect("status");
+        assert!(!names_object(&bare, "web"));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -17,7 +17,7 @@ use super::context::Context;
 use super::pool_ledger::{
     READY, is_deleting, ledger_of, lock_pool, read_ledger, report_corrupt, write_ledger,
 };
-use super::{Error, POOL_FINALIZER, backoff};
+use super::{Error, POOL_FINALIZER, backoff, get_existing};
 use crate::api::{Claim, Pool, PoolStatus, condition, set_condition};
 use crate::ledger::Ledger;
 
@@ -88,9 +88,7 @@ async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
     };
     ctx.set_corrupt(&name, false);
     if !is_deleting(pool) && !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
-        let mut finalizers = pool.finalizers().to_vec();
-        finalizers.push(POOL_FINALIZER.to_string());
-        set_finalizers(ctx, pool, finalizers).await?;
+        add_finalizer(ctx, pool).await?;
         return Ok(Action::await_change());
     }
     let gone = vanished_claims(&ledger, ctx).await?;
@@ -181,6 +179,30 @@ async fn release_deletion(
     Ok(Action::await_change())
 }
 
+/// Adds the deletion protection. Claims do not allocate from a pool without it, so it must
+/// not starve: a JSON patch that tests the finalizers as read needs no resourceVersion,
+/// which ledger writes keep moving.
+async fn add_finalizer(ctx: &Context, pool: &Pool) -> Result<(), Error> {
+    let ours = json!(POOL_FINALIZER);
+    let patch: json_patch::Patch = serde_json::from_value(match &pool.metadata.finalizers {
+        Some(present) => json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": present },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": ours },
+        ]),
+        None => json!([{ "op": "add", "path": "/metadata/finalizers", "value": [ours] }]),
+    })
+    .map_err(|e| Error::Invariant(format!("finalizer patch: {e}")))?;
+    let pools: Api<Pool> = Api::all(ctx.client.clone());
+    match pools.patch(&pool.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+        Ok(_) => Ok(()),
+        // The finalizers changed since they were read (the test failed): read them again.
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
+            Err(Error::Changed { claim: pool.name_any() })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Replaces the pool's finalizers, only at the resourceVersion they were read at.
 async fn set_finalizers(ctx: &Context, pool: &Pool, finalizers: Vec<String>) -> Result<(), Error> {
     let patch = json!({
@@ -214,7 +236,7 @@ async fn vanished_claims(ledger: &Ledger, ctx: &Context) -> Result<Vec<String>, 
         }
         // The cache may lag behind a claim just created: ask the server before freeing.
         let api: Api<Claim> = Api::namespaced(ctx.client.clone(), namespace);
-        let live = api.get_opt(name).await?;
+        let live = get_existing(&api, name).await?;
         if live.is_none_or(|c| c.uid().as_deref() != Some(entry.uid.as_str())) {
             gone.push(key.to_string());
         }

@@ -397,7 +397,7 @@ pub fn history_violations(replay: &lockguard::audit::history::Replay, pools: &[&
         .violations
         .iter()
         .filter(|s| pools.contains(&s.violation.pool.as_str()))
-        .map(|s| format!("at revision {}: {}", s.revision, s.violation))
+        .map(|s| format!("at revision {}: {} [{}]", s.revision, s.violation, s.context))
         .collect()
 }
 
