@@ -216,22 +216,15 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
     let counters = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
     let paused: Arc<Mutex<Vec<usize>>> = Arc::default();
     let supervisor = tokio::spawn(supervise(replicas.clone(), paused.clone(), stop.clone()));
-    let workload = tokio::spawn(claims_workload(
-        client.clone(),
-        ns.clone(),
-        pools.clone(),
-        Rng(seed ^ 0x9e37),
-        counters.clone(),
-        stop.clone(),
-    ));
-    let churn = tokio::spawn(pool_churn(
-        client.clone(),
-        ns.clone(),
-        pools.clone(),
-        Rng(seed ^ 0x51ed),
-        counters.clone(),
-        stop.clone(),
-    ));
+    let work = Workload {
+        client: client.clone(),
+        ns: ns.clone(),
+        pools: pools.clone(),
+        counters: counters.clone(),
+        stop: stop.clone(),
+    };
+    let workload = tokio::spawn(claims_workload(work.clone(), Rng(seed ^ 0x9e37)));
+    let churn = tokio::spawn(pool_churn(work, Rng(seed ^ 0x51ed)));
 
     let started = Instant::now();
     let mut schedule: Vec<Fault> = FAULTS.to_vec();
@@ -323,15 +316,19 @@ async fn create_pool(client: &Client, name: &str, backend: &str) -> Result<Pool,
     Api::<Pool>::all(client.clone()).create(&PostParams::default(), &pool).await
 }
 
-/// Claims created, resized and deleted at random, re-created under the same names.
-async fn claims_workload(
+/// What the workload tasks share: where they act, what they count, when they stop.
+#[derive(Clone)]
+struct Workload {
     client: Client,
     ns: String,
     pools: Vec<(String, &'static str)>,
-    mut rng: Rng,
+    /// Claims created, resized, deleted; pools re-created.
     counters: Arc<[AtomicU64; 4]>,
     stop: Arc<AtomicBool>,
-) {
+}
+
+/// Claims created, resized and deleted at random, re-created under the same names.
+async fn claims_workload(Workload { client, ns, pools, counters, stop }: Workload, mut rng: Rng) {
     let claims: Api<Claim> = Api::namespaced(client, &ns);
     while !stop.load(Ordering::Acquire) {
         let name = format!("c{}", rng.below(CLAIM_NAMES));
@@ -357,14 +354,7 @@ async fn claims_workload(
 
 /// Now and then a pool is deleted (its claims too, as a namespace clean-up would) and
 /// created again once it is gone.
-async fn pool_churn(
-    client: Client,
-    ns: String,
-    pools: Vec<(String, &'static str)>,
-    mut rng: Rng,
-    counters: Arc<[AtomicU64; 4]>,
-    stop: Arc<AtomicBool>,
-) {
+async fn pool_churn(Workload { client, ns, pools, counters, stop }: Workload, mut rng: Rng) {
     let api: Api<Pool> = Api::all(client.clone());
     let claims: Api<Claim> = Api::namespaced(client.clone(), &ns);
     while !stop.load(Ordering::Acquire) {

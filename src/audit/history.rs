@@ -149,36 +149,66 @@ impl Recordable for Claim {
 
 async fn record<K: Recordable>(api: Api<K>, log: Arc<Mutex<Vec<Recorded>>>, pools: bool) {
     let mut events = watcher(api).boxed();
-    let mut newest = 0u64;
-    let mut listing: Option<(u64, HashSet<String>)> = None;
+    let mut tracker = Tracker { pools, ..Tracker::default() };
     while let Some(event) = events.next().await {
         let Ok(event) = event else { continue };
-        let mut recorded = Vec::new();
+        let recorded = tracker.on(event);
+        log.lock().unwrap_or_else(|e| e.into_inner()).extend(recorded);
+    }
+}
+
+/// Turns one kind's watcher events into recorded changes, and marks what a re-list could
+/// not observe.
+#[derive(Default)]
+struct Tracker {
+    pools: bool,
+    /// The newest revision up to which this stream has seen every change.
+    seen: u64,
+    listing: Option<Listing>,
+}
+
+struct Listing {
+    since: u64,
+    keys: HashSet<String>,
+    newest: u64,
+}
+
+impl Tracker {
+    fn on<K: Recordable>(&mut self, event: Event<K>) -> Vec<Recorded> {
         match event {
             Event::Apply(object) => {
-                newest = newest.max(revision_of(&object));
-                recorded.push(Recorded { revision: revision_of(&object), change: object.changed() });
+                self.seen = self.seen.max(revision_of(&object));
+                vec![Recorded { revision: revision_of(&object), change: object.changed() }]
             }
             Event::Delete(object) => {
-                newest = newest.max(revision_of(&object));
-                recorded.push(Recorded { revision: revision_of(&object), change: K::gone(key_of(&object)) });
+                self.seen = self.seen.max(revision_of(&object));
+                vec![Recorded { revision: revision_of(&object), change: K::gone(key_of(&object)) }]
             }
-            Event::Init => listing = Some((newest, HashSet::new())),
+            Event::Init => {
+                // A listing that starts over (the API server went away mid-list) is still
+                // blind from where the first attempt began.
+                let since = self.listing.take().map_or(self.seen, |l| l.since);
+                self.listing = Some(Listing { since, keys: HashSet::new(), newest: self.seen });
+                Vec::new()
+            }
             Event::InitApply(object) => {
-                if let Some((_, keys)) = listing.as_mut() {
-                    keys.insert(key_of(&object));
+                if let Some(listing) = self.listing.as_mut() {
+                    listing.keys.insert(key_of(&object));
+                    listing.newest = listing.newest.max(revision_of(&object));
                 }
-                newest = newest.max(revision_of(&object));
-                recorded.push(Recorded { revision: revision_of(&object), change: object.changed() });
+                vec![Recorded { revision: revision_of(&object), change: object.changed() }]
             }
-            Event::InitDone => {
-                if let Some((since, keys)) = listing.take() {
-                    recorded
-                        .push(Recorded { revision: newest, change: Change::Relisted { pools, keys, since } });
+            Event::InitDone => match self.listing.take() {
+                Some(Listing { since, keys, newest }) => {
+                    self.seen = newest;
+                    vec![Recorded {
+                        revision: newest,
+                        change: Change::Relisted { pools: self.pools, keys, since },
+                    }]
                 }
-            }
+                None => Vec::new(),
+            },
         }
-        log.lock().unwrap_or_else(|e| e.into_inner()).extend(recorded);
     }
 }
 
@@ -295,22 +325,31 @@ mod tests {
         object
     }
 
-    #[test]
-    fn a_shrink_that_frees_the_ledger_before_the_status_is_caught() {
-        let log = vec![
+    /// A claim of 4 items shrinks to 2: its status and the pool's ledger change at
+    /// revisions 12 and 13, in the order given.
+    fn shrink(status_first: bool) -> Vec<Recorded> {
+        let (status_at, ledger_at) = if status_first { (12, 13) } else { (13, 12) };
+        vec![
             Recorded { revision: 10, change: Change::Pool(at(pool("p", 10, &[("a/x", "u", "0-3")]), 10)) },
             Recorded {
                 revision: 11,
                 change: Change::Claim(at(claim("a/x", "u", "p", 4, &[0, 1, 2, 3], true), 11)),
             },
-            // The ledger frees 2-3 first (revision 12), the status follows (13).
             Recorded {
-                revision: 13,
-                change: Change::Claim(at(claim("a/x", "u", "p", 2, &[0, 1], true), 13)),
+                revision: status_at,
+                change: Change::Claim(at(claim("a/x", "u", "p", 2, &[0, 1], true), status_at)),
             },
-            Recorded { revision: 12, change: Change::Pool(at(pool("p", 10, &[("a/x", "u", "0-1")]), 12)) },
-        ];
-        let replay = replay(log);
+            Recorded {
+                revision: ledger_at,
+                change: Change::Pool(at(pool("p", 10, &[("a/x", "u", "0-1")]), ledger_at)),
+            },
+            Recorded { revision: 14, change: Change::ClaimGone("a/x".into()) },
+        ]
+    }
+
+    #[test]
+    fn a_shrink_that_frees_the_ledger_before_the_status_is_caught() {
+        let replay = replay(shrink(false));
         assert_eq!(replay.violations.len(), 1, "{:?}", replay.violations);
         assert_eq!(replay.violations[0].revision, 12);
         assert_eq!(replay.violations[0].violation.kind, Kind::StatusAheadOfLedger);
@@ -318,20 +357,23 @@ mod tests {
 
     #[test]
     fn status_first_then_ledger_is_clean() {
-        let log = vec![
-            Recorded { revision: 10, change: Change::Pool(at(pool("p", 10, &[("a/x", "u", "0-3")]), 10)) },
-            Recorded {
-                revision: 11,
-                change: Change::Claim(at(claim("a/x", "u", "p", 4, &[0, 1, 2, 3], true), 11)),
-            },
-            Recorded {
-                revision: 12,
-                change: Change::Claim(at(claim("a/x", "u", "p", 2, &[0, 1], true), 12)),
-            },
-            Recorded { revision: 13, change: Change::Pool(at(pool("p", 10, &[("a/x", "u", "0-1")]), 13)) },
-            Recorded { revision: 14, change: Change::ClaimGone("a/x".into()) },
-        ];
-        assert!(replay(log).violations.is_empty());
+        assert!(replay(shrink(true)).violations.is_empty());
+    }
+
+    #[test]
+    fn a_listing_that_starts_over_is_blind_from_its_first_start() {
+        let mut tracker = Tracker { pools: true, ..Tracker::default() };
+        let pool_at = |rv| Event::InitApply(at(pool("p", 10, &[]), rv));
+        tracker.on(Event::Apply(at(pool("p", 10, &[]), 40)));
+        tracker.on::<Pool>(Event::Init);
+        tracker.on(pool_at(55));
+        tracker.on::<Pool>(Event::Init); // the API server went away mid-list
+        tracker.on(pool_at(60));
+        let done = tracker.on::<Pool>(Event::InitDone);
+        match &done[..] {
+            [Recorded { revision: 60, change: Change::Relisted { since: 40, pools: true, .. } }] => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
