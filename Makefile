@@ -11,10 +11,13 @@ export PATH := $(CURDIR)/bin:$(PATH)
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-deps: ## Install what a fresh machine lacks (protoc for etcd-client's build)
+deps: ## Install what a fresh machine lacks (protoc for etcd-client's build, iproute2 for the chaos suite)
 	@command -v protoc >/dev/null || { echo "installing protobuf-compiler"; \
 	  $(SUDO) apt-get install -y -qq protobuf-compiler >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq protobuf-compiler; }; }
+	@command -v ip >/dev/null || { echo "installing iproute2 (the chaos suite's network namespace)"; \
+	  $(SUDO) apt-get install -y -qq iproute2 >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2; }; }
 	@command -v go >/dev/null || { echo "Go is required to build kube-apiserver and etcd (hack/)"; exit 1; }
 
 tools: ## Build kube-apiserver, kubectl, etcd, etcdctl into bin/ (cached in ~/.cache/lockguard)
