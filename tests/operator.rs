@@ -202,37 +202,42 @@ async fn invalid_input_is_rejected_at_admission_with_a_clear_message() {
     );
 
     let name = unique("busy");
+    // A TTL far longer than the test, so that no replica of another test takes this pool
+    // over by opening a new lock epoch.
     let busy = format!(
-        "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {name}}}\nspec: {{items: {{list: [a, b]}}}}\n"
+        "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {name}}}\nspec: {{items: {{list: [a, b]}}, lock: {{ttlSeconds: 300}}}}\n"
     );
     kubectl_ok(&["apply", "-f", "-"], Some(&busy));
-    // A token far above any the replicas of the other tests could hold, so none of them can
-    // overwrite this test ledger.
     let high: i64 = 1 << 50;
     let status = format!(
-        r#"{{"status":{{"capacity":2,"allocated":1,"free":1,"lockBackend":"Etcd","fencingToken":{high},"ledger":[{{"claim":"x/y","uid":"u","items":"0"}}]}}}}"#
+        r#"{{"status":{{"capacity":2,"allocated":1,"free":1,"lockBackend":"Etcd","lockService":"etcd:1","lockEpoch":5,"fencingToken":{high},"ledger":[{{"claim":"x/y","uid":"u","items":"0"}}]}}}}"#
     );
     kubectl_ok(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", &status], None);
-    let out = kubectl(
+    // Items allocated, and still the backend may change: a new lock epoch fences the old one.
+    kubectl_ok(
         &["apply", "-f", "-"],
-        Some(&busy.replace("list: [a, b]}", "list: [a, b]}, lock: {backend: Lease}")),
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("backend cannot change while items are allocated"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        Some(&busy.replace("lock: {ttlSeconds: 300}", "lock: {ttlSeconds: 300, backend: Lease}")),
     );
 
-    // The fencing token may not go down: a stale holder's ledger write is refused.
-    let stale = format!(r#"{{"status":{{"fencingToken":{}}}}}"#, high - 1);
-    let out = kubectl(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", &stale], None);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("stale fencing token"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The fence, by the API server: within an epoch the token may not go down, an epoch may
+    // not go back, a new lock service must open a new epoch, and no field may be dropped.
+    let refused = [
+        (format!(r#"{{"status":{{"fencingToken":{}}}}}"#, high - 1), "stale fencing token"),
+        (r#"{"status":{"lockEpoch":4,"fencingToken":1}}"#.to_string(), "stale lock epoch"),
+        (r#"{"status":{"lockService":"lease:u2"}}"#.to_string(), "another lock service in the same epoch"),
+        (r#"{"status":{"lockEpoch":null}}"#.to_string(), "must carry lockBackend, lockService, lockEpoch"),
+    ];
+    for (patch, message) in &refused {
+        let out =
+            kubectl(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", patch], None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{patch}: expected {message:?} in {stderr}");
+    }
     let newer = format!(r#"{{"status":{{"fencingToken":{}}}}}"#, high + 1);
     kubectl_ok(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", &newer], None);
+    let next_epoch =
+        r#"{"status":{"lockEpoch":6,"lockService":"lease:u2","lockBackend":"Lease","fencingToken":1}}"#;
+    kubectl_ok(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", next_epoch], None);
 }
 
 #[test]

@@ -25,11 +25,9 @@ pub const MAX_LIST_ITEMS: u32 = 4_096;
     printcolumn(name = "Free", type_ = "integer", json_path = ".status.free"),
     printcolumn(name = "Capacity", type_ = "integer", json_path = ".status.capacity"),
     printcolumn(name = "Token", type_ = "integer", json_path = ".status.fencingToken"),
+    printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.lockEpoch", priority = 1),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new(
-        "!has(oldSelf.status) || !has(oldSelf.status.allocated) || oldSelf.status.allocated == 0 || self.spec.lock.backend == oldSelf.spec.lock.backend"
-    ).message("spec.lock.backend cannot change while items are allocated; free the claims first"),
     validation = Rule::new(
         "!has(oldSelf.status) || !has(oldSelf.status.allocated) || oldSelf.status.allocated == 0 || self.spec.items == oldSelf.spec.items"
     ).message("spec.items cannot change while items are allocated; free the claims first")
@@ -164,12 +162,31 @@ impl Default for LockSpec {
     }
 }
 
+/// Messages of the status's fencing rules; the operator recognises a refused write by them.
+pub const STALE_TOKEN: &str =
+    "stale fencing token: the ledger was written under a newer lock; this holder lost its lock";
+pub const STALE_EPOCH: &str = "stale lock epoch: the ledger was written under a newer lock service; this holder's lock belongs to an older one";
+pub const OTHER_SERVICE: &str =
+    "another lock service in the same epoch: the first write under a new lock service must advance lockEpoch";
+pub const INCOMPLETE_FENCE: &str =
+    "a ledger write must carry lockBackend, lockService, lockEpoch and fencingToken";
+
 /// The pool's ledger and health. Written only under the pool's lock, with the lock's
-/// fencing token: the API server rejects a token lower than the stored one.
+/// fencing token and token space: the API server rejects a token lower than the stored one
+/// of the same lock service, and any write of an older lock epoch.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[x_kube(validation = Rule::new(
-    "!has(oldSelf.fencingToken) || (has(self.fencingToken) && (!has(self.lockBackend) || !has(oldSelf.lockBackend) || self.lockBackend != oldSelf.lockBackend || self.fencingToken >= oldSelf.fencingToken))"
-).message("stale fencing token: the ledger was written under a newer lock; this holder lost its lock"))]
+    "(!has(oldSelf.fencingToken) || has(self.fencingToken)) && (!has(oldSelf.lockEpoch) || (has(self.lockEpoch) && has(self.lockService) && has(self.lockBackend) && has(self.fencingToken)))"
+).message(INCOMPLETE_FENCE))]
+#[x_kube(validation = Rule::new(
+    "!has(oldSelf.lockEpoch) || !has(self.lockEpoch) || self.lockEpoch >= oldSelf.lockEpoch"
+).message(STALE_EPOCH))]
+#[x_kube(validation = Rule::new(
+    "!has(oldSelf.lockEpoch) || !has(self.lockEpoch) || self.lockEpoch != oldSelf.lockEpoch || (has(self.lockService) && has(oldSelf.lockService) && self.lockService == oldSelf.lockService)"
+).message(OTHER_SERVICE))]
+#[x_kube(validation = Rule::new(
+    "!has(oldSelf.fencingToken) || !has(self.fencingToken) || (has(self.lockEpoch) && (!has(oldSelf.lockEpoch) || self.lockEpoch > oldSelf.lockEpoch)) || self.fencingToken >= oldSelf.fencingToken"
+).message(STALE_TOKEN))]
 #[serde(rename_all = "camelCase")]
 pub struct PoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,6 +203,13 @@ pub struct PoolStatus {
     /// Token of the lock under which the ledger was last written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fencing_token: Option<i64>,
+    /// The lock service that issued `fencingToken`: `etcd:<cluster id>` or `lease:<uid>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_service: Option<String>,
+    /// Grows by one whenever the lock service changes (a backend switch, a re-created
+    /// Lease, a replaced lock etcd); tokens compare only within one epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_epoch: Option<i64>,
     /// Identity of the replica that last wrote the ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_holder: Option<String>,

@@ -119,6 +119,7 @@ pub fn error_policy(claim: Arc<Claim>, error: &Error, ctx: Arc<Context>) -> Acti
         Error::Fenced { .. } | Error::Changed { .. } | Error::BackendChanged { .. } => {
             Duration::from_millis(200)
         }
+        Error::EpochWait { wait, .. } => *wait + Duration::from_millis(100),
         _ => backoff(failures, Duration::from_secs(30)),
     };
     warn!(claim = %ledger_key(&claim), pool = %claim.spec.pool_ref, error = %error, kind = error.kind(), retry_in_ms = delay.as_millis() as u64, "reconcile failed");

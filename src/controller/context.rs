@@ -109,6 +109,8 @@ pub struct Context {
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
     corrupt: Mutex<HashSet<String>>,
+    /// Per pool: the resourceVersion last seen under the lock and since when.
+    seen: Mutex<HashMap<String, (String, std::time::Instant)>>,
 }
 
 impl Context {
@@ -130,7 +132,21 @@ impl Context {
             recorder,
             failures: Mutex::default(),
             corrupt: Mutex::default(),
+            seen: Mutex::default(),
         }
+    }
+
+    /// How long this replica has seen pool `name` at `resource_version` (zero the first
+    /// time): judged by the local clock, like a Lease's expiry.
+    pub fn unchanged_for(&self, name: &str, resource_version: &str) -> Duration {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = seen
+            .entry(name.to_string())
+            .or_insert_with(|| (resource_version.to_string(), std::time::Instant::now()));
+        if entry.0 != resource_version {
+            *entry = (resource_version.to_string(), std::time::Instant::now());
+        }
+        entry.1.elapsed()
     }
 
     /// Records whether pool `name`'s ledger is corrupt; the gauge counts such pools.

@@ -54,6 +54,10 @@ pub enum Error {
         "pool {pool}: its lock backend changed to {wanted:?} while this replica held the {held:?} lock; retrying under the new lock"
     )]
     BackendChanged { pool: String, held: crate::api::LockBackend, wanted: crate::api::LockBackend },
+    #[error(
+        "pool {pool}: a new lock service opens a new epoch once the old one was quiet for a TTL; {wait:?} to go"
+    )]
+    EpochWait { pool: String, wait: Duration },
 }
 
 impl Error {
@@ -68,6 +72,7 @@ impl Error {
             Error::Changed { .. } => "changed",
             Error::Invariant(_) => "invariant",
             Error::BackendChanged { .. } => "backend_changed",
+            Error::EpochWait { .. } => "epoch_wait",
         }
     }
 }

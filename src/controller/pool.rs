@@ -219,6 +219,7 @@ async fn set_finalizers(ctx: &Context, pool: &Pool, finalizers: Vec<String>) -> 
 pub fn error_policy(pool: Arc<Pool>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = match error {
         Error::Changed { .. } => Duration::from_millis(200),
+        Error::EpochWait { wait, .. } => *wait + Duration::from_millis(100),
         _ => backoff(ctx.failed(&pool.name_any()), Duration::from_secs(30)),
     };
     warn!(pool = %pool.name_any(), error = %error, retry_in_ms = delay.as_millis() as u64, "pool reconcile failed");

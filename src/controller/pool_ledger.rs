@@ -5,11 +5,16 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::Error;
 use super::context::Context;
-use crate::api::{LockBackend, Pool, PoolStatus, condition, set_condition};
+use std::time::Duration;
+
+use crate::api::{
+    INCOMPLETE_FENCE, LockBackend, OTHER_SERVICE, Pool, PoolStatus, STALE_EPOCH, STALE_TOKEN, condition,
+    set_condition,
+};
 use crate::failpoint;
 use crate::ledger::{Ledger, LedgerError};
 use crate::lock::LockGuard;
@@ -17,6 +22,38 @@ use crate::metrics::by as by_backend;
 
 pub const READY: &str = "Ready";
 pub const LEDGER_CORRUPT: &str = "LedgerCorrupt";
+pub const LOCK_EPOCH: &str = "LockEpoch";
+const EPOCH_ADVANCED: &str = "EpochAdvanced";
+
+/// The epoch a write under a lock of `service` carries, given what the status stores.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Epoch {
+    pub number: i64,
+    /// The lock service changed: this write opens a new epoch.
+    pub advance: bool,
+}
+
+pub fn next_epoch(stored: Option<i64>, stored_service: Option<&str>, service: &str) -> Epoch {
+    match (stored, stored_service) {
+        (Some(n), Some(s)) if s == service => Epoch { number: n, advance: false },
+        (Some(n), _) => Epoch { number: n + 1, advance: true },
+        // A pool never written, or written before epochs existed: the first epoch.
+        (None, _) => Epoch { number: 1, advance: false },
+    }
+}
+
+/// Which fencing rule of the status refused a write, from the API server's message.
+fn fencing_rule(message: &str) -> Option<&'static str> {
+    [
+        (STALE_TOKEN, "fencing-token rule"),
+        (STALE_EPOCH, "lock-epoch rule"),
+        (OTHER_SERVICE, "lock-service rule"),
+        (INCOMPLETE_FENCE, "fence-fields rule"),
+    ]
+    .into_iter()
+    .find(|(rule, _)| message.contains(rule))
+    .map(|(_, by)| by)
+}
 
 pub async fn lock_pool(ctx: &Context, pool: &Pool) -> Result<LockGuard, Error> {
     Ok(ctx.lock(&pool.name_any(), &pool.spec.lock).await?)
@@ -53,8 +90,32 @@ pub async fn write_ledger(
     if held != pool.spec.lock.backend {
         return Err(Error::BackendChanged { pool: pool.name_any(), held, wanted: pool.spec.lock.backend });
     }
+    let stored = pool.status.clone().unwrap_or_default();
+    let epoch = next_epoch(stored.lock_epoch, stored.lock_service.as_deref(), guard.token_space());
+    if epoch.advance {
+        let ttl = Duration::from_secs(pool.spec.lock.ttl_seconds.max(0) as u64);
+        let quiet = ctx.unchanged_for(&pool.name_any(), &pool.resource_version().unwrap_or_default());
+        if quiet < ttl {
+            return Err(Error::EpochWait { pool: pool.name_any(), wait: ttl - quiet });
+        }
+    }
     let mut next = pool.clone();
     let status = next.status.get_or_insert_with(PoolStatus::default);
+    status.lock_epoch = Some(epoch.number);
+    status.lock_service = Some(guard.token_space().to_string());
+    if epoch.advance {
+        let message = format!(
+            "lock epoch {} under {}; epoch {} under {} is closed",
+            epoch.number,
+            guard.token_space(),
+            epoch.number - 1,
+            stored.lock_service.as_deref().unwrap_or("none")
+        );
+        set_condition(
+            &mut status.conditions,
+            condition(LOCK_EPOCH, true, EPOCH_ADVANCED, message, pool.metadata.generation),
+        );
+    }
     status.ledger = ledger.to_status();
     status.capacity = ledger.capacity() as i32;
     status.allocated = ledger.allocated() as i32;
@@ -80,10 +141,23 @@ pub async fn write_ledger(
     // Every writer of a ledger holds the pool's lock, so under the lock a moved version
     // (409) means another replica wrote: this one lost its lock, just like a lower token.
     let by = match pools.replace_status(&pool.name_any(), &PostParams::default(), &next).await {
-        Ok(pool) => return Ok(pool),
+        Ok(written) => {
+            if epoch.advance {
+                let note = format!(
+                    "lock epoch {} begins under {} (token {}); writes of epoch {} are refused from now on",
+                    epoch.number,
+                    guard.token_space(),
+                    guard.fencing_token(),
+                    epoch.number - 1
+                );
+                info!(pool = %pool.name_any(), epoch = epoch.number, service = guard.token_space(), "{note}");
+                ctx.event(&pool.object_ref(&()), EventType::Normal, "LockEpochAdvanced", note).await;
+            }
+            return Ok(written);
+        }
         Err(kube::Error::Api(e)) if e.code == 409 => "resourceVersion precondition",
-        Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("stale fencing token") => {
-            "fencing-token rule"
+        Err(kube::Error::Api(e)) if e.code == 422 && fencing_rule(&e.message).is_some() => {
+            fencing_rule(&e.message).unwrap_or("fencing rule")
         }
         Err(e) => return Err(e.into()),
     };
@@ -140,4 +214,26 @@ pub fn same_conditions(
         (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone(), c.observed_generation)
     };
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_epoch_advances_exactly_when_the_lock_service_changes() {
+        assert_eq!(next_epoch(None, None, "etcd:a"), Epoch { number: 1, advance: false });
+        assert_eq!(next_epoch(Some(3), Some("etcd:a"), "etcd:a"), Epoch { number: 3, advance: false });
+        assert_eq!(next_epoch(Some(3), Some("etcd:a"), "lease:u"), Epoch { number: 4, advance: true });
+        assert_eq!(next_epoch(Some(3), None, "etcd:a"), Epoch { number: 4, advance: true });
+    }
+
+    #[test]
+    fn a_refusal_is_named_by_the_rule_that_refused_it() {
+        let message =
+            format!("Pool.lockguard.dev \"p\" is invalid: status: Invalid value: \"object\": {STALE_EPOCH}");
+        assert_eq!(fencing_rule(&message), Some("lock-epoch rule"));
+        assert_eq!(fencing_rule(STALE_TOKEN), Some("fencing-token rule"));
+        assert_eq!(fencing_rule("something else"), None);
+    }
 }

@@ -20,6 +20,8 @@ use super::{Backend, Lock, LockError, LockGuard, LockOptions, bounded, remaining
 
 /// Bound for calls that are not part of an acquisition (release, listing, fenced writes).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The key under which an etcd names its token space (see `create_token_space`).
+pub const TOKEN_SPACE_KEY: &str = "lockguard/token-space";
 /// Pause before watching again after etcd cancelled or closed a watch.
 const WATCH_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -145,6 +147,23 @@ impl EtcdLock {
         }
     }
 
+    /// Names this etcd's token space once, in the etcd itself: a cluster started afresh
+    /// (revisions from 1 again) has no such key and gets a new name, even when its cluster
+    /// id is the same (same member names and URLs give the same id).
+    async fn create_token_space(&self, deadline: Instant) -> Result<String, LockError> {
+        let mut client = self.client.clone();
+        let fresh = super::unique_identity("space");
+        let txn = Txn::new()
+            .when([Compare::version(TOKEN_SPACE_KEY, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(TOKEN_SPACE_KEY, fresh.as_str(), None)])
+            .or_else([TxnOp::get(TOKEN_SPACE_KEY, None)]);
+        let response = bounded(Backend::Etcd, "token space", remaining(deadline), client.txn(txn)).await?;
+        if response.succeeded() {
+            return Ok(fresh);
+        }
+        Ok(range_kvs(&response)[0].first().map(|(_, v)| v.clone()).unwrap_or(fresh))
+    }
+
     /// The queue of lock `name`: the holder first, then the waiters in order.
     pub async fn queue(&self, name: &str) -> Result<Vec<QueueEntry>, LockError> {
         let mut client = self.client.clone();
@@ -183,19 +202,24 @@ impl EtcdLock {
         deadline: Instant,
         session: &Session,
         own_revision: &OwnRevision,
-    ) -> Result<u64, LockError> {
+    ) -> Result<(u64, String), LockError> {
         let mut client = self.client.clone();
         let first =
             GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
         let enqueue = Txn::new().and_then([
             TxnOp::put(key, self.identity.as_str(), Some(PutOptions::new().with_lease(lease))),
             TxnOp::get(prefix(name), Some(first)),
+            TxnOp::get(TOKEN_SPACE_KEY, None),
         ]);
         let response = bounded(Backend::Etcd, "enqueue", remaining(deadline), client.txn(enqueue)).await?;
         let revision = response.header().map(|h| h.revision()).unwrap_or_default();
         own_revision.set(revision);
+        let cluster = match range_kvs(&response)[1].first() {
+            Some((_, space)) => space.clone(),
+            None => self.create_token_space(deadline).await?,
+        };
         if first_key(&response).as_deref() == Some(key) {
-            return Ok(revision as u64);
+            return Ok((revision as u64, cluster));
         }
         loop {
             // The key just before ours, and ours (it vanishes if our lease expired meanwhile:
@@ -216,7 +240,7 @@ impl EtcdLock {
                 });
             }
             let Some((before_key, before_identity)) = predecessor.first().cloned() else {
-                return Ok(revision as u64);
+                return Ok((revision as u64, cluster));
             };
             let watch_from = response.header().map(|h| h.revision()).unwrap_or_default() + 1;
             let options = WatchOptions::new().with_start_revision(watch_from);
@@ -355,17 +379,19 @@ impl EtcdLock {
             watch: None,
         };
         let session = Session::start(renewal, options, renewed_at, name);
-        let token = match self.wait_turn(name, &key, lease, deadline, &session, &own_revision).await {
-            Ok(token) => token,
-            Err(LockError::Timeout { name, holder, .. }) => {
-                return Err(LockError::Timeout { name, waited: started.elapsed(), holder });
-            }
-            Err(e) => return Err(e),
-        };
+        let (token, cluster) =
+            match self.wait_turn(name, &key, lease, deadline, &session, &own_revision).await {
+                Ok(held) => held,
+                Err(LockError::Timeout { name, holder, .. }) => {
+                    return Err(LockError::Timeout { name, waited: started.elapsed(), holder });
+                }
+                Err(e) => return Err(e),
+            };
         Ok(session.into_guard(Held {
             name: name.to_string(),
             key,
             token,
+            token_space: format!("etcd:{cluster}"),
             backend: Backend::Etcd,
             waited: started.elapsed(),
         }))

@@ -89,6 +89,7 @@ pub(crate) struct Held {
     pub name: String,
     pub key: String,
     pub token: u64,
+    pub token_space: String,
     pub backend: Backend,
     pub waited: Duration,
 }
@@ -126,6 +127,7 @@ impl Session {
             name: held.name,
             key: held.key,
             token: held.token,
+            token_space: held.token_space,
             backend: held.backend,
             waited: held.waited,
             acquired_at: std::time::Instant::now(),
@@ -314,6 +316,7 @@ mod tests {
             name: "n".into(),
             key: "k".into(),
             token: 1,
+            token_space: "etcd:test".into(),
             backend: Backend::Etcd,
             waited: Duration::ZERO,
         });

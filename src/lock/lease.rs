@@ -150,6 +150,7 @@ impl Lock for LeaseLock {
                     Some((lease, sent)) => {
                         let token =
                             lease.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or_default() as u64;
+                        let token_space = format!("lease:{}", lease.metadata.uid.clone().unwrap_or_default());
                         let renewal = LeaseRenewal {
                             api: self.api.clone(),
                             identity: self.identity.clone(),
@@ -160,6 +161,7 @@ impl Lock for LeaseLock {
                             name: name.into(),
                             key: format!("{}/{name}", self.namespace),
                             token,
+                            token_space,
                             backend: Backend::Lease,
                             waited: started.elapsed(),
                         }));

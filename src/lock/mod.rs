@@ -157,6 +157,7 @@ pub struct LockGuard {
     name: String,
     key: String,
     token: u64,
+    token_space: String,
     backend: Backend,
     waited: Duration,
     acquired_at: std::time::Instant,
@@ -183,6 +184,13 @@ impl LockGuard {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Which lock service issued the token: `etcd:<cluster id>` or `lease:<Lease uid>`.
+    /// Tokens compare only within one token space; a fresh etcd cluster or a re-created
+    /// Lease starts a new one (and counts from low numbers again).
+    pub fn token_space(&self) -> &str {
+        &self.token_space
     }
 
     /// How long the acquisition waited.

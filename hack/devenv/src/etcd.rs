@@ -141,6 +141,17 @@ impl EtcdServer {
         }
     }
 
+    /// Replaces this server by a fresh cluster on the same ports: stopped, its data
+    /// directory removed, started again (a new cluster id; revisions start over).
+    pub fn replace_with_fresh_cluster(&mut self) -> Result<()> {
+        self.kill();
+        let data = self.dir.join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        self.start()
+    }
+
     /// SIGKILL: a crash, not a shutdown.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {
