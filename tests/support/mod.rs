@@ -16,6 +16,8 @@ use lockguard::api::{Claim, ClaimSpec, Pool};
 
 pub use devenv::shared;
 
+pub mod epochs;
+
 /// The `lockguard` binary under test: `$LOCKGUARD_BIN` (e.g. an older build, to show a
 /// test failing before a fix), else the one cargo built for this test.
 pub fn lockguard_binary() -> PathBuf {
