@@ -1,5 +1,5 @@
-//! Fencing across lock-service changes: a backend switch and a re-created Lease (a replaced
-//! lock etcd: epochs_etcd_replaced.rs) each open a new lock epoch by themselves, claims keep binding, the audit stays
+//! Fencing across lock-service changes: a backend switch (a re-created Lease:
+//! epochs_lease_deleted.rs; a replaced lock etcd: epochs_etcd_replaced.rs) opens a new lock epoch by themselves, claims keep binding, the audit stays
 //! clean, and a replica frozen before its write under the old service is refused by the API
 //! server when it is thawed.
 
@@ -7,12 +7,10 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, DeleteParams};
 use support::epochs::{
     TTL, all_bound, epoch_after, frozen_writer, pool_status, pool_yaml, refused_when_thawed, set_backend,
 };
-use support::{Replicas, audit, create_claim, install, kube_client, kubectl_ok, namespace, unique};
+use support::{Replicas, audit, create_claim, install, kubectl_ok, namespace, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_the_backend_back_and_forth_while_claims_bind_opens_new_epochs() {
@@ -79,34 +77,4 @@ async fn switching_the_backend_back_and_forth_while_claims_bind_opens_new_epochs
         None,
     );
     assert!(events.contains("LockEpochAdvanced"), "{events}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_lease_opens_a_new_epoch_by_itself() {
-    let kubeconfig = install().await;
-    let mut replicas = Replicas::none(&kubeconfig, &support::lock_etcd(), &[]);
-    let pool = unique("lease-gone");
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "Lease")));
-    let ns = namespace("lease-gone").await;
-    let frozen = frozen_writer(&mut replicas, &ns, &pool).await;
-    replicas.add();
-    let before = pool_status(&pool).await.lock_epoch.unwrap_or_default();
-    let leases: Api<Lease> = Api::namespaced(kube_client().await, support::OPERATOR_NAMESPACE);
-    leases
-        .delete(&format!("lockguard-pool-{pool}"), &DeleteParams::default())
-        .await
-        .expect("delete the pool's Lease");
-    for i in 0..20 {
-        create_claim(&ns, &format!("c{i}"), &pool, 2).await;
-    }
-    let took = epoch_after(&pool, before, Duration::from_secs(30)).await;
-    assert!(took.is_some(), "a new epoch under the new Lease\n{}", replicas.tails());
-    refused_when_thawed(&replicas, frozen).await;
-    assert!(
-        all_bound(std::slice::from_ref(&ns), 21, Duration::from_secs(60)).await,
-        "every claim bound\n{}",
-        replicas.tails()
-    );
-    assert!(audit(&[&pool]).await.is_ok(), "{:?}", audit(&[&pool]).await);
-    eprintln!("a deleted Lease: new epoch after {took:?}");
 }
