@@ -7,8 +7,8 @@
 //!   stops before every Nth ledger write instead (the chaos suite).
 //! - `stop-before-status-write`: the same at the first claim status write that records an
 //!   allocation, after the lock was released.
-//! - `fence-off`: ledger writes go without the fencing token and without the
-//!   resourceVersion precondition. Only for the chaos suite's negative control, which must
+//! - `fence-off`: ledger writes go with the largest token there is (which the API server's
+//!   token rules let through) and without the resourceVersion precondition. Only for the chaos suite's negative control, which must
 //!   see the invariants break without the fence.
 
 use std::sync::atomic::{AtomicU64, Ordering};
