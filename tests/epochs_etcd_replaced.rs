@@ -38,7 +38,9 @@ async fn a_lock_etcd_replaced_by_a_fresh_cluster_opens_a_new_epoch_by_itself() {
     assert!(took.is_some(), "a new epoch under the fresh cluster\n{}", replicas.tails());
     let after = pool_status(&pool).await;
     assert_ne!(after.lock_service, before.lock_service);
-    assert!(after.fencing_token < before.fencing_token, "tokens started over: {after:?} vs {before:?}");
+    // (Its tokens restarted from the fresh cluster's revisions; by now they may have passed the
+    // old ones again, so only the epoch and the service are compared.)
+    assert!(after.lock_epoch > before.lock_epoch, "{after:?} vs {before:?}");
     refused_when_thawed(&replicas, frozen).await;
     assert!(
         all_bound(std::slice::from_ref(&ns), 21, Duration::from_secs(60)).await,
