@@ -30,28 +30,22 @@ async fn switching_the_backend_back_and_forth_while_claims_bind_opens_new_epochs
     );
     for i in 0..100 {
         create_claim(&ns, &format!("c{i}"), &pool, 1 + (i % 3)).await;
+        let switch_to = match i {
+            30 => "Lease",
+            60 => "Etcd",
+            _ => continue,
+        };
+        let epoch = pool_status(&pool).await.lock_epoch.unwrap_or_default();
+        set_backend(&pool, switch_to).await;
+        let took = epoch_after(&pool, epoch, Duration::from_secs(30)).await;
+        assert!(
+            took.is_some_and(|t| t < Duration::from_secs(TTL + 3)),
+            "switch to {switch_to} took {took:?}\n{}",
+            replicas.tails()
+        );
+        eprintln!("switch to {switch_to}: new epoch after {took:?}");
         if i == 30 {
-            let epoch = pool_status(&pool).await.lock_epoch.unwrap_or_default();
-            set_backend(&pool, "Lease").await;
-            let took = epoch_after(&pool, epoch, Duration::from_secs(30)).await;
-            assert!(
-                took.is_some_and(|t| t < Duration::from_secs(TTL + 3)),
-                "Etcd → Lease took {took:?}\n{}",
-                replicas.tails()
-            );
-            eprintln!("Etcd → Lease: new epoch after {took:?}");
             refused_when_thawed(&replicas, frozen).await;
-        }
-        if i == 60 {
-            let epoch = pool_status(&pool).await.lock_epoch.unwrap_or_default();
-            set_backend(&pool, "Etcd").await;
-            let took = epoch_after(&pool, epoch, Duration::from_secs(30)).await;
-            assert!(
-                took.is_some_and(|t| t < Duration::from_secs(TTL + 3)),
-                "Lease → Etcd took {took:?}\n{}",
-                replicas.tails()
-            );
-            eprintln!("Lease → Etcd: new epoch after {took:?}");
         }
     }
     let namespaces = [ns.clone()];
