@@ -53,6 +53,9 @@ pub struct Metrics {
     pub fenced_rejections: Family<ByBackend, Counter>,
     pub lock_waiters: Family<ByBackend, Gauge>,
     pub pools_ledger_corrupt: Gauge,
+    pub ledger_writes: Family<ByBackend, Counter>,
+    pub batch_claims: Histogram,
+    pub lock_waits_abandoned: Counter,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -111,6 +114,24 @@ impl Default for Metrics {
             "Pools whose ledger cannot be read (no allocation until repaired)",
             pools_ledger_corrupt.clone(),
         );
+        let ledger_writes = Family::default();
+        let batch_claims = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        let lock_waits_abandoned = Counter::default();
+        registry.register(
+            "ledger_writes",
+            "Ledger writes, per backend (one per hold of a pool's lock that changed something)",
+            ledger_writes.clone(),
+        );
+        registry.register(
+            "batch_claims",
+            "Claims whose allocation one ledger write changed",
+            batch_claims.clone(),
+        );
+        registry.register(
+            "lock_waits_abandoned",
+            "Waits for a pool's lock given up because another replica did the work",
+            lock_waits_abandoned.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -123,6 +144,9 @@ impl Default for Metrics {
             fenced_rejections,
             lock_waiters,
             pools_ledger_corrupt,
+            ledger_writes,
+            batch_claims,
+            lock_waits_abandoned,
         }
     }
 }

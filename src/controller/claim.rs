@@ -18,13 +18,14 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::batch;
 use super::context::Context;
-use super::pool_ledger::{is_deleting, ledger_of, lock_pool, read_ledger, write_ledger};
-use super::{Error, FINALIZER, POOL_FINALIZER, backoff, get_existing};
+use super::plan::Outcome;
+use super::pool_ledger::{is_deleting, is_protected, ledger_of, read_ledger};
+use super::{Error, FINALIZER, backoff, get_existing};
 use crate::api::{Claim, ClaimStatus, LockBackend, Pool, condition, set_condition};
 use crate::failpoint;
 use crate::ledger::{AllocError, Ledger};
-use crate::lock::LockGuard;
 
 pub const BOUND: &str = "Bound";
 /// A bound claim is checked against its pool's ledger at least this often, so nothing
@@ -135,17 +136,8 @@ struct NotBound {
 async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     let key = ledger_key(claim);
     let pool_name = &claim.spec.pool_ref;
-    let pools: Api<Pool> = Api::all(ctx.client.clone());
-    let Some(pool) = get_existing(&pools, pool_name).await? else {
-        let message = format!("pool {pool_name} does not exist; the claim binds once it is created");
-        return not_bound(
-            claim,
-            ctx,
-            NotBound { reason: "PoolNotFound", message },
-            Some(Vec::new()),
-            Some(60),
-        )
-        .await;
+    let Some(pool) = ctx.pool(pool_name).await? else {
+        return not_bound(claim, ctx, pool_not_found(pool_name), Some(Vec::new()), Some(60)).await;
     };
     let ledger = match read_ledger(&pool) {
         Ok(ledger) => ledger,
@@ -166,22 +158,8 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     let given_items = pool.spec.items.describe(&given).0;
     let shown = claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default();
     match next_step(&shown, &given, &given_items, count) {
-        Step::Revoke { keep } => {
-            let (kept, _) = pool.spec.items.describe(&keep);
-            let message = format!(
-                "the ledger of pool {pool_name} no longer gives this claim {} of its items (a pool restored, re-created or edited); re-allocating",
-                shown.len() - kept.len()
-            );
-            warn!(claim = %key, pool = %pool_name, shown = shown.len(), kept = kept.len(), "status lists items the ledger does not give; taking them back");
-            ctx.event(&claim.object_ref(&()), EventType::Warning, "ItemsRevoked", message.clone()).await;
-            return not_bound(claim, ctx, NotBound { reason: "ItemsRevoked", message }, Some(kept), Some(0))
-                .await;
-        }
-        Step::Show => {
-            let token = pool.status.as_ref().and_then(|s| s.fencing_token);
-            show_bound(claim, ctx, &pool, &given, token, false).await?;
-            return Ok(Action::requeue(RESYNC));
-        }
+        Step::Revoke { .. } => return revoke(claim, ctx, pool_name).await,
+        Step::Show => return show(claim, ctx, &pool, &given).await,
         Step::Allocate => {}
     }
     if is_deleting(&pool) {
@@ -196,53 +174,50 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
         let message = format!("the claim asks for {count} items but pool {pool_name} only has {capacity}");
         return not_bound(claim, ctx, NotBound { reason: "PoolTooSmall", message }, None, None).await;
     }
+    // A shrink: the status lets go of the items before the ledger takes them back.
+    let claim = if given.len() as u32 > count {
+        show_bound(claim, ctx, &pool, &given[..count as usize]).await?
+    } else {
+        claim.clone()
+    };
 
-    let backend = pool.spec.lock.backend;
-    let guard = match lock_pool(ctx, &pool).await {
-        Ok(guard) => guard,
-        Err(error) => {
-            let message = format!("{} lock of pool {pool_name} unavailable: {error}", backend_name(backend));
-            not_bound(claim, ctx, NotBound { reason: "LockUnavailable", message }, None, None).await?;
+    let pool = match batch::settle(ctx, pool_name, &claim).await {
+        Ok(Some(pool)) => pool,
+        Ok(None) => return not_bound(&claim, ctx, pool_not_found(pool_name), None, Some(60)).await,
+        Err(error @ Error::Lock(_)) => {
+            let backend = backend_name(pool.spec.lock.backend);
+            let message = format!("{backend} lock of pool {pool_name} unavailable: {error}");
+            not_bound(&claim, ctx, NotBound { reason: "LockUnavailable", message }, None, None).await?;
             return Err(error);
         }
+        Err(e) => return Err(e),
     };
-    let wait_ms = guard.waited().as_millis() as u64;
-    let result = allocate_locked(claim, ctx, &guard, &key).await;
-    let hold_ms = guard.held().as_millis() as u64;
-    let lost = guard.is_lost();
-    ctx.unlock(guard).await;
-    match result {
-        Ok(Locked::Bound { claim: fresh, indices, token, pool, changed, shown }) => {
-            let what = if changed { "allocated" } else { "already allocated (another reconcile did it)" };
-            info!(claim = %key, pool = %pool_name, backend = backend_name(backend), token, wait_ms, hold_ms, items = indices.len(), "{what}");
-            if !shown {
-                show_bound(&fresh, ctx, &pool, &indices, Some(token as i64), changed).await?;
-            }
-            Ok(Action::requeue(RESYNC))
-        }
-        Ok(Locked::Refused(state)) => {
-            info!(claim = %key, pool = %pool_name, reason = state.reason, hold_ms, "not bound");
-            not_bound(claim, ctx, state, None, Some(30)).await
-        }
-        Ok(Locked::Superseded) => {
-            info!(claim = %key, pool = %pool_name, hold_ms, "the claim was deleted or re-created while this reconcile waited for the lock; giving up");
-            Ok(Action::await_change())
-        }
-        Err(Error::Fenced { pool, token, by }) => {
-            let note = format!(
-                "ledger write of pool {pool} with token {token} rejected by the API server ({by}); this replica had lost its lock (lost={lost})"
-            );
-            ctx.event(&claim.object_ref(&()), EventType::Warning, "FencedWriteRejected", note).await;
-            Err(Error::Fenced { pool, token, by })
-        }
-        Err(e) => Err(e),
+    let given = ledger_of(&pool)?.given(&key, &uid).to_vec();
+    if given.len() as u32 == count {
+        show_bound(&claim, ctx, &pool, &given).await?;
+        return Ok(Action::requeue(RESYNC));
     }
-}
-
-/// Items are only given out of a pool whose deletion protection is in place: a pool that
-/// could vanish with its ledger would leave its claims holding items nobody records.
-fn is_protected(pool: &Pool) -> bool {
-    pool.finalizers().iter().any(|f| f == POOL_FINALIZER)
+    let state = match batch::outcome_for(ctx, &pool, &claim)? {
+        Outcome::Refused(AllocError::TooSmall { .. }) => {
+            let message =
+                format!("the claim asks for {count} items but pool {pool_name} only has {capacity}");
+            NotBound { reason: "PoolTooSmall", message }
+        }
+        Outcome::Refused(e) => {
+            let message = format!("pool {pool_name}: {e}; the claim binds when items are freed");
+            NotBound { reason: "PoolExhausted", message }
+        }
+        Outcome::Behind { older } => {
+            let message = format!(
+                "pool {pool_name} has too few free items for the older claim {older}, which is served first; this claim binds after it"
+            );
+            NotBound { reason: "PoolExhausted", message }
+        }
+        // The caches have not caught up with the ledger yet.
+        _ => return Err(Error::Changed { claim: key }),
+    };
+    info!(claim = %key, pool = %pool_name, reason = state.reason, "not bound");
+    not_bound(&claim, ctx, state, None, Some(30)).await
 }
 
 fn not_ready(pool: &str) -> NotBound {
@@ -250,155 +225,127 @@ fn not_ready(pool: &str) -> NotBound {
     NotBound { reason: "PoolNotReady", message }
 }
 
-enum Locked {
-    Bound {
-        /// The claim as read under the lock (its resourceVersion guards the status write).
-        claim: Box<Claim>,
-        indices: Vec<u32>,
-        token: u64,
-        pool: Box<Pool>,
-        changed: bool,
-        /// The status was already written under the lock (a shrink).
-        shown: bool,
-    },
-    Refused(NotBound),
-    /// The claim this reconcile started for is gone or was replaced by a new one.
-    Superseded,
+fn pool_not_found(pool: &str) -> NotBound {
+    let message = format!("pool {pool} does not exist; the claim binds once it is created");
+    NotBound { reason: "PoolNotFound", message }
 }
 
-/// Under the lock: re-read the claim and the pool, allocate, write the ledger fenced.
-async fn allocate_locked(
-    claim: &Claim,
-    ctx: &Context,
-    guard: &LockGuard,
-    key: &str,
-) -> Result<Locked, Error> {
-    let claims: Api<Claim> = Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
-    let uid = claim.uid().unwrap_or_default();
-    let Some(fresh) = get_existing(&claims, &claim.name_any()).await? else { return Ok(Locked::Superseded) };
-    if fresh.uid().as_deref() != Some(uid.as_str()) || fresh.metadata.deletion_timestamp.is_some() {
-        return Ok(Locked::Superseded);
-    }
+/// The status lists items that the cached ledger does not give: confirmed by a fresh read
+/// of the pool (the cache may lag behind the status), the status gives them back.
+async fn revoke(claim: &Claim, ctx: &Context, pool_name: &str) -> Result<Action, Error> {
     let pools: Api<Pool> = Api::all(ctx.client.clone());
-    let pool_name = &fresh.spec.pool_ref;
     let Some(pool) = get_existing(&pools, pool_name).await? else {
-        let message = format!("pool {pool_name} does not exist; the claim binds once it is created");
-        return Ok(Locked::Refused(NotBound { reason: "PoolNotFound", message }));
+        return not_bound(claim, ctx, pool_not_found(pool_name), Some(Vec::new()), Some(60)).await;
     };
-    if is_deleting(&pool) {
-        let message = format!("pool {pool_name} is being deleted; the claim binds once it is created again");
-        return Ok(Locked::Refused(NotBound { reason: "PoolDeleting", message }));
-    }
-    if !is_protected(&pool) {
-        return Ok(Locked::Refused(not_ready(pool_name)));
-    }
-    let mut ledger = ledger_of(&pool)?;
-    // The live claim has our uid, so an entry of this name with another uid belongs to an
-    // earlier claim that is gone (its finalizer was removed by hand): free it.
-    if let Some(stale) = ledger.entry(key).filter(|e| e.uid != uid) {
-        warn!(claim = %key, pool = %pool_name, stale_uid = %stale.uid, items = stale.indices.len(), "freeing the entry of an earlier claim of the same name");
-        ledger = ledger.release(key).0;
-    }
-    let count = fresh.spec.count.max(0) as u32;
-    let (next, change) = match ledger.allocate(key, &uid, count) {
-        Ok(done) => done,
-        Err(AllocError::TooSmall { .. }) => {
-            let message = format!(
-                "the claim asks for {count} items but pool {pool_name} only has {}",
-                ledger.capacity()
-            );
-            return Ok(Locked::Refused(NotBound { reason: "PoolTooSmall", message }));
-        }
-        Err(e @ (AllocError::Exhausted { .. } | AllocError::TooManyClaims { .. })) => {
-            let message = format!("pool {pool_name}: {e}; the claim binds when items are freed");
-            return Ok(Locked::Refused(NotBound { reason: "PoolExhausted", message }));
-        }
-        Err(e @ AllocError::HeldByOtherUid { .. }) => return Err(Error::Invariant(e.to_string())),
+    let (key, uid) = (ledger_key(claim), claim.uid().unwrap_or_default());
+    let given = ledger_of(&pool)?.given(&key, &uid).to_vec();
+    let given_items = pool.spec.items.describe(&given).0;
+    let shown = claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default();
+    let Step::Revoke { keep } = next_step(&shown, &given, &given_items, claim.spec.count.max(0) as u32)
+    else {
+        return Ok(Action::requeue(Duration::from_millis(200))); // the cache was behind
     };
-    let indices = next.given(key, &uid).to_vec();
-    let token = guard.fencing_token();
-    let mut fresh = fresh;
-    let mut shown = false;
-    if !change.removed.is_empty() {
-        // Shrinking: the status drops the items before the ledger frees them.
-        fresh = show_bound(&fresh, ctx, &pool, &indices, Some(token as i64), true).await?;
-        shown = true;
+    let (kept, _) = pool.spec.items.describe(&keep);
+    let message = format!(
+        "the ledger of pool {pool_name} no longer gives this claim {} of its items (a pool restored, re-created or edited); re-allocating",
+        shown.len() - kept.len()
+    );
+    warn!(claim = %key, pool = %pool_name, shown = shown.len(), kept = kept.len(), "status lists items the ledger does not give; taking them back");
+    ctx.event(&claim.object_ref(&()), EventType::Warning, "ItemsRevoked", message.clone()).await;
+    not_bound(claim, ctx, NotBound { reason: "ItemsRevoked", message }, Some(kept), Some(0)).await
+}
+
+/// The ledger gives the claim what it asks for: its status shows it. The replica that
+/// wrote the ledger writes the statuses of its hold; the others leave them to it for a
+/// moment, and only write those still not shown after it (that replica may have died).
+async fn show(claim: &Claim, ctx: &Context, pool: &Pool, given: &[u32]) -> Result<Action, Error> {
+    let key = ledger_key(claim);
+    let status = bound_status(claim, pool, given);
+    if claim.status.as_ref() != Some(&status) {
+        let writer = pool.status.as_ref().and_then(|s| s.lock_holder.as_deref());
+        if writer != Some(ctx.identity())
+            && let Some(wait) = ctx.defer_show(&key)
+        {
+            return Ok(Action::requeue(wait));
+        }
+        write_bound(claim, ctx, status).await?;
     }
-    let changed = !change.is_empty();
-    let pool = if changed { write_ledger(ctx, &pool, &next, guard, |_| {}).await? } else { pool };
-    Ok(Locked::Bound { claim: Box::new(fresh), indices, token, pool: Box::new(pool), changed, shown })
+    ctx.shown(&key);
+    Ok(Action::requeue(RESYNC))
 }
 
 async fn cleanup(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     let key = ledger_key(claim);
+    let pool_name = &claim.spec.pool_ref;
     let pools: Api<Pool> = Api::all(ctx.client.clone());
-    let Some(pool) = get_existing(&pools, &claim.spec.pool_ref).await? else {
+    let Some(pool) = get_existing(&pools, pool_name).await? else {
         return Ok(Action::await_change()); // nothing was allocated from a pool that is gone
     };
     let uid = claim.uid().unwrap_or_default();
-    if ledger_of(&pool)?.given(&key, &uid).is_empty() {
+    let held = ledger_of(&pool)?.given(&key, &uid).to_vec();
+    if held.is_empty() {
         return Ok(Action::await_change());
     }
     // The status lets go of the items before the ledger frees them.
-    if claim.status.as_ref().is_some_and(|s| !s.items.is_empty()) {
+    let claim = if claim.status.as_ref().is_some_and(|s| !s.items.is_empty()) {
         let message = "the claim is being deleted; its items are returned to the pool".to_string();
-        not_bound(claim, ctx, NotBound { reason: "Releasing", message }, Some(Vec::new()), None).await?;
+        set_not_bound(claim, ctx, NotBound { reason: "Releasing", message }, Some(Vec::new())).await?
+    } else {
+        claim.clone()
+    };
+    let Some(pool) = batch::settle(ctx, pool_name, &claim).await? else { return Ok(Action::await_change()) };
+    if !ledger_of(&pool)?.given(&key, &uid).is_empty() {
+        return Err(Error::Changed { claim: key });
     }
-    let guard = lock_pool(ctx, &pool).await?;
-    let result: Result<Option<(Vec<u32>, Pool)>, Error> = async {
-        let pool = pools.get(&claim.spec.pool_ref).await?;
-        let (next, freed) = ledger_of(&pool)?.release_uid(&key, &uid);
-        if freed.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some((freed, write_ledger(ctx, &pool, &next, &guard, |_| {}).await?)))
-    }
-    .await;
-    let token = guard.fencing_token();
-    ctx.unlock(guard).await;
-    if let Some((freed, pool)) = result? {
-        let (_, summary) = pool.spec.items.describe(&freed);
-        info!(claim = %key, pool = %claim.spec.pool_ref, token, items = freed.len(), "freed");
-        let note = format!("returned {summary} to pool {} (token {token})", claim.spec.pool_ref);
-        ctx.event(&claim.object_ref(&()), EventType::Normal, "Freed", note).await;
-    }
+    let (_, summary) = pool.spec.items.describe(&held);
+    let token = pool.status.as_ref().and_then(|s| s.fencing_token).unwrap_or_default();
+    let note = format!("returned {summary} to pool {pool_name} (token {token})");
+    ctx.event(&claim.object_ref(&()), EventType::Normal, "Freed", note).await;
     Ok(Action::await_change())
 }
 
-/// Writes a Bound status showing `indices`; returns the claim as written.
-async fn show_bound(
-    claim: &Claim,
-    ctx: &Context,
-    pool: &Pool,
-    indices: &[u32],
-    token: Option<i64>,
-    changed: bool,
-) -> Result<Claim, Error> {
+/// The Bound status that shows `indices` of `pool`.
+fn bound_status(claim: &Claim, pool: &Pool, indices: &[u32]) -> ClaimStatus {
     let (items, summary) = pool.spec.items.describe(indices);
     let generation = claim.metadata.generation;
-    // The token is the one the items were allocated under: a later reconcile that finds the
-    // work done keeps it, or every ledger write would rewrite every claim's status.
-    let token = if changed { token } else { claim.status.as_ref().and_then(|s| s.fencing_token).or(token) };
-    let mut conditions = claim.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let previous = claim.status.as_ref();
+    // The token is the one the items were allocated under: a claim whose items stay keeps
+    // it, or every ledger write would rewrite every claim's status.
+    let token = match previous {
+        Some(s) if s.items == items => s.fencing_token,
+        _ => pool.status.as_ref().and_then(|s| s.fencing_token),
+    };
+    let mut conditions = previous.map(|s| s.conditions.clone()).unwrap_or_default();
     let message = format!("{} items from pool {}: {summary}", items.len(), claim.spec.pool_ref);
     set_condition(&mut conditions, condition(BOUND, true, "Allocated", message, generation));
-    let status = ClaimStatus {
+    ClaimStatus {
         observed_generation: generation,
         items,
-        summary: Some(summary.clone()),
+        summary: Some(summary),
         fencing_token: token,
         conditions,
-    };
+    }
+}
+
+/// Writes a Bound status showing `indices`; returns the claim as written.
+async fn show_bound(claim: &Claim, ctx: &Context, pool: &Pool, indices: &[u32]) -> Result<Claim, Error> {
+    let status = bound_status(claim, pool, indices);
     if claim.status.as_ref() == Some(&status) {
         return Ok(claim.clone());
     }
+    write_bound(claim, ctx, status).await
+}
+
+async fn write_bound(claim: &Claim, ctx: &Context, status: ClaimStatus) -> Result<Claim, Error> {
+    let changed = claim.status.as_ref().is_none_or(|s| s.items != status.items);
     if changed {
         failpoint::before_status_write(&ledger_key(claim));
     }
     let written = write_status(claim, ctx, &status).await?;
     if changed {
-        let note =
-            format!("{summary} from pool {} (token {})", claim.spec.pool_ref, token.unwrap_or_default());
+        let summary = status.summary.clone().unwrap_or_default();
+        let token = status.fencing_token.unwrap_or_default();
+        let note = format!("{summary} from pool {} (token {token})", claim.spec.pool_ref);
         ctx.event(&claim.object_ref(&()), EventType::Normal, "Allocated", note).await;
     }
     Ok(written)
@@ -414,6 +361,21 @@ async fn not_bound(
     items: Option<Vec<String>>,
     requeue_seconds: Option<u64>,
 ) -> Result<Action, Error> {
+    set_not_bound(claim, ctx, state, items).await?;
+    Ok(match requeue_seconds {
+        Some(0) => Action::requeue(Duration::from_millis(100)),
+        Some(s) => Action::requeue(Duration::from_secs(s)),
+        None => Action::await_change(),
+    })
+}
+
+/// Writes the not-bound status; returns the claim as written.
+async fn set_not_bound(
+    claim: &Claim,
+    ctx: &Context,
+    state: NotBound,
+    items: Option<Vec<String>>,
+) -> Result<Claim, Error> {
     let generation = claim.metadata.generation;
     let mut status = claim.status.clone().unwrap_or_default();
     let previous = status.conditions.iter().find(|c| c.type_ == BOUND).map(|c| c.reason.clone());
@@ -426,19 +388,17 @@ async fn not_bound(
         status.summary = (!items.is_empty()).then(|| format!("{} items", items.len()));
         status.items = items;
     }
-    if claim.status.as_ref() != Some(&status) {
-        write_status(claim, ctx, &status).await?;
-    }
+    let written = if claim.status.as_ref() != Some(&status) {
+        write_status(claim, ctx, &status).await?
+    } else {
+        claim.clone()
+    };
     // ItemsRevoked has its own Event already; Releasing is followed by Freed.
     let quiet = ["ItemsRevoked", "Releasing"].contains(&state.reason);
     if previous.as_deref() != Some(state.reason) && !quiet {
         ctx.event(&claim.object_ref(&()), EventType::Warning, state.reason, state.message).await;
     }
-    Ok(match requeue_seconds {
-        Some(0) => Action::requeue(Duration::from_millis(100)),
-        Some(s) => Action::requeue(Duration::from_secs(s)),
-        None => Action::await_change(),
-    })
+    Ok(written)
 }
 
 /// A status write that only lands on the claim exactly as it was read (uid and

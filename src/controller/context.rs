@@ -8,10 +8,11 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::Settings;
-use crate::api::{Claim, LockBackend, LockSpec};
+use super::batch::Batches;
+use crate::api::{Claim, LockBackend, LockSpec, Pool};
 use crate::lock::etcd::{EtcdConfig, EtcdLock};
 use crate::lock::lease::LeaseLock;
 use crate::lock::{Lock, LockError, LockGuard, LockOptions};
@@ -104,6 +105,8 @@ pub struct Context {
     pub client: Client,
     pub locks: Locks,
     pub claims: Store<Claim>,
+    pub pools: Store<Pool>,
+    pub batches: Batches,
     pub metrics: Arc<Metrics>,
     settings: Settings,
     recorder: Recorder,
@@ -111,14 +114,19 @@ pub struct Context {
     corrupt: Mutex<HashSet<String>>,
     /// Per pool: the resourceVersion last seen under the lock and since when.
     seen: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// Per claim: since when this replica leaves its status to the ledger's writer.
+    deferred: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long a replica leaves the status writes of a hold to the replica that held it.
+const SHOW_DEFER: Duration = Duration::from_millis(1500);
 
 impl Context {
     pub fn new(
         client: Client,
         locks: Locks,
         settings: Settings,
-        claims: Store<Claim>,
+        (claims, pools): (Store<Claim>, Store<Pool>),
         metrics: Arc<Metrics>,
     ) -> Self {
         let reporter = Reporter { controller: "lockguard".into(), instance: Some(settings.identity.clone()) };
@@ -127,13 +135,35 @@ impl Context {
             client,
             locks,
             claims,
+            pools,
+            batches: Batches::default(),
             metrics,
             settings,
             recorder,
             failures: Mutex::default(),
             corrupt: Mutex::default(),
             seen: Mutex::default(),
+            deferred: Mutex::default(),
         }
+    }
+
+    /// Pool `name` from the cache, or from the server when the cache does not have it (yet).
+    pub async fn pool(&self, name: &str) -> Result<Option<Pool>, kube::Error> {
+        if let Some(pool) = self.cached_pool(name) {
+            return Ok(Some(pool));
+        }
+        super::get_existing(&kube::Api::<Pool>::all(self.client.clone()), name).await
+    }
+
+    pub fn cached_pool(&self, name: &str) -> Option<Pool> {
+        self.pools.get(&ObjectRef::new(name)).map(|p| (*p).clone())
+    }
+
+    /// `Some(wait)` while this replica leaves claim `key`'s status write to another one.
+    pub fn defer_show(&self, key: &str) -> Option<Duration> {
+        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        let since = deferred.entry(key.to_string()).or_insert_with(std::time::Instant::now);
+        SHOW_DEFER.checked_sub(since.elapsed()).filter(|wait| !wait.is_zero())
     }
 
     /// How long this replica has seen pool `name` at `resource_version` (zero the first
@@ -217,6 +247,11 @@ impl Context {
 
     pub fn succeeded(&self, key: &str) {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// Claim `key`'s status shows its items: nothing is deferred any more.
+    pub fn shown(&self, key: &str) {
+        self.deferred.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 }
 

@@ -4,8 +4,10 @@
 //! allocate or free (a pure function, `crate::ledger`) → write the ledger with the token and
 //! a resourceVersion precondition → write the claim's status → release.
 
+mod batch;
 mod claim;
 mod context;
+mod plan;
 mod pool;
 mod pool_ledger;
 
@@ -98,7 +100,10 @@ pub async fn run(
 
     let claim_controller = Controller::new(claims, watcher::Config::default()).with_config(config.clone());
     let claim_store = claim_controller.store();
-    let ctx = Arc::new(Context::new(client, locks, settings, claim_store.clone(), metrics));
+    let pool_controller = Controller::new(pools.clone(), watcher::Config::default()).with_config(config);
+    let pool_store = pool_controller.store();
+    let stores = (claim_store.clone(), pool_store.clone());
+    let ctx = Arc::new(Context::new(client, locks, settings, stores, metrics));
 
     // A pool that changes (items freed, created, deleted, its ledger restored or edited)
     // wakes the claims that wait for it and those whose status no longer shows what its
@@ -119,8 +124,6 @@ pub async fn run(
         .run(claim::reconcile, claim::error_policy, ctx.clone())
         .for_each(|_| async {});
 
-    let pool_controller = Controller::new(pools, watcher::Config::default()).with_config(config);
-    let pool_store = pool_controller.store();
     tokio::spawn(async move {
         if claim_store.wait_until_ready().await.is_ok() && pool_store.wait_until_ready().await.is_ok() {
             ready.store(true, Ordering::Release);

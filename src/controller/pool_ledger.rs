@@ -73,6 +73,11 @@ pub fn is_deleting(pool: &Pool) -> bool {
     pool.metadata.deletion_timestamp.is_some()
 }
 
+/// Whether the pool carries its deletion protection.
+pub fn is_protected(pool: &Pool) -> bool {
+    pool.finalizers().iter().any(|f| f == super::POOL_FINALIZER)
+}
+
 /// Writes `ledger` into the pool's status with the lock's token and the resourceVersion it
 /// was read at. The API server refuses it when the version moved on (409) or when the stored
 /// token is newer (422: the CRD's transition rule). `edit` sets conditions of the same write.

@@ -181,8 +181,11 @@ impl Replicas {
             }
             None => Command::new(&binary),
         };
+        command.args(["run", "--identity", &identity]);
+        if !self.args.iter().any(|a| a.starts_with("--concurrency")) {
+            command.args(["--concurrency", "4"]);
+        }
         command
-            .args(["run", "--identity", &identity, "--concurrency", "4"])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)

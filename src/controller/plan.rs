@@ -1,0 +1,216 @@
+//! What one hold of a pool's lock does for all of the pool's claims at once, as a pure
+//! function: the ledger and what the claims want in, the next ledger and each claim's
+//! outcome out. No I/O, so fairness and the status-first rule are unit-tested here.
+
+use std::collections::BTreeMap;
+
+use crate::ledger::{AllocError, Change, Ledger};
+
+/// What a claim of the pool wants, as the claim cache shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    /// `namespace/name`, the claim's key in the ledger.
+    pub key: String,
+    pub uid: String,
+    pub count: u32,
+    /// Being deleted: its items go back.
+    pub deleting: bool,
+    /// Its status shows nothing that the change would take away (a shrink or a release
+    /// writes the status first, and the ledger follows).
+    pub status_ready: bool,
+}
+
+/// What the plan does for one claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The ledger already gives what the claim wants.
+    Unchanged,
+    /// Items added or taken back (a release takes back every item).
+    Changed(Change),
+    /// A shrink or a release waits until the claim's status lets go of the items first.
+    StatusFirst,
+    /// The ledger entry of this name belongs to another uid: only a read of the live claim
+    /// can tell which one is stale.
+    OtherUid,
+    /// Cannot be given now (too small, exhausted, too many claims).
+    Refused(AllocError),
+    /// Waits behind an older claim of the pool that does not fit yet, so that a large
+    /// claim is not starved by a stream of small ones.
+    Behind { older: String },
+}
+
+/// The ledger after the plan, and each claim's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub ledger: Ledger,
+    pub outcomes: BTreeMap<String, Outcome>,
+}
+
+impl Plan {
+    /// Whether the ledger must be written.
+    pub fn changes(&self) -> bool {
+        self.outcomes.values().any(|o| matches!(o, Outcome::Changed(_)))
+    }
+
+    pub fn changed(&self) -> impl Iterator<Item = (&str, &Change)> {
+        self.outcomes.iter().filter_map(|(key, o)| match o {
+            Outcome::Changed(change) => Some((key.as_str(), change)),
+            _ => None,
+        })
+    }
+
+    pub fn conflicts(&self) -> impl Iterator<Item = &str> {
+        self.outcomes.iter().filter(|(_, o)| **o == Outcome::OtherUid).map(|(key, _)| key.as_str())
+    }
+}
+
+/// Plans one hold of the lock. `wants` come oldest first: items go to the oldest claims
+/// first, and a claim that does not fit makes the younger ones wait behind it. Releases
+/// and shrinks go first, so that what they free serves the growths of the same hold.
+/// `grow`: whether the pool may give out items at all (not while it is being deleted or
+/// before its deletion protection is set); releases and shrinks go on regardless.
+pub fn plan(ledger: &Ledger, wants: &[Want], grow: bool) -> Plan {
+    let mut next = ledger.clone();
+    let mut outcomes = BTreeMap::new();
+    let held_by_other = |key: &str, uid: &str| ledger.entry(key).is_some_and(|e| e.uid != uid);
+
+    for want in wants {
+        let held = ledger.given(&want.key, &want.uid).len() as u32;
+        let outcome = if held_by_other(&want.key, &want.uid) {
+            Outcome::OtherUid
+        } else if want.deleting {
+            match (held, want.status_ready) {
+                (0, _) => Outcome::Unchanged,
+                (_, false) => Outcome::StatusFirst,
+                (_, true) => {
+                    let (after, freed) = next.release_uid(&want.key, &want.uid);
+                    next = after;
+                    Outcome::Changed(Change { added: Vec::new(), removed: freed })
+                }
+            }
+        } else if held == want.count {
+            Outcome::Unchanged
+        } else if held > want.count {
+            if want.status_ready { apply(&mut next, want) } else { Outcome::StatusFirst }
+        } else {
+            continue; // a growth: below, in age order
+        };
+        outcomes.insert(want.key.clone(), outcome);
+    }
+
+    let growths: Vec<&Want> = wants.iter().filter(|w| !outcomes.contains_key(&w.key)).collect();
+    let mut blocked_by: Option<&str> = None;
+    for want in growths {
+        let outcome = match blocked_by {
+            _ if !grow => Outcome::Unchanged,
+            Some(older) => Outcome::Behind { older: older.to_string() },
+            None => match apply(&mut next, want) {
+                refused @ Outcome::Refused(
+                    AllocError::Exhausted { .. } | AllocError::TooManyClaims { .. },
+                ) => {
+                    blocked_by = Some(&want.key);
+                    refused
+                }
+                other => other,
+            },
+        };
+        outcomes.insert(want.key.clone(), outcome);
+    }
+    Plan { ledger: next, outcomes }
+}
+
+fn apply(ledger: &mut Ledger, want: &Want) -> Outcome {
+    match ledger.allocate(&want.key, &want.uid, want.count) {
+        Ok((after, change)) => {
+            *ledger = after;
+            Outcome::Changed(change)
+        }
+        Err(e) => Outcome::Refused(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(key: &str, count: u32) -> Want {
+        Want { key: key.into(), uid: format!("uid-{key}"), count, deleting: false, status_ready: true }
+    }
+
+    fn given(plan: &Plan, key: &str) -> Vec<u32> {
+        plan.ledger.given(key, &format!("uid-{key}")).to_vec()
+    }
+
+    #[test]
+    fn one_hold_serves_every_claim_oldest_first() {
+        let wants = [want("ns/a", 2), want("ns/b", 1), want("ns/c", 3)];
+        let plan = plan(&Ledger::empty(10), &wants, true);
+        assert!(plan.changes());
+        assert_eq!(given(&plan, "ns/a"), vec![0, 1]);
+        assert_eq!(given(&plan, "ns/b"), vec![2]);
+        assert_eq!(given(&plan, "ns/c"), vec![3, 4, 5]);
+        assert_eq!(plan.changed().count(), 3);
+        // Planned again on its own result, nothing is left to do.
+        let again = super::plan(&plan.ledger, &wants, true);
+        assert!(!again.changes());
+        assert!(again.outcomes.values().all(|o| *o == Outcome::Unchanged));
+    }
+
+    #[test]
+    fn releases_and_shrinks_free_items_for_growths_of_the_same_hold() {
+        let (ledger, _) = Ledger::empty(4).allocate("ns/a", "uid-ns/a", 2).unwrap();
+        let (ledger, _) = ledger.allocate("ns/b", "uid-ns/b", 2).unwrap();
+        let gone = Want { deleting: true, ..want("ns/a", 2) };
+        let shrink = want("ns/b", 1);
+        let plan = plan(&ledger, &[want("ns/c", 3), gone, shrink], true);
+        assert_eq!(given(&plan, "ns/a"), Vec::<u32>::new());
+        assert_eq!(given(&plan, "ns/b"), vec![2]);
+        assert_eq!(given(&plan, "ns/c"), vec![0, 1, 3]);
+    }
+
+    #[test]
+    fn a_shrink_or_release_waits_for_the_status_to_let_go_first() {
+        let (ledger, _) = Ledger::empty(4).allocate("ns/a", "uid-ns/a", 3).unwrap();
+        let (ledger, _) = ledger.allocate("ns/b", "uid-ns/b", 1).unwrap();
+        let shrink = Want { status_ready: false, ..want("ns/a", 1) };
+        let release = Want { deleting: true, status_ready: false, ..want("ns/b", 1) };
+        let plan = plan(&ledger, &[shrink, release, want("ns/c", 1)], true);
+        assert_eq!(plan.outcomes["ns/a"], Outcome::StatusFirst);
+        assert_eq!(plan.outcomes["ns/b"], Outcome::StatusFirst);
+        assert_eq!(given(&plan, "ns/a"), vec![0, 1, 2]);
+        assert_eq!(given(&plan, "ns/b"), vec![3]);
+        assert!(matches!(plan.outcomes["ns/c"], Outcome::Refused(AllocError::Exhausted { .. })));
+    }
+
+    #[test]
+    fn a_claim_that_does_not_fit_is_not_starved_by_younger_ones() {
+        let (ledger, _) = Ledger::empty(4).allocate("ns/old", "uid-ns/old", 2).unwrap();
+        let plan = plan(&ledger, &[want("ns/big", 3), want("ns/small", 1)], true);
+        assert!(matches!(plan.outcomes["ns/big"], Outcome::Refused(AllocError::Exhausted { .. })));
+        assert_eq!(plan.outcomes["ns/small"], Outcome::Behind { older: "ns/big".into() });
+        assert!(!plan.changes());
+        // A claim larger than the whole pool can never fit: it waits behind nobody's back.
+        let plan = super::plan(&ledger, &[want("ns/huge", 9), want("ns/small", 1)], true);
+        assert!(matches!(plan.outcomes["ns/huge"], Outcome::Refused(AllocError::TooSmall { .. })));
+        assert_eq!(given(&plan, "ns/small"), vec![2]);
+    }
+
+    #[test]
+    fn an_entry_of_another_uid_is_left_for_a_read_of_the_live_claim() {
+        let (ledger, _) = Ledger::empty(4).allocate("ns/a", "earlier", 2).unwrap();
+        let plan = plan(&ledger, &[want("ns/a", 1), want("ns/b", 1)], true);
+        assert_eq!(plan.outcomes["ns/a"], Outcome::OtherUid);
+        assert_eq!(plan.conflicts().collect::<Vec<_>>(), vec!["ns/a"]);
+        assert_eq!(plan.ledger.given("ns/a", "earlier"), &[0, 1]);
+        assert_eq!(given(&plan, "ns/b"), vec![2]);
+    }
+
+    #[test]
+    fn a_pool_that_may_not_grow_still_takes_items_back() {
+        let (ledger, _) = Ledger::empty(4).allocate("ns/a", "uid-ns/a", 2).unwrap();
+        let gone = Want { deleting: true, ..want("ns/a", 2) };
+        let plan = plan(&ledger, &[gone, want("ns/b", 1)], false);
+        assert_eq!(plan.outcomes["ns/b"], Outcome::Unchanged);
+        assert_eq!(plan.ledger.allocated(), 0);
+    }
+}
