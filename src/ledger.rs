@@ -52,6 +52,10 @@ pub struct Entry {
 pub struct Ledger {
     capacity: u32,
     entries: BTreeMap<String, Entry>,
+    /// Which indices are held: derived from `entries`, kept so that finding free items
+    /// does not walk every entry (a hold can serve thousands of claims).
+    used: Vec<bool>,
+    allocated: u32,
 }
 
 /// What an allocation changed.
@@ -69,7 +73,7 @@ impl Change {
 
 impl Ledger {
     pub fn empty(capacity: u32) -> Self {
-        Self { capacity, entries: BTreeMap::new() }
+        Self { capacity, entries: BTreeMap::new(), used: vec![false; capacity as usize], allocated: 0 }
     }
 
     /// Reads a pool's status ledger, checking that it has at most
@@ -83,6 +87,7 @@ impl Ledger {
         // Which entry holds each index; capacity is at most MAX_POOL_ITEMS.
         let mut owner: Vec<Option<usize>> = vec![None; capacity as usize];
         let mut entries = BTreeMap::new();
+        let mut allocated = 0;
         for (n, a) in allocations.iter().enumerate() {
             let mut indices = Vec::new();
             for (start, end) in parse_runs(&a.claim, &a.items, capacity)? {
@@ -95,13 +100,15 @@ impl Ledger {
                         });
                     }
                     indices.push(index);
+                    allocated += 1;
                 }
             }
             if entries.insert(a.claim.clone(), Entry { uid: a.uid.clone(), indices }).is_some() {
                 return Err(LedgerError::TwoEntries { claim: a.claim.clone() });
             }
         }
-        Ok(Self { capacity, entries })
+        let used = owner.iter().map(Option::is_some).collect();
+        Ok(Self { capacity, entries, used, allocated })
     }
 
     pub fn to_status(&self) -> Vec<Allocation> {
@@ -120,7 +127,7 @@ impl Ledger {
     }
 
     pub fn allocated(&self) -> u32 {
-        self.entries.values().map(|e| e.indices.len() as u32).sum()
+        self.allocated
     }
 
     pub fn free(&self) -> u32 {
@@ -140,48 +147,78 @@ impl Ledger {
     /// is never touched: only the caller can tell (by reading the live claim) that it is
     /// stale, and then [`Ledger::release_uid`] frees it first.
     pub fn allocate(&self, claim: &str, uid: &str, count: u32) -> Result<(Ledger, Change), AllocError> {
+        let mut next = self.clone();
+        let change = next.assign(claim, uid, count)?;
+        Ok((next, change))
+    }
+
+    /// [`Ledger::allocate`] in place; on an error nothing changed.
+    pub fn assign(&mut self, claim: &str, uid: &str, count: u32) -> Result<Change, AllocError> {
         if count > self.capacity {
             return Err(AllocError::TooSmall { count, capacity: self.capacity });
         }
         if let Some(e) = self.entries.get(claim).filter(|e| e.uid != uid) {
             return Err(AllocError::HeldByOtherUid { claim: claim.to_string(), uid: e.uid.clone() });
         }
-        let mut next = self.clone();
-        let mut change = Change::default();
-        if !next.entries.contains_key(claim) && next.entries.len() >= MAX_CLAIMS_PER_POOL {
+        if !self.entries.contains_key(claim) && self.entries.len() >= MAX_CLAIMS_PER_POOL {
             return Err(AllocError::TooManyClaims { max: MAX_CLAIMS_PER_POOL });
         }
-        let mut held = next.entries.get(claim).map(|e| e.indices.clone()).unwrap_or_default();
+        let mut change = Change::default();
+        let mut held = self.entries.get(claim).map(|e| e.indices.clone()).unwrap_or_default();
         let have = held.len() as u32;
         if have > count {
-            change.removed.extend(held.split_off(count as usize));
+            change.removed = held.split_off(count as usize);
+            self.mark(&change.removed, false);
         } else if have < count {
             let needed = count - have;
-            let free = next.free();
+            let free = self.free();
             if needed > free {
                 return Err(AllocError::Exhausted { needed, free });
             }
-            change.added = next.lowest_free(needed as usize);
+            change.added = self.lowest_free(needed as usize);
+            self.mark(&change.added, true);
             held.extend(&change.added);
             held.sort_unstable();
         }
-        next.entries.insert(claim.to_string(), Entry { uid: uid.to_string(), indices: held });
-        Ok((next, change))
+        self.entries.insert(claim.to_string(), Entry { uid: uid.to_string(), indices: held });
+        Ok(change)
     }
 
     /// Removes the claim's entry; returns the freed indices (empty if it held nothing).
     pub fn release(&self, claim: &str) -> (Ledger, Vec<u32>) {
         let mut next = self.clone();
-        let freed = next.entries.remove(claim).map(|e| e.indices).unwrap_or_default();
+        let freed = next.remove(claim);
         (next, freed)
     }
 
     /// Removes the claim's entry only if it belongs to `uid`.
     pub fn release_uid(&self, claim: &str, uid: &str) -> (Ledger, Vec<u32>) {
+        let mut next = self.clone();
+        let freed = next.remove_uid(claim, uid);
+        (next, freed)
+    }
+
+    /// [`Ledger::release`] in place.
+    pub fn remove(&mut self, claim: &str) -> Vec<u32> {
+        let freed = self.entries.remove(claim).map(|e| e.indices).unwrap_or_default();
+        self.mark(&freed, false);
+        freed
+    }
+
+    /// [`Ledger::release_uid`] in place.
+    pub fn remove_uid(&mut self, claim: &str, uid: &str) -> Vec<u32> {
         match self.entries.get(claim) {
-            Some(e) if e.uid == uid => self.release(claim),
-            _ => (self.clone(), Vec::new()),
+            Some(e) if e.uid == uid => self.remove(claim),
+            _ => Vec::new(),
         }
+    }
+
+    fn mark(&mut self, indices: &[u32], used: bool) {
+        for &i in indices {
+            self.used[i as usize] = used;
+        }
+        let n = indices.len() as u32;
+        self.allocated = if used { self.allocated + n } else { self.allocated - n };
     }
 
     /// The indices the ledger gives to `claim` with `uid` (none for another uid).
@@ -193,13 +230,7 @@ impl Ledger {
     }
 
     fn lowest_free(&self, n: usize) -> Vec<u32> {
-        let mut used = vec![false; self.capacity as usize];
-        for e in self.entries.values() {
-            for &i in &e.indices {
-                used[i as usize] = true;
-            }
-        }
-        (0..self.capacity).filter(|&i| !used[i as usize]).take(n).collect()
+        (0..self.capacity).filter(|&i| !self.used[i as usize]).take(n).collect()
     }
 }
 
@@ -406,6 +437,8 @@ mod tests {
             };
             let round_trip = Ledger::from_status(&ledger.to_status(), 64).expect("no index held twice");
             assert_eq!(round_trip.allocated() + round_trip.free(), 64);
+            // What was kept alongside the entries equals what they say.
+            assert_eq!(round_trip, ledger);
         }
     }
 

@@ -95,7 +95,7 @@ async fn hold(ctx: &Context, name: &str, claim: &Claim, guard: &LockGuard) -> Re
     let stale = stale_entries(ctx, &planned, &wants).await?;
     if !stale.is_empty() {
         for key in &stale {
-            ledger = ledger.release(key).0;
+            ledger.remove(key);
         }
         planned = plan(&ledger, &wants, may_grow(&pool));
     }

@@ -83,8 +83,7 @@ pub fn plan(ledger: &Ledger, wants: &[Want], grow: bool) -> Plan {
                 (0, _) => Outcome::Unchanged,
                 (_, false) => Outcome::StatusFirst,
                 (_, true) => {
-                    let (after, freed) = next.release_uid(&want.key, &want.uid);
-                    next = after;
+                    let freed = next.remove_uid(&want.key, &want.uid);
                     Outcome::Changed(Change { added: Vec::new(), removed: freed })
                 }
             }
@@ -120,11 +119,8 @@ pub fn plan(ledger: &Ledger, wants: &[Want], grow: bool) -> Plan {
 }
 
 fn apply(ledger: &mut Ledger, want: &Want) -> Outcome {
-    match ledger.allocate(&want.key, &want.uid, want.count) {
-        Ok((after, change)) => {
-            *ledger = after;
-            Outcome::Changed(change)
-        }
+    match ledger.assign(&want.key, &want.uid, want.count) {
+        Ok(change) => Outcome::Changed(change),
         Err(e) => Outcome::Refused(e),
     }
 }
