@@ -45,8 +45,8 @@ audit: ## Check the allocation invariants of the current KUBECONFIG's cluster (r
 bench-lock: deps tools ## Lock latency benchmark (prints a table)
 	$(CARGO) bench --bench lock
 
-bench: bench-lock ## All benchmarks: locks, then reconcile throughput and memory
-	$(CARGO) bench --bench reconcile
+bench: bench-lock ## All benchmarks: locks, then claims bound per second, latency, requests and memory (plots in docs/bench)
+	$(CARGO) bench --bench throughput
 
 demo: deps tools ## The story on a local control plane (Ctrl-C stops; DEMO_SECONDS=N stops by itself)
 	$(CARGO) build -q --workspace --bins

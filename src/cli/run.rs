@@ -13,6 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::EtcdArgs;
 use super::lock::BackendArg;
 use crate::controller::{self, Locks, Settings};
+
+/// Reconciles running at once per controller, unless `--concurrency` says otherwise. Most
+/// of a reconcile is waiting for the API server, so this is well above the cores.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
 use crate::health::{self, Health};
 use crate::lock::etcd::{EtcdConfig, EtcdLock};
 use crate::lock::lease::LeaseLock;
@@ -32,7 +36,7 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "lockguard-system")]
     pub lease_namespace: String,
     /// Reconciles running at once per controller.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
     /// Where to serve /metrics, /healthz and /readyz (port 0: any free port, logged).
     #[arg(long, default_value = "0.0.0.0:8080")]

@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::claim::ledger_key;
-use super::context::Context;
+use super::context::{Context, newest};
 use super::plan::{Outcome, Plan, Want, plan};
 use super::pool_ledger::{is_deleting, is_protected, ledger_of, lock_pool, write_ledger};
 use super::{Error, FINALIZER, get_existing};
@@ -45,19 +45,31 @@ impl Batches {
     }
 }
 
+/// What [`settle`] found.
+pub enum Settled {
+    /// The newest copy of the pool this replica knows of.
+    Pool(Box<Pool>),
+    /// The pool does not exist.
+    NoPool,
+    /// A hold of this pool is under way on this replica; it serves this claim too if its
+    /// cache showed it, else the next one does. Try again in a moment rather than wait:
+    /// a reconcile waiting here would keep a worker from other claims.
+    Busy,
+}
+
 /// Brings pool `name`'s ledger as far towards what its claims want as it can go, unless the
 /// caches show it there already. `claim`, as its reconcile last read or wrote it, stands in
-/// for the cached copy when newer. Returns the newest pool this replica knows of (`None`:
-/// the pool does not exist).
-pub async fn settle(ctx: &Context, name: &str, claim: &Claim) -> Result<Option<Pool>, Error> {
+/// for the cached copy when newer.
+pub async fn settle(ctx: &Context, name: &str, claim: &Claim) -> Result<Settled, Error> {
     let slot = ctx.batches.slot(name);
-    let mut last_written = slot.lock().await;
-    let Some(pool) = newest(ctx.pool(name).await?, last_written.clone()) else { return Ok(None) };
+    let Ok(mut last_written) = slot.try_lock() else { return Ok(Settled::Busy) };
+    let found = |pool: Option<Pool>| pool.map_or(Settled::NoPool, |p| Settled::Pool(Box::new(p)));
+    let Some(pool) = newest(ctx.pool(name).await?, last_written.clone()) else { return Ok(Settled::NoPool) };
     if !has_work(&pool, &wants(ctx, &pool, Some(claim)))? {
-        return Ok(Some(pool));
+        return Ok(found(Some(pool)));
     }
     let Some(guard) = acquire_unless_done(ctx, &pool, claim, last_written.as_ref()).await? else {
-        return Ok(newest(ctx.cached_pool(name), last_written.clone()));
+        return Ok(found(newest(ctx.cached_pool(name), last_written.clone())));
     };
     let result = hold(ctx, name, claim, &guard).await;
     let lost = guard.is_lost();
@@ -68,7 +80,7 @@ pub async fn settle(ctx: &Context, name: &str, claim: &Claim) -> Result<Option<P
             if pool.is_some() {
                 last_written.clone_from(&pool);
             }
-            Ok(pool)
+            Ok(found(pool))
         }
         Err(Error::Fenced { pool, token, by }) => {
             let note = format!(
@@ -226,15 +238,6 @@ pub fn want_of(claim: &Claim, pool: &Pool, ledger: &Ledger) -> Want {
     let shown = claim.status.as_ref().map(|s| s.items.as_slice()).unwrap_or_default();
     let status_ready = shown.iter().all(|item| kept.contains(item));
     Want { key, uid, count, deleting, status_ready }
-}
-
-/// The newer of two copies of a pool (by resourceVersion).
-fn newest(a: Option<Pool>, b: Option<Pool>) -> Option<Pool> {
-    let version = |p: &Pool| p.resource_version().and_then(|v| v.parse::<u64>().ok()).unwrap_or_default();
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if version(&b) > version(&a) { b } else { a }),
-        (a, b) => a.or(b),
-    }
 }
 
 /// The outcome of the plan for `claim` on `pool`, as the caches show the other claims.

@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::batch;
+use super::batch::{self, Settled};
 use super::context::Context;
 use super::plan::Outcome;
 use super::pool_ledger::{is_deleting, is_protected, ledger_of, read_ledger};
@@ -31,6 +31,8 @@ pub const BOUND: &str = "Bound";
 /// A bound claim is checked against its pool's ledger at least this often, so nothing
 /// depends on one missed event.
 const RESYNC: Duration = Duration::from_secs(300);
+/// When a hold of the claim's pool is under way on this replica: look again after it.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
 
 /// Not bound for a reason that only a change of the pool can clear.
 pub fn waits_for_pool(claim: &Claim) -> bool {
@@ -182,8 +184,11 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     };
 
     let pool = match batch::settle(ctx, pool_name, &claim).await {
-        Ok(Some(pool)) => pool,
-        Ok(None) => return not_bound(&claim, ctx, pool_not_found(pool_name), None, Some(60)).await,
+        Ok(Settled::Pool(pool)) => pool,
+        Ok(Settled::Busy) => return Ok(Action::requeue(BUSY_RETRY)),
+        Ok(Settled::NoPool) => {
+            return not_bound(&claim, ctx, pool_not_found(pool_name), None, Some(60)).await;
+        }
         Err(error @ Error::Lock(_)) => {
             let backend = backend_name(pool.spec.lock.backend);
             let message = format!("{backend} lock of pool {pool_name} unavailable: {error}");
@@ -194,8 +199,7 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     };
     let given = ledger_of(&pool)?.given(&key, &uid).to_vec();
     if given.len() as u32 == count {
-        show_bound(&claim, ctx, &pool, &given).await?;
-        return Ok(Action::requeue(RESYNC));
+        return show(&claim, ctx, &pool, &given).await;
     }
     let state = match batch::outcome_for(ctx, &pool, &claim)? {
         Outcome::Refused(AllocError::TooSmall { .. }) => {
@@ -293,7 +297,11 @@ async fn cleanup(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     } else {
         claim.clone()
     };
-    let Some(pool) = batch::settle(ctx, pool_name, &claim).await? else { return Ok(Action::await_change()) };
+    let pool = match batch::settle(ctx, pool_name, &claim).await? {
+        Settled::Pool(pool) => pool,
+        Settled::Busy => return Ok(Action::requeue(BUSY_RETRY)),
+        Settled::NoPool => return Ok(Action::await_change()),
+    };
     if !ledger_of(&pool)?.given(&key, &uid).is_empty() {
         return Err(Error::Changed { claim: key });
     }
@@ -301,6 +309,7 @@ async fn cleanup(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
     let token = pool.status.as_ref().and_then(|s| s.fencing_token).unwrap_or_default();
     let note = format!("returned {summary} to pool {pool_name} (token {token})");
     ctx.event(&claim.object_ref(&()), EventType::Normal, "Freed", note).await;
+    ctx.shown(&key);
     Ok(Action::await_change())
 }
 

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
 
 use super::Settings;
 use super::batch::Batches;
@@ -114,12 +114,24 @@ pub struct Context {
     corrupt: Mutex<HashSet<String>>,
     /// Per pool: the resourceVersion last seen under the lock and since when.
     seen: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// Per pool: the newest copy the claim controller's pool watch delivered.
+    seen_pools: Mutex<HashMap<String, Pool>>,
     /// Per claim: since when this replica leaves its status to the ledger's writer.
     deferred: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// How long a replica leaves the status writes of a hold to the replica that held it.
 const SHOW_DEFER: Duration = Duration::from_millis(1500);
+
+/// The newer of two copies of an object (by resourceVersion).
+pub fn newest<K: kube::Resource>(a: Option<K>, b: Option<K>) -> Option<K> {
+    let version =
+        |k: &K| k.meta().resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()).unwrap_or_default();
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if version(&b) > version(&a) { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
 
 impl Context {
     pub fn new(
@@ -144,6 +156,7 @@ impl Context {
             corrupt: Mutex::default(),
             seen: Mutex::default(),
             deferred: Mutex::default(),
+            seen_pools: Mutex::default(),
         }
     }
 
@@ -155,8 +168,24 @@ impl Context {
         super::get_existing(&kube::Api::<Pool>::all(self.client.clone()), name).await
     }
 
+    /// Pool `name` as the caches show it: the pool controller's store, or the newer copy
+    /// the claim controller's pool watch delivered (the two watches run apart).
     pub fn cached_pool(&self, name: &str) -> Option<Pool> {
-        self.pools.get(&ObjectRef::new(name)).map(|p| (*p).clone())
+        let stored = self.pools.get(&ObjectRef::new(name)).map(|p| (*p).clone())?;
+        let seen = self.seen_pools.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
+        newest(Some(stored), seen)
+    }
+
+    /// Records a pool as a watch delivered it.
+    pub fn saw_pool(&self, pool: &Pool) {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        let mut seen = self.seen_pools.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = newest(seen.remove(&name), Some(pool.clone()));
+        if let Some(pool) =
+            newer.filter(|p| p.metadata.deletion_timestamp.is_none() || !p.finalizers().is_empty())
+        {
+            seen.insert(name, pool);
+        }
     }
 
     /// `Some(wait)` while this replica leaves claim `key`'s status write to another one.

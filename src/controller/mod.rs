@@ -109,8 +109,10 @@ pub async fn run(
     // wakes the claims that wait for it and those whose status no longer shows what its
     // ledger gives them; claims not yet reconciled are queued by their own events already.
     let of_pool = claim_store.clone();
+    let pools_seen = ctx.clone();
     let claim_controller = claim_controller
         .watches(pools.clone(), watcher::Config::default(), move |pool: Pool| {
+            pools_seen.saw_pool(&pool);
             let name = pool.metadata.name.clone().unwrap_or_default();
             let ledger = pool_ledger::read_ledger(&pool).ok();
             of_pool

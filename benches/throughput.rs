@@ -1,0 +1,467 @@
+//! `make bench`: how fast the operator binds claims. Each run gets a control plane and a
+//! lock etcd of its own, release-built replicas under the deploy/ RBAC, and claims created
+//! the way users create them; it prints a table and writes two SVG plots.
+//!
+//! `LOCKGUARD_BENCH=burst1000,burst4000,onebyone300,pools20x100` picks scenarios,
+//! `LOCKGUARD_BENCH_BACKENDS=Etcd,Lease` and `LOCKGUARD_BENCH_REPLICAS=1,3` the rest;
+//! `LOCKGUARD_BIN` benchmarks another build; `LOCKGUARD_BENCH_PLOTS=dir` (default
+//! docs/bench) says where the plots go.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use lockguard::api::{Claim, ClaimSpec, Pool};
+use plotters::prelude::*;
+use support::{Replicas, bound_reason, install_on};
+
+/// Claims created at once are sent with this many requests in flight.
+const IN_FLIGHT: usize = 32;
+const TIMEOUT: Duration = Duration::from_secs(900);
+
+#[derive(Clone, Copy)]
+struct Scenario {
+    id: &'static str,
+    title: &'static str,
+    pools: usize,
+    claims_per_pool: usize,
+    at_once: bool,
+}
+
+const SCENARIOS: [Scenario; 4] = [
+    Scenario { id: "burst1000", title: "1,000 at once", pools: 1, claims_per_pool: 1000, at_once: true },
+    Scenario { id: "burst4000", title: "4,000 at once", pools: 1, claims_per_pool: 4000, at_once: true },
+    Scenario { id: "onebyone300", title: "300 one by one", pools: 1, claims_per_pool: 300, at_once: false },
+    Scenario { id: "pools20x100", title: "20 pools × 100", pools: 20, claims_per_pool: 100, at_once: true },
+];
+
+struct Figures {
+    scenario: Scenario,
+    backend: String,
+    replicas: usize,
+    claims: usize,
+    seconds: f64,
+    /// Per claim: seconds from the start to its Bound, and its bind latency.
+    bound: Vec<(f64, f64)>,
+    ledger_writes: f64,
+    api_requests: f64,
+    peak_rss_mib: f64,
+    /// CPU seconds while the claims were bound: all replicas, and the API server.
+    operator_cpu: f64,
+    apiserver_cpu: f64,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.claims as f64 / self.seconds
+    }
+
+    fn latency_ms(&self, p: f64) -> f64 {
+        let mut v: Vec<f64> = self.bound.iter().map(|b| b.1).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default() * 1e3
+    }
+}
+
+/// A control plane, a lock etcd and the operator's kubeconfig, for one run.
+struct Servers {
+    control_plane: devenv::ControlPlane,
+    lock_etcd: devenv::EtcdServer,
+    operator_kubeconfig: PathBuf,
+    client: kube::Client,
+}
+
+async fn servers() -> Servers {
+    let dir = devenv::run_dir("bench").expect("run dir");
+    let control_plane = devenv::ControlPlane::start(&dir).await.expect("control plane");
+    let lock_etcd = devenv::etcd::start_single(&dir, "lock-etcd").expect("lock etcd");
+    let operator_kubeconfig = install_on(&control_plane).await;
+    let client = control_plane.client().await.expect("admin client");
+    Servers { control_plane, lock_etcd, operator_kubeconfig, client }
+}
+
+/// The replicas' `--concurrency`: the operator's default unless `LOCKGUARD_BENCH_CONCURRENCY`.
+fn concurrency() -> u16 {
+    std::env::var("LOCKGUARD_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(lockguard::cli::run::DEFAULT_CONCURRENCY)
+}
+
+fn env_list(name: &str) -> Option<Vec<String>> {
+    std::env::var(name).ok().map(|v| v.split(',').map(str::trim).map(String::from).collect())
+}
+
+/// From the API server's request counter: requests for lockguard's resources, Events and
+/// Leases, and of those the ledger writes (status updates of pools).
+async fn api_requests(client: &kube::Client) -> (f64, f64) {
+    let request = axum::http::Request::get("/metrics").body(Vec::new()).expect("request");
+    let text = client.request_text(request).await.unwrap_or_default();
+    let counters: Vec<(&str, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| Some((l, l.rsplit(' ').next()?.parse::<f64>().ok()?)))
+        .collect();
+    let ours = ["resource=\"claims\"", "resource=\"pools\"", "resource=\"events\"", "resource=\"leases\""];
+    let requests = counters.iter().filter(|(l, _)| ours.iter().any(|r| l.contains(r))).map(|c| c.1).sum();
+    let ledger = counters
+        .iter()
+        .filter(|(l, _)| l.contains("resource=\"pools\"") && l.contains("subresource=\"status\""))
+        .filter(|(l, _)| l.contains("verb=\"PUT\"") || l.contains("verb=\"PATCH\""))
+        .map(|c| c.1)
+        .sum();
+    (requests, ledger)
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 12th, 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 =
+        status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn pool_yaml(name: &str, capacity: usize, backend: &str) -> String {
+    format!(
+        "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {name}}}\n\
+         spec: {{items: {{range: {{start: 1, end: {capacity}}}}}, lock: {{backend: {backend}, ttlSeconds: 10, acquireTimeoutSeconds: 30}}}}\n"
+    )
+}
+
+async fn create_namespace(client: &kube::Client, name: &str) {
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+}
+
+async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
+    let servers = servers().await;
+    let client = servers.client.clone();
+    let mut kubectl = servers.control_plane.kubectl().expect("kubectl");
+    let pools: Vec<String> = (0..scenario.pools).map(|i| format!("bench-{i}")).collect();
+    let yaml: String = pools.iter().map(|p| pool_yaml(p, 65_536, backend) + "---\n").collect();
+    let mut child = kubectl
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), yaml.as_bytes()).expect("write pools");
+    assert!(child.wait().expect("kubectl").success(), "kubectl apply pools");
+    create_namespace(&client, "bench").await;
+
+    let concurrency = format!("--concurrency={}", concurrency());
+    let replicas = Replicas::start_with(
+        replicas_n,
+        &servers.operator_kubeconfig,
+        &servers.lock_etcd.endpoint(),
+        &[&concurrency],
+    );
+    // Wait until every pool is protected (the replicas are up and their caches synced).
+    let pool_api: Api<Pool> = Api::all(client.clone());
+    let ready = Instant::now();
+    loop {
+        let list = pool_api.list(&Default::default()).await.expect("pools");
+        if list.items.iter().filter(|p| p.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty())).count()
+            == pools.len()
+        {
+            break;
+        }
+        assert!(ready.elapsed() < Duration::from_secs(60), "pools not ready\n{}", replicas.tails());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Bound times, seen by a watch.
+    let claims: Api<Claim> = Api::namespaced(client.clone(), "bench");
+    let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watch = {
+        let bound = bound.clone();
+        let claims = claims.clone();
+        tokio::spawn(async move {
+            let stream = watcher(claims, watcher::Config::default()).applied_objects();
+            let _ = stream
+                .try_for_each(|claim| {
+                    let bound = bound.clone();
+                    async move {
+                        if bound_reason(&claim).is_some_and(|(s, _)| s == "True") {
+                            let name = claim.metadata.name.unwrap_or_default();
+                            bound.lock().expect("bound").entry(name).or_insert_with(Instant::now);
+                        }
+                        Ok(())
+                    }
+                })
+                .await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let requests_before = api_requests(&client).await;
+    let replica_cpu = |r: &Replicas| (0..replicas_n).filter_map(|i| r.pid(i)).map(cpu_seconds).sum::<f64>();
+    let apiserver_pid = servers.control_plane.apiserver_pid();
+    let cpu_before = (replica_cpu(&replicas), cpu_seconds(apiserver_pid));
+    let total = scenario.pools * scenario.claims_per_pool;
+    let started = Instant::now();
+    let create = |i: usize| {
+        let (claims, created, pool) = (claims.clone(), created.clone(), pools[i % pools.len()].clone());
+        async move {
+            let name = format!("c{i}");
+            let claim = Claim::new(&name, ClaimSpec { pool_ref: pool, count: 1 });
+            created.lock().expect("created").insert(name, Instant::now());
+            claims.create(&PostParams::default(), &claim).await.expect("create claim");
+        }
+    };
+    if scenario.at_once {
+        stream::iter(0..total).map(create).buffer_unordered(IN_FLIGHT).collect::<Vec<_>>().await;
+    } else {
+        for i in 0..total {
+            create(i).await;
+        }
+    }
+    loop {
+        if bound.lock().expect("bound").len() >= total {
+            break;
+        }
+        assert!(started.elapsed() < TIMEOUT, "not all claims bound\n{}", replicas.tails());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bound = bound.lock().expect("bound").clone();
+    let created = created.lock().expect("created").clone();
+    let last = bound.values().max().copied().unwrap_or(started);
+    let (operator_cpu, apiserver_cpu) =
+        (replica_cpu(&replicas) - cpu_before.0, cpu_seconds(apiserver_pid) - cpu_before.1);
+    let after = api_requests(&client).await;
+    let (requests, ledger_writes) = (after.0 - requests_before.0 - total as f64, after.1 - requests_before.1);
+    watch.abort();
+    let peak_rss_mib =
+        (0..replicas_n).filter_map(|i| replicas.pid(i).and_then(peak_rss_mib)).fold(0.0, f64::max);
+    let mut points: Vec<(f64, f64)> = bound
+        .iter()
+        .filter_map(|(name, at)| {
+            let from = created.get(name)?;
+            Some((at.duration_since(started).as_secs_f64(), at.duration_since(*from).as_secs_f64()))
+        })
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    drop(replicas);
+    Figures {
+        scenario,
+        backend: backend.to_string(),
+        replicas: replicas_n,
+        claims: total,
+        seconds: last.duration_since(started).as_secs_f64(),
+        bound: points,
+        ledger_writes: ledger_writes / total as f64,
+        api_requests: requests / total as f64,
+        peak_rss_mib,
+        operator_cpu,
+        apiserver_cpu,
+    }
+}
+
+/// The API server's own rate on this machine for the writes a claim needs: creates, then
+/// status writes from a tight loop (no operator running).
+async fn ceiling() -> (f64, f64) {
+    let servers = servers().await;
+    let client = servers.client.clone();
+    create_namespace(&client, "ceiling").await;
+    let claims: Api<Claim> = Api::namespaced(client, "ceiling");
+    let n = 2000;
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let claims = claims.clone();
+            async move {
+                let claim = Claim::new(&format!("c{i}"), ClaimSpec { pool_ref: "p".into(), count: 1 });
+                claims.create(&PostParams::default(), &claim).await.expect("create");
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    let creates = n as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let claims = claims.clone();
+            async move {
+                let status =
+                    serde_json::json!({ "status": { "items": [i.to_string()], "summary": i.to_string() } });
+                claims
+                    .patch_status(&format!("c{i}"), &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .expect("status");
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    let statuses = n as f64 / started.elapsed().as_secs_f64();
+    (creates, statuses)
+}
+
+fn plot_rates(figures: &[Figures], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let groups: Vec<&'static str> =
+        SCENARIOS.iter().filter(|s| figures.iter().any(|f| f.scenario.id == s.id)).map(|s| s.title).collect();
+    let series: Vec<(String, usize)> = {
+        let mut v: Vec<(String, usize)> = figures.iter().map(|f| (f.backend.clone(), f.replicas)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let top = figures.iter().map(Figures::rate).fold(0.0, f64::max) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("claims bound per second (one pool unless said)", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..groups.len() as f64, 0f64..top.max(1.0))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = (x - 0.5).round();
+            if (x - 0.5 - i).abs() < 0.01 && i >= 0.0 {
+                groups.get(i as usize).map(|g| g.to_string()).unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("claims/s")
+        .draw()?;
+    let width = 0.8 / series.len().max(1) as f64;
+    for (k, (backend, replicas)) in series.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        let bars =
+            figures.iter().filter(|f| &f.backend == backend && f.replicas == *replicas).filter_map(|f| {
+                let g = groups.iter().position(|t| *t == f.scenario.title)? as f64;
+                let x0 = g + 0.1 + width * k as f64;
+                Some(Rectangle::new([(x0, 0.0), (x0 + width * 0.9, f.rate())], color.filled()))
+            });
+        chart
+            .draw_series(bars)?
+            .label(format!("{backend}, {replicas} replica{}", if *replicas == 1 { "" } else { "s" }))
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn plot_latency(figures: &[Figures], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let runs: Vec<&Figures> = figures.iter().filter(|f| f.scenario.id == "burst1000").collect();
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let root = SVGBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let x_max = runs.iter().flat_map(|f| f.bound.iter().map(|b| b.0)).fold(0.0, f64::max) * 1.05;
+    let y_max = runs.iter().flat_map(|f| f.bound.iter().map(|b| b.1)).fold(0.0, f64::max) * 1.05;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("1,000 claims at once: bind latency of each claim, by when it was bound", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..x_max.max(0.1), 0f64..y_max.max(0.1))?;
+    chart.configure_mesh().x_desc("seconds since the first create").y_desc("creation → Bound, s").draw()?;
+    for (k, f) in runs.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        chart
+            .draw_series(f.bound.iter().map(|&(x, y)| Circle::new((x, y), 2, color.filled())))?
+            .label(format!("{}, {} replica{}", f.backend, f.replicas, if f.replicas == 1 { "" } else { "s" }))
+            .legend(move |(x, y)| Circle::new((x + 5, y), 4, color.filled()));
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let scenarios = env_list("LOCKGUARD_BENCH");
+    let backends = env_list("LOCKGUARD_BENCH_BACKENDS").unwrap_or(vec!["Etcd".into(), "Lease".into()]);
+    let replica_counts: Vec<usize> = env_list("LOCKGUARD_BENCH_REPLICAS")
+        .map(|v| v.iter().filter_map(|r| r.parse().ok()).collect())
+        .unwrap_or(vec![1, 3]);
+    let plots = std::env::var_os("LOCKGUARD_BENCH_PLOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| support::repo().join("docs/bench"));
+    runtime.block_on(async {
+        println!(
+            "\nlockguard throughput: claims of 1 item, {} binary, --concurrency={}\n",
+            support::lockguard_binary().display(),
+            concurrency()
+        );
+        println!(
+            "| {:<16} | {:<5} | {:>3} | {:>8} | {:>7} | {:>7} | {:>7} | {:>12} | {:>11} | {:>7} | {:>13} |",
+            "scenario", "lock", "rep", "claims/s", "seconds", "p50 ms", "p99 ms", "ledger w/claim", "API req/claim", "RSS MiB", "CPU s op/api"
+        );
+        println!(
+            "|{:-<18}|{:-<7}|{:->5}|{:->10}|{:->9}|{:->9}|{:->9}|{:->14}|{:->13}|{:->9}|{:->15}|",
+            "", "", "", "", "", "", "", "", "", "", ""
+        );
+        let mut all = Vec::new();
+        for scenario in SCENARIOS.iter().filter(|s| scenarios.as_ref().is_none_or(|l| l.iter().any(|x| x == s.id))) {
+            for backend in &backends {
+                for &replicas in &replica_counts {
+                    let f = run(*scenario, backend, replicas).await;
+                    println!(
+                        "| {:<16} | {:<5} | {:>3} | {:>8.1} | {:>7.1} | {:>7.0} | {:>7.0} | {:>14.3} | {:>13.1} | {:>7.1} | {:>6.1} / {:>5.1} |",
+                        scenario.title,
+                        backend,
+                        replicas,
+                        f.rate(),
+                        f.seconds,
+                        f.latency_ms(0.5),
+                        f.latency_ms(0.99),
+                        f.ledger_writes,
+                        f.api_requests,
+                        f.peak_rss_mib,
+                        f.operator_cpu,
+                        f.apiserver_cpu
+                    );
+                    all.push(f);
+                }
+            }
+        }
+        let (creates, statuses) = ceiling().await;
+        println!(
+            "\nAPI server ceiling on this machine ({IN_FLIGHT} requests in flight, no operator): {creates:.0} claim creates/s, {statuses:.0} status writes/s"
+        );
+        if std::fs::create_dir_all(&plots).is_ok() {
+            for (name, result) in [
+                ("throughput.svg", plot_rates(&all, &plots.join("throughput.svg"))),
+                ("latency-burst1000.svg", plot_latency(&all, &plots.join("latency-burst1000.svg"))),
+            ] {
+                match result {
+                    Ok(()) => println!("plot: {}", plots.join(name).display()),
+                    Err(e) => println!("plot {name} failed: {e}"),
+                }
+            }
+        }
+    });
+}
