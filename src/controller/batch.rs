@@ -1,10 +1,10 @@
 //! One hold of a pool's lock serves every claim of the pool: the I/O around
 //! [`plan`](super::plan::plan). A replica takes the lock only when its caches show work the
 //! ledger does not reflect yet, stops waiting for it once they show the work done by
-//! another replica, and runs one hold per pool at a time: reconciles of the same pool that
-//! arrive meanwhile find their work done by the hold before them.
+//! another replica, and runs one hold per pool at a time, in a task of the pool's own:
+//! claims ask for a hold and go on, and the next hold serves all who asked meanwhile.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,10 +14,10 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::claim::ledger_key;
-use super::context::{Context, newest};
+use super::context::Context;
 use super::plan::{Outcome, Plan, Want, plan};
 use super::pool_ledger::{is_deleting, is_protected, ledger_of, lock_pool, write_ledger};
-use super::{Error, FINALIZER, get_existing};
+use super::{Error, FINALIZER, backoff, get_existing};
 use crate::api::{Claim, Pool};
 use crate::ledger::Ledger;
 use crate::lock::LockGuard;
@@ -26,82 +26,186 @@ use crate::lock::LockGuard;
 /// done by the holder, so that it can stop waiting.
 const RECHECK: Duration = Duration::from_millis(50);
 
-/// Per pool: one hold at a time on this replica, and the pool as this replica last wrote it
-/// (newer than the cache until the watch delivers it).
+/// Per pool on this replica: a task that runs the pool's holds one after another, woken by
+/// the claims that need one. A claim's reconcile asks and goes on; the hold's ledger write
+/// wakes the claims it served (through the pool watch), and they show their items.
 #[derive(Default)]
 pub struct Batches {
-    pools: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Pool>>>>>,
+    pools: Mutex<HashMap<String, Arc<PoolBatch>>>,
+}
+
+#[derive(Default)]
+struct PoolBatch {
+    wake: tokio::sync::Notify,
+    state: Mutex<BatchState>,
+}
+
+#[derive(Default)]
+struct BatchState {
+    /// The pool as this replica last read or wrote it under the lock: newer than the caches
+    /// until a watch delivers it.
+    written: Option<Arc<Pool>>,
+    /// Each claim's outcome in the last plan, and the pool version it was planned on.
+    outcomes: Arc<BTreeMap<String, Outcome>>,
+    planned_at: u64,
+    /// Why the last hold failed, while it keeps failing.
+    failure: Option<Failure>,
+}
+
+/// Why the holds of a pool fail, for the claims that wait for them.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub message: String,
+    /// The lock could not be taken (the claims say `LockUnavailable`).
+    pub lock_unavailable: bool,
 }
 
 impl Batches {
-    fn slot(&self, pool: &str) -> Arc<tokio::sync::Mutex<Option<Pool>>> {
+    /// Asks for a hold of pool `name` on this replica: the pool's task runs one soon (at
+    /// once if idle), planned from the caches as they are then.
+    pub fn request(&self, ctx: &Arc<Context>, name: &str) {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.entry(pool.to_string()).or_default().clone()
+        let batch = pools.entry(name.to_string()).or_insert_with(|| {
+            let batch = Arc::new(PoolBatch::default());
+            tokio::spawn(run(ctx.clone(), name.to_string(), batch.clone()));
+            batch
+        });
+        batch.wake.notify_one();
     }
 
-    /// Forgets a pool that is gone.
-    pub fn forget(&self, pool: &str) {
-        self.pools.lock().unwrap_or_else(|e| e.into_inner()).remove(pool);
+    fn get(&self, name: &str) -> Option<Arc<PoolBatch>> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// The pool as this replica last read or wrote it under its lock.
+    pub fn written(&self, name: &str) -> Option<Arc<Pool>> {
+        self.get(name)?.state().written.clone()
+    }
+
+    /// Claim `key`'s outcome in the last plan of pool `name`, if that plan was made on
+    /// version `at` of the pool or a newer one.
+    pub fn outcome(&self, name: &str, key: &str, at: u64) -> Option<Outcome> {
+        let batch = self.get(name)?;
+        let state = batch.state();
+        (state.planned_at >= at).then(|| state.outcomes.get(key).cloned()).flatten()
+    }
+
+    pub fn failure(&self, name: &str) -> Option<Failure> {
+        self.get(name)?.state().failure.clone()
     }
 }
 
-/// What [`settle`] found.
-pub enum Settled {
-    /// The newest copy of the pool this replica knows of.
-    Pool(Box<Pool>),
-    /// The pool does not exist.
+impl PoolBatch {
+    fn state(&self) -> std::sync::MutexGuard<'_, BatchState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn planned(&self, pool: &Pool, planned: &Plan) {
+        let mut state = self.state();
+        state.outcomes = Arc::new(planned.outcomes.clone());
+        state.planned_at = version(pool);
+    }
+}
+
+enum Round {
+    /// The ledger was written: look again, claims may have come meanwhile.
+    Wrote,
+    /// Nothing (more) to do, or another replica did it.
+    Idle,
     NoPool,
-    /// A hold of this pool is under way on this replica; it serves this claim too if its
-    /// cache showed it, else the next one does. Try again in a moment rather than wait:
-    /// a reconcile waiting here would keep a worker from other claims.
-    Busy,
 }
 
-/// Brings pool `name`'s ledger as far towards what its claims want as it can go, unless the
-/// caches show it there already. `claim`, as its reconcile last read or wrote it, stands in
-/// for the cached copy when newer.
-pub async fn settle(ctx: &Context, name: &str, claim: &Claim) -> Result<Settled, Error> {
-    let slot = ctx.batches.slot(name);
-    let Ok(mut last_written) = slot.try_lock() else { return Ok(Settled::Busy) };
-    let found = |pool: Option<Pool>| pool.map_or(Settled::NoPool, |p| Settled::Pool(Box::new(p)));
-    let Some(pool) = newest(ctx.pool(name).await?, last_written.clone()) else { return Ok(Settled::NoPool) };
-    if !has_work(&pool, &wants(ctx, &pool, Some(claim)))? {
-        return Ok(found(Some(pool)));
+/// The task of one pool: a round per request, more while rounds write, a backoff while
+/// they fail. It ends when the pool is gone.
+async fn run(ctx: Arc<Context>, name: String, batch: Arc<PoolBatch>) {
+    let mut failures = 0;
+    loop {
+        batch.wake.notified().await;
+        loop {
+            match round(&ctx, &name, &batch).await {
+                Ok(Round::Wrote) => {
+                    failures = 0;
+                    batch.state().failure = None;
+                }
+                Ok(Round::Idle) => {
+                    failures = 0;
+                    batch.state().failure = None;
+                    break;
+                }
+                Ok(Round::NoPool) => {
+                    ctx.batches.pools.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+                    return;
+                }
+                Err(error) => {
+                    failures += 1;
+                    let delay = retry_delay(&error, failures);
+                    warn!(pool = %name, %error, kind = error.kind(), retry_in_ms = delay.as_millis() as u64, "hold of the pool's lock failed");
+                    let lock_unavailable = matches!(error, Error::Lock(_));
+                    batch.state().failure = Some(Failure { message: error.to_string(), lock_unavailable });
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
     }
-    let Some(guard) = acquire_unless_done(ctx, &pool, claim, last_written.as_ref()).await? else {
-        return Ok(found(newest(ctx.cached_pool(name), last_written.clone())));
-    };
-    let result = hold(ctx, name, claim, &guard).await;
+}
+
+fn retry_delay(error: &Error, failures: u32) -> Duration {
+    match error {
+        // Another replica holds the lock now, or wrote the pool: soon, from a fresh read.
+        Error::Fenced { .. } | Error::Changed { .. } | Error::BackendChanged { .. } => {
+            Duration::from_millis(200)
+        }
+        Error::EpochWait { wait, .. } => *wait + Duration::from_millis(100),
+        _ => backoff(failures, Duration::from_secs(30)),
+    }
+}
+
+/// One round: plan from the caches; if that changes anything, take the lock (unless the
+/// caches show the work done meanwhile) and hold it once.
+async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Error> {
+    let written = batch.state().written.clone();
+    let Some(pool) = newest_pool(ctx.pool(name).await?, written) else { return Ok(Round::NoPool) };
+    let planned = plan(&*ctx.ledger(&pool)?, &wants(ctx, &pool), may_grow(&pool));
+    batch.planned(&pool, &planned);
+    if !has_work(&planned) {
+        return Ok(Round::Idle);
+    }
+    let Some(guard) = acquire_unless_done(ctx, name, batch).await? else { return Ok(Round::Idle) };
+    let result = hold(ctx, name, &guard).await;
     let lost = guard.is_lost();
-    let token = guard.fencing_token();
     ctx.unlock(guard).await;
     match result {
-        Ok(pool) => {
-            if pool.is_some() {
-                last_written.clone_from(&pool);
-            }
-            Ok(found(pool))
+        Ok(Some(held)) => {
+            batch.planned(&held.pool, &held.plan);
+            batch.state().written = Some(Arc::new(held.pool));
+            Ok(if held.wrote { Round::Wrote } else { Round::Idle })
         }
+        Ok(None) => Ok(Round::NoPool),
         Err(Error::Fenced { pool, token, by }) => {
             let note = format!(
                 "ledger write of pool {pool} with token {token} rejected by the API server ({by}); this replica had lost its lock (lost={lost})"
             );
-            ctx.event(&claim.object_ref(&()), EventType::Warning, "FencedWriteRejected", note).await;
+            if let Some(object) = ctx.cached_pool(name) {
+                ctx.event(&object.object_ref(&()), EventType::Warning, "FencedWriteRejected", note).await;
+            }
             Err(Error::Fenced { pool, token, by })
         }
-        Err(e) => {
-            warn!(pool = name, token, error = %e, "batch failed");
-            Err(e)
-        }
+        Err(e) => Err(e),
     }
+}
+
+struct Held {
+    pool: Pool,
+    plan: Plan,
+    wrote: bool,
 }
 
 /// Under the lock: read the pool, plan for every claim the cache shows, settle entries of
 /// another uid by reading those claims, write the ledger once.
-async fn hold(ctx: &Context, name: &str, claim: &Claim, guard: &LockGuard) -> Result<Option<Pool>, Error> {
+async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Held>, Error> {
     let pools: Api<Pool> = Api::all(ctx.client.clone());
     let Some(pool) = get_existing(&pools, name).await? else { return Ok(None) };
-    let wants = wants(ctx, &pool, Some(claim));
+    let wants = wants(ctx, &pool);
     let mut ledger = ledger_of(&pool)?;
     let mut planned = plan(&ledger, &wants, may_grow(&pool));
     let stale = stale_entries(ctx, &planned, &wants).await?;
@@ -112,11 +216,12 @@ async fn hold(ctx: &Context, name: &str, claim: &Claim, guard: &LockGuard) -> Re
         planned = plan(&ledger, &wants, may_grow(&pool));
     }
     if !planned.changes() && stale.is_empty() {
-        return Ok(Some(pool)); // another replica did it while this one waited
+        // Another replica did it while this one waited.
+        return Ok(Some(Held { pool, plan: planned, wrote: false }));
     }
     let written = write_ledger(ctx, &pool, &planned.ledger, guard, |_| {}).await?;
     log_changes(ctx, &written, &planned, guard);
-    Ok(Some(written))
+    Ok(Some(Held { pool: written, plan: planned, wrote: true }))
 }
 
 /// The entries of another uid whose live claim (read from the server) is the one the cache
@@ -158,13 +263,9 @@ fn log_changes(ctx: &Context, pool: &Pool, planned: &Plan, guard: &LockGuard) {
 
 /// Waits for the pool's lock; gives up waiting (`None`) once the caches show that nothing
 /// is left to do, because another replica's hold did it.
-async fn acquire_unless_done(
-    ctx: &Context,
-    pool: &Pool,
-    claim: &Claim,
-    last_written: Option<&Pool>,
-) -> Result<Option<LockGuard>, Error> {
-    let acquire = lock_pool(ctx, pool);
+async fn acquire_unless_done(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Option<LockGuard>, Error> {
+    let Some(pool) = ctx.cached_pool(name) else { return Ok(None) };
+    let acquire = lock_pool(ctx, &pool);
     tokio::pin!(acquire);
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     let started = Instant::now();
@@ -172,10 +273,11 @@ async fn acquire_unless_done(
         tokio::select! {
             guard = &mut acquire => return guard.map(Some),
             _ = recheck.tick() => {
-                let Some(newest) = newest(ctx.cached_pool(&pool.name_any()), last_written.cloned()) else { continue };
-                if !has_work(&newest, &wants(ctx, &newest, Some(claim)))? {
+                let written = batch.state().written.clone();
+                let Some(pool) = newest_pool(ctx.cached_pool(name), written) else { continue };
+                if !has_work(&plan(&*ctx.ledger(&pool)?, &wants(ctx, &pool), may_grow(&pool))) {
                     ctx.metrics.lock_waits_abandoned.inc();
-                    tracing::debug!(pool = %pool.name_any(), waited_ms = started.elapsed().as_millis() as u64, "another replica did the work; not waiting for the lock");
+                    tracing::debug!(pool = name, waited_ms = started.elapsed().as_millis() as u64, "another replica did the work; not waiting for the lock");
                     return Ok(None);
                 }
             }
@@ -183,9 +285,8 @@ async fn acquire_unless_done(
     }
 }
 
-fn has_work(pool: &Pool, wants: &[Want]) -> Result<bool, Error> {
-    let planned = plan(&ledger_of(pool)?, wants, may_grow(pool));
-    Ok(planned.changes() || planned.conflicts().next().is_some())
+fn has_work(planned: &Plan) -> bool {
+    planned.changes() || planned.conflicts().next().is_some()
 }
 
 /// Claims get items only from a pool that is not being deleted and carries its deletion
@@ -195,35 +296,31 @@ pub fn may_grow(pool: &Pool) -> bool {
     !is_deleting(pool) && is_protected(pool)
 }
 
-/// What the cached claims of `pool` want, oldest first; `claim` replaces its cached copy
-/// when it is newer. Only claims that carry the finalizer take part: a claim without it
-/// could go without giving its items back.
-pub fn wants(ctx: &Context, pool: &Pool, claim: Option<&Claim>) -> Vec<Want> {
+/// What the cached claims of `pool` want, oldest first. Only claims that carry the
+/// finalizer take part: a claim without it could go without giving its items back.
+pub fn wants(ctx: &Context, pool: &Pool) -> Vec<Want> {
     let name = pool.name_any();
-    let mut claims: Vec<Arc<Claim>> =
-        ctx.claims.state().into_iter().filter(|c| c.spec.pool_ref == name).collect();
-    if let Some(own) = claim.filter(|c| c.spec.pool_ref == name) {
-        let key = ledger_key(own);
-        match claims.iter_mut().find(|c| ledger_key(c) == key) {
-            Some(cached) if version(cached) <= version(own) => *cached = Arc::new(own.clone()),
-            Some(_) => {}
-            None => claims.push(Arc::new(own.clone())),
-        }
-    }
-    claims.sort_by(|a, b| {
-        let age = |c: &Claim| c.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        age(a).cmp(&age(b)).then_with(|| ledger_key(a).cmp(&ledger_key(b)))
-    });
-    let ledger = ledger_of(pool).unwrap_or_else(|_| Ledger::empty(0));
-    claims
-        .iter()
-        .filter(|c| c.finalizers().iter().any(|f| f == FINALIZER))
-        .map(|c| want_of(c, pool, &ledger))
-        .collect()
+    let mut claims: Vec<Arc<Claim>> = ctx
+        .claims
+        .state()
+        .into_iter()
+        .filter(|c| c.spec.pool_ref == name && c.finalizers().iter().any(|f| f == FINALIZER))
+        .collect();
+    claims.sort_by_cached_key(|c| (c.metadata.creation_timestamp.as_ref().map(|t| t.0), ledger_key(c)));
+    let Ok(ledger) = ctx.ledger(pool) else { return Vec::new() };
+    claims.iter().map(|c| want_of(c, pool, &ledger)).collect()
 }
 
-fn version(claim: &Claim) -> u64 {
-    claim.resource_version().and_then(|v| v.parse().ok()).unwrap_or_default()
+fn version(pool: &Pool) -> u64 {
+    pool.resource_version().and_then(|v| v.parse().ok()).unwrap_or_default()
+}
+
+/// The newer of two copies of a pool (by resourceVersion).
+pub fn newest_pool(a: Option<Arc<Pool>>, b: Option<Arc<Pool>>) -> Option<Arc<Pool>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if version(&b) > version(&a) { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A claim's want: its count, whether it is being deleted, and whether its status shows
@@ -238,10 +335,4 @@ pub fn want_of(claim: &Claim, pool: &Pool, ledger: &Ledger) -> Want {
     let shown = claim.status.as_ref().map(|s| s.items.as_slice()).unwrap_or_default();
     let status_ready = shown.iter().all(|item| kept.contains(item));
     Want { key, uid, count, deleting, status_ready }
-}
-
-/// The outcome of the plan for `claim` on `pool`, as the caches show the other claims.
-pub fn outcome_for(ctx: &Context, pool: &Pool, claim: &Claim) -> Result<Outcome, Error> {
-    let planned = plan(&ledger_of(pool)?, &wants(ctx, pool, Some(claim)), may_grow(pool));
-    Ok(planned.outcomes.get(&ledger_key(claim)).cloned().unwrap_or(Outcome::Unchanged))
 }

@@ -18,10 +18,10 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::batch::{self, Settled};
+
 use super::context::Context;
 use super::plan::Outcome;
-use super::pool_ledger::{is_deleting, is_protected, ledger_of, read_ledger};
+use super::pool_ledger::{is_deleting, is_protected, ledger_of};
 use super::{Error, FINALIZER, backoff, get_existing};
 use crate::api::{Claim, ClaimStatus, LockBackend, Pool, condition, set_condition};
 use crate::failpoint;
@@ -31,8 +31,9 @@ pub const BOUND: &str = "Bound";
 /// A bound claim is checked against its pool's ledger at least this often, so nothing
 /// depends on one missed event.
 const RESYNC: Duration = Duration::from_secs(300);
-/// When a hold of the claim's pool is under way on this replica: look again after it.
-const BUSY_RETRY: Duration = Duration::from_millis(100);
+/// A claim waiting for a hold of its pool looks again after this long at the latest (its
+/// pool's ledger write wakes it sooner).
+const PENDING_RECHECK: Duration = Duration::from_secs(2);
 
 /// Not bound for a reason that only a change of the pool can clear.
 pub fn waits_for_pool(claim: &Claim) -> bool {
@@ -93,12 +94,20 @@ pub async fn reconcile(claim: Arc<Claim>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action, Error> {
-    let ctx = ctx.clone();
+    if claim.metadata.deletion_timestamp.is_some() {
+        // kube's finalizer helper would remove the finalizer as soon as a cleanup returns;
+        // this one stays until the pool's task has freed the items.
+        let ours = claim.finalizers().iter().any(|f| f == FINALIZER);
+        let action = if ours { release(&claim, ctx).await? } else { Action::await_change() };
+        ctx.succeeded(&ledger_key(&claim));
+        return Ok(action);
+    }
     let api: Api<Claim> = Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
     let result = finalizer(&api, FINALIZER, claim.clone(), |event| async {
         match event {
-            Finalize::Apply(claim) => apply(&claim, &ctx).await,
-            Finalize::Cleanup(claim) => cleanup(&claim, &ctx).await,
+            Finalize::Apply(claim) => apply(&claim, ctx).await,
+            // Deletion is handled above; a claim deleted since it was read comes back.
+            Finalize::Cleanup(_) => Ok(Action::requeue(Duration::from_millis(100))),
         }
     })
     .await;
@@ -135,15 +144,15 @@ struct NotBound {
     message: String,
 }
 
-async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
+async fn apply(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
     let key = ledger_key(claim);
     let pool_name = &claim.spec.pool_ref;
     let Some(pool) = ctx.pool(pool_name).await? else {
         return not_bound(claim, ctx, pool_not_found(pool_name), Some(Vec::new()), Some(60)).await;
     };
-    let ledger = match read_ledger(&pool) {
+    let ledger = match ctx.ledger(&pool) {
         Ok(ledger) => ledger,
-        Err(e) => {
+        Err(Error::Ledger { source: e, .. }) => {
             // Nothing can be verified against an unreadable ledger: leave a bound claim as it
             // is, tell a waiting one why; the pool's repair wakes it.
             let message = format!("pool {pool_name}: {e}");
@@ -153,6 +162,7 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
             }
             return not_bound(claim, ctx, NotBound { reason: "LedgerCorrupt", message }, None, None).await;
         }
+        Err(e) => return Err(e),
     };
     let uid = claim.uid().unwrap_or_default();
     let count = claim.spec.count.max(0) as u32;
@@ -183,45 +193,38 @@ async fn apply(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
         claim.clone()
     };
 
-    let pool = match batch::settle(ctx, pool_name, &claim).await {
-        Ok(Settled::Pool(pool)) => pool,
-        Ok(Settled::Busy) => return Ok(Action::requeue(BUSY_RETRY)),
-        Ok(Settled::NoPool) => {
-            return not_bound(&claim, ctx, pool_not_found(pool_name), None, Some(60)).await;
-        }
-        Err(error @ Error::Lock(_)) => {
-            let backend = backend_name(pool.spec.lock.backend);
-            let message = format!("{backend} lock of pool {pool_name} unavailable: {error}");
-            not_bound(&claim, ctx, NotBound { reason: "LockUnavailable", message }, None, None).await?;
-            return Err(error);
-        }
-        Err(e) => return Err(e),
-    };
-    let given = ledger_of(&pool)?.given(&key, &uid).to_vec();
-    if given.len() as u32 == count {
-        return show(&claim, ctx, &pool, &given).await;
+    // The pool's task plans for every claim its cache shows, this one included; the
+    // ledger write wakes this claim (through the pool watch) to show its items.
+    ctx.batches.request(ctx, pool_name);
+    if let Some(failure) = ctx.batches.failure(pool_name).filter(|f| f.lock_unavailable) {
+        let backend = backend_name(pool.spec.lock.backend);
+        let message = format!("{backend} lock of pool {pool_name} unavailable: {}", failure.message);
+        return not_bound(&claim, ctx, NotBound { reason: "LockUnavailable", message }, None, Some(5)).await;
     }
-    let state = match batch::outcome_for(ctx, &pool, &claim)? {
-        Outcome::Refused(AllocError::TooSmall { .. }) => {
-            let message =
-                format!("the claim asks for {count} items but pool {pool_name} only has {capacity}");
+    let outcome = ctx.batches.outcome(pool_name, &key, version(&pool));
+    let state = match outcome {
+        Some(Outcome::Refused(AllocError::TooSmall { .. })) => {
+            let message = format!("the claim asks for {count} items but pool {pool_name} only has {capacity}");
             NotBound { reason: "PoolTooSmall", message }
         }
-        Outcome::Refused(e) => {
+        Some(Outcome::Refused(e)) => {
             let message = format!("pool {pool_name}: {e}; the claim binds when items are freed");
             NotBound { reason: "PoolExhausted", message }
         }
-        Outcome::Behind { older } => {
+        Some(Outcome::Behind { older }) => {
             let message = format!(
                 "pool {pool_name} has too few free items for the older claim {older}, which is served first; this claim binds after it"
             );
             NotBound { reason: "PoolExhausted", message }
         }
-        // The caches have not caught up with the ledger yet.
-        _ => return Err(Error::Changed { claim: key }),
+        // Planned or about to be: the ledger write wakes it; this is only a safety net.
+        _ => return Ok(Action::requeue(PENDING_RECHECK)),
     };
-    info!(claim = %key, pool = %pool_name, reason = state.reason, "not bound");
     not_bound(&claim, ctx, state, None, Some(30)).await
+}
+
+fn version(pool: &Pool) -> u64 {
+    pool.resource_version().and_then(|v| v.parse().ok()).unwrap_or_default()
 }
 
 fn not_ready(pool: &str) -> NotBound {
@@ -278,39 +281,64 @@ async fn show(claim: &Claim, ctx: &Context, pool: &Pool, given: &[u32]) -> Resul
     Ok(Action::requeue(RESYNC))
 }
 
-async fn cleanup(claim: &Claim, ctx: &Context) -> Result<Action, Error> {
+/// A claim being deleted: its status lets go of the items, the pool's task frees them in
+/// the ledger, and only then does the finalizer go (checked against a fresh read).
+async fn release(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
     let key = ledger_key(claim);
     let pool_name = &claim.spec.pool_ref;
-    let pools: Api<Pool> = Api::all(ctx.client.clone());
-    let Some(pool) = get_existing(&pools, pool_name).await? else {
-        return Ok(Action::await_change()); // nothing was allocated from a pool that is gone
-    };
     let uid = claim.uid().unwrap_or_default();
-    let held = ledger_of(&pool)?.given(&key, &uid).to_vec();
-    if held.is_empty() {
-        return Ok(Action::await_change());
+    let cached = ctx.pool(pool_name).await?;
+    let still_held = match &cached {
+        Some(pool) => !ctx.ledger(pool)?.given(&key, &uid).is_empty(),
+        None => false,
+    };
+    if !still_held {
+        // Confirmed by the server: the cache may not show an allocation yet.
+        let pools: Api<Pool> = Api::all(ctx.client.clone());
+        let fresh = get_existing(&pools, pool_name).await?;
+        let held = match &fresh {
+            Some(pool) => ledger_of(pool)?.given(&key, &uid).to_vec(),
+            None => Vec::new(),
+        };
+        if held.is_empty() {
+            remove_finalizer(claim, ctx).await?;
+            if let Some(pool) = fresh.filter(|_| claim.status.as_ref().is_some_and(|s| s.fencing_token.is_some())) {
+                let token = pool.status.as_ref().and_then(|s| s.fencing_token).unwrap_or_default();
+                let note = format!("items returned to pool {pool_name} (token {token})");
+                ctx.event(&claim.object_ref(&()), EventType::Normal, "Freed", note).await;
+            }
+            ctx.shown(&key);
+            return Ok(Action::await_change());
+        }
     }
     // The status lets go of the items before the ledger frees them.
-    let claim = if claim.status.as_ref().is_some_and(|s| !s.items.is_empty()) {
+    if claim.status.as_ref().is_some_and(|s| !s.items.is_empty()) {
         let message = "the claim is being deleted; its items are returned to the pool".to_string();
-        set_not_bound(claim, ctx, NotBound { reason: "Releasing", message }, Some(Vec::new())).await?
-    } else {
-        claim.clone()
-    };
-    let pool = match batch::settle(ctx, pool_name, &claim).await? {
-        Settled::Pool(pool) => pool,
-        Settled::Busy => return Ok(Action::requeue(BUSY_RETRY)),
-        Settled::NoPool => return Ok(Action::await_change()),
-    };
-    if !ledger_of(&pool)?.given(&key, &uid).is_empty() {
-        return Err(Error::Changed { claim: key });
+        set_not_bound(claim, ctx, NotBound { reason: "Releasing", message }, Some(Vec::new())).await?;
     }
-    let (_, summary) = pool.spec.items.describe(&held);
-    let token = pool.status.as_ref().and_then(|s| s.fencing_token).unwrap_or_default();
-    let note = format!("returned {summary} to pool {pool_name} (token {token})");
-    ctx.event(&claim.object_ref(&()), EventType::Normal, "Freed", note).await;
-    ctx.shown(&key);
-    Ok(Action::await_change())
+    ctx.batches.request(ctx, pool_name);
+    Ok(Action::requeue(PENDING_RECHECK))
+}
+
+/// Removes this operator's finalizer, only from the finalizers as read (a JSON patch that
+/// tests them), so a finalizer another controller added meanwhile stays.
+async fn remove_finalizer(claim: &Claim, ctx: &Context) -> Result<(), Error> {
+    let finalizers = claim.finalizers();
+    let Some(at) = finalizers.iter().position(|f| f == FINALIZER) else { return Ok(()) };
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "test", "path": format!("/metadata/finalizers/{at}"), "value": FINALIZER },
+        { "op": "remove", "path": format!("/metadata/finalizers/{at}") },
+    ]))
+    .map_err(|e| Error::Invariant(format!("finalizer patch: {e}")))?;
+    let api: Api<Claim> = Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+    match api.patch(&claim.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
+            Err(Error::Changed { claim: ledger_key(claim) })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The Bound status that shows `indices` of `pool`.
@@ -405,6 +433,7 @@ async fn set_not_bound(
     // ItemsRevoked has its own Event already; Releasing is followed by Freed.
     let quiet = ["ItemsRevoked", "Releasing"].contains(&state.reason);
     if previous.as_deref() != Some(state.reason) && !quiet {
+        info!(claim = %ledger_key(claim), pool = %claim.spec.pool_ref, reason = state.reason, "not bound");
         ctx.event(&claim.object_ref(&()), EventType::Warning, state.reason, state.message).await;
     }
     Ok(written)

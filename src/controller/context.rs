@@ -11,8 +11,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use super::Settings;
-use super::batch::Batches;
+use super::Error;
+use super::batch::{Batches, newest_pool};
 use crate::api::{Claim, LockBackend, LockSpec, Pool};
+use crate::ledger::Ledger;
 use crate::lock::etcd::{EtcdConfig, EtcdLock};
 use crate::lock::lease::LeaseLock;
 use crate::lock::{Lock, LockError, LockGuard, LockOptions};
@@ -115,23 +117,15 @@ pub struct Context {
     /// Per pool: the resourceVersion last seen under the lock and since when.
     seen: Mutex<HashMap<String, (String, std::time::Instant)>>,
     /// Per pool: the newest copy the claim controller's pool watch delivered.
-    seen_pools: Mutex<HashMap<String, Pool>>,
+    seen_pools: Mutex<HashMap<String, Arc<Pool>>>,
+    /// Per pool: its ledger as parsed at a resourceVersion.
+    ledgers: Mutex<HashMap<String, (String, Arc<Ledger>)>>,
     /// Per claim: since when this replica leaves its status to the ledger's writer.
     deferred: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// How long a replica leaves the status writes of a hold to the replica that held it.
 const SHOW_DEFER: Duration = Duration::from_millis(1500);
-
-/// The newer of two copies of an object (by resourceVersion).
-pub fn newest<K: kube::Resource>(a: Option<K>, b: Option<K>) -> Option<K> {
-    let version =
-        |k: &K| k.meta().resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()).unwrap_or_default();
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if version(&b) > version(&a) { b } else { a }),
-        (a, b) => a.or(b),
-    }
-}
 
 impl Context {
     pub fn new(
@@ -157,35 +151,51 @@ impl Context {
             seen: Mutex::default(),
             deferred: Mutex::default(),
             seen_pools: Mutex::default(),
+            ledgers: Mutex::default(),
         }
     }
 
-    /// Pool `name` from the cache, or from the server when the cache does not have it (yet).
-    pub async fn pool(&self, name: &str) -> Result<Option<Pool>, kube::Error> {
+    /// Pool `name` from the caches, or from the server when they do not have it (yet).
+    pub async fn pool(&self, name: &str) -> Result<Option<Arc<Pool>>, kube::Error> {
         if let Some(pool) = self.cached_pool(name) {
             return Ok(Some(pool));
         }
-        super::get_existing(&kube::Api::<Pool>::all(self.client.clone()), name).await
+        let fetched = super::get_existing(&kube::Api::<Pool>::all(self.client.clone()), name).await?;
+        Ok(fetched.map(Arc::new))
     }
 
-    /// Pool `name` as the caches show it: the pool controller's store, or the newer copy
-    /// the claim controller's pool watch delivered (the two watches run apart).
-    pub fn cached_pool(&self, name: &str) -> Option<Pool> {
-        let stored = self.pools.get(&ObjectRef::new(name)).map(|p| (*p).clone())?;
+    /// The newest copy of pool `name` this replica has: from the pool controller's store,
+    /// the claim controller's pool watch (the two watches run apart), or its own last hold.
+    pub fn cached_pool(&self, name: &str) -> Option<Arc<Pool>> {
+        let stored = self.pools.get(&ObjectRef::new(name))?;
         let seen = self.seen_pools.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
-        newest(Some(stored), seen)
+        newest_pool(newest_pool(Some(stored), seen), self.batches.written(name))
     }
 
-    /// Records a pool as a watch delivered it.
+    /// Records a pool as the claim controller's watch delivered it.
     pub fn saw_pool(&self, pool: &Pool) {
-        let name = pool.metadata.name.clone().unwrap_or_default();
+        let name = pool.name_any();
         let mut seen = self.seen_pools.lock().unwrap_or_else(|e| e.into_inner());
-        let newer = newest(seen.remove(&name), Some(pool.clone()));
-        if let Some(pool) =
-            newer.filter(|p| p.metadata.deletion_timestamp.is_none() || !p.finalizers().is_empty())
-        {
+        let gone = pool.metadata.deletion_timestamp.is_some() && pool.finalizers().is_empty();
+        let newer = newest_pool(seen.remove(&name), Some(Arc::new(pool.clone())));
+        if let Some(pool) = newer.filter(|_| !gone) {
             seen.insert(name, pool);
         }
+    }
+
+    /// The pool's ledger, parsed once per version of the pool.
+    pub fn ledger(&self, pool: &Pool) -> Result<Arc<Ledger>, Error> {
+        let (name, version) = (pool.name_any(), pool.resource_version().unwrap_or_default());
+        let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, ledger)) = ledgers.get(&name)
+            && *at == version
+            && !version.is_empty()
+        {
+            return Ok(ledger.clone());
+        }
+        let ledger = Arc::new(super::pool_ledger::ledger_of(pool)?);
+        ledgers.insert(name, (version, ledger.clone()));
+        Ok(ledger)
     }
 
     /// `Some(wait)` while this replica leaves claim `key`'s status write to another one.

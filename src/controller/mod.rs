@@ -114,11 +114,11 @@ pub async fn run(
         .watches(pools.clone(), watcher::Config::default(), move |pool: Pool| {
             pools_seen.saw_pool(&pool);
             let name = pool.metadata.name.clone().unwrap_or_default();
-            let ledger = pool_ledger::read_ledger(&pool).ok();
+            let ledger = pools_seen.ledger(&pool).ok();
             of_pool
                 .state()
                 .into_iter()
-                .filter(|c| c.spec.pool_ref == name && claim::affected_by(c, &pool, ledger.as_ref()))
+                .filter(|c| c.spec.pool_ref == name && claim::affected_by(c, &pool, ledger.as_deref()))
                 .map(|c| ObjectRef::from_obj(&*c))
                 .collect::<Vec<_>>()
         })
