@@ -133,6 +133,41 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
+/// The API server's requests by resource, subresource and verb.
+async fn request_breakdown(client: &kube::Client) -> HashMap<String, f64> {
+    let request = axum::http::Request::get("/metrics").body(Vec::new()).expect("request");
+    let text = client.request_text(request).await.unwrap_or_default();
+    let label = |line: &str, name: &str| {
+        let at = line.find(&format!("{name}=\"")).map(|i| i + name.len() + 2)?;
+        Some(line[at..].split('"').next()?.to_string())
+    };
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let key = format!(
+            "{} {}{}",
+            label(line, "verb").unwrap_or_default(),
+            label(line, "resource").unwrap_or_default(),
+            label(line, "subresource").filter(|s| !s.is_empty()).map(|s| format!("/{s}")).unwrap_or_default()
+        );
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_default();
+        *out.entry(key).or_default() += value;
+    }
+    out
+}
+
+async fn print_breakdown(client: &kube::Client, before: &HashMap<String, f64>) {
+    let after = request_breakdown(client).await;
+    let mut rows: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or_default()))
+        .filter(|r| r.1 > 0.0)
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (key, n) in rows.iter().take(12) {
+        println!("    {n:>7.0}  {key}");
+    }
+}
+
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 =
@@ -218,6 +253,7 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let requests_before = api_requests(&client).await;
+    let breakdown_before = request_breakdown(&client).await;
     let replica_cpu = |r: &Replicas| (0..replicas_n).filter_map(|i| r.pid(i)).map(cpu_seconds).sum::<f64>();
     let apiserver_pid = servers.control_plane.apiserver_pid();
     let cpu_before = (replica_cpu(&replicas), cpu_seconds(apiserver_pid));
@@ -252,6 +288,9 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
     let (operator_cpu, apiserver_cpu) =
         (replica_cpu(&replicas) - cpu_before.0, cpu_seconds(apiserver_pid) - cpu_before.1);
     let after = api_requests(&client).await;
+    if std::env::var_os("LOCKGUARD_BENCH_VERBOSE").is_some() {
+        print_breakdown(&client, &breakdown_before).await;
+    }
     let (requests, ledger_writes) = (after.0 - requests_before.0 - total as f64, after.1 - requests_before.1);
     watch.abort();
     let peak_rss_mib =

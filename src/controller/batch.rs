@@ -220,7 +220,13 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
         return Ok(Some(Held { pool, plan: planned, wrote: false }));
     }
     let written = write_ledger(ctx, &pool, &planned.ledger, guard, |_| {}).await?;
-    log_changes(ctx, &written, &planned, guard);
+    let (given, freed) = log_changes(ctx, &written, &planned, guard);
+    let note = format!(
+        "ledger written under token {}: {given} claims given items, {freed} claims' items freed; {} items free",
+        guard.fencing_token(),
+        planned.ledger.free()
+    );
+    ctx.event(&written.object_ref(&()), EventType::Normal, "Allocated", note).await;
     Ok(Some(Held { pool: written, plan: planned, wrote: true }))
 }
 
@@ -242,28 +248,35 @@ async fn stale_entries(ctx: &Context, planned: &Plan, wants: &[Want]) -> Result<
     Ok(stale)
 }
 
-fn log_changes(ctx: &Context, pool: &Pool, planned: &Plan, guard: &LockGuard) {
+/// Logs each claim the write changed; returns how many were given items and freed.
+fn log_changes(ctx: &Context, pool: &Pool, planned: &Plan, guard: &LockGuard) -> (usize, usize) {
     let (wait_ms, hold_ms) = (guard.waited().as_millis() as u64, guard.held().as_millis() as u64);
     let (backend, token) = (guard.backend().as_str(), guard.fencing_token());
     let name = pool.name_any();
-    let mut claims = 0;
+    let (mut given, mut freed) = (0, 0);
     for (key, change) in planned.changed() {
-        claims += 1;
         let items = planned.ledger.entry(key).map_or(0, |e| e.indices.len());
         if change.added.is_empty() && items == 0 {
+            freed += 1;
             info!(claim = key, pool = %name, backend, token, wait_ms, hold_ms, items = change.removed.len(), "freed");
         } else {
+            given += 1;
             info!(claim = key, pool = %name, backend, token, wait_ms, hold_ms, items, "allocated");
         }
     }
     ctx.metrics.ledger_writes.get_or_create(&crate::metrics::by(guard.backend())).inc();
-    ctx.metrics.batch_claims.observe(f64::from(claims));
-    info!(pool = %name, backend, token, wait_ms, hold_ms, claims, free = planned.ledger.free(), "ledger written");
+    ctx.metrics.batch_claims.observe((given + freed) as f64);
+    info!(pool = %name, backend, token, wait_ms, hold_ms, claims = given + freed, free = planned.ledger.free(), "ledger written");
+    (given, freed)
 }
 
 /// Waits for the pool's lock; gives up waiting (`None`) once the caches show that nothing
 /// is left to do, because another replica's hold did it.
-async fn acquire_unless_done(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Option<LockGuard>, Error> {
+async fn acquire_unless_done(
+    ctx: &Context,
+    name: &str,
+    batch: &PoolBatch,
+) -> Result<Option<LockGuard>, Error> {
     let Some(pool) = ctx.cached_pool(name) else { return Ok(None) };
     let acquire = lock_pool(ctx, &pool);
     tokio::pin!(acquire);

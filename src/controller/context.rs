@@ -10,8 +10,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use super::Settings;
 use super::Error;
+use super::Settings;
 use super::batch::{Batches, newest_pool};
 use crate::api::{Claim, LockBackend, LockSpec, Pool};
 use crate::ledger::Ledger;
@@ -120,12 +120,24 @@ pub struct Context {
     seen_pools: Mutex<HashMap<String, Arc<Pool>>>,
     /// Per pool: its ledger as parsed at a resourceVersion.
     ledgers: Mutex<HashMap<String, (String, Arc<Ledger>)>>,
-    /// Per claim: since when this replica leaves its status to the ledger's writer.
-    deferred: Mutex<HashMap<String, std::time::Instant>>,
+    /// Per claim and write: since when this replica leaves that write to the replica that
+    /// last wrote the pool's ledger.
+    deferred: Mutex<HashMap<(String, Deferred), std::time::Instant>>,
 }
 
-/// How long a replica leaves the status writes of a hold to the replica that held it.
-const SHOW_DEFER: Duration = Duration::from_millis(1500);
+/// How long a replica leaves a claim's writes to the replica that last wrote its pool's
+/// ledger: every replica sees every claim, and three replicas racing for the same write
+/// cost the API server three requests, two of them refused.
+const DEFER: Duration = Duration::from_secs(3);
+
+/// The claim writes that one replica makes while the others wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Deferred {
+    /// Adding the finalizer to a new claim.
+    Finalizer,
+    /// Showing the items of a hold in the claim's status.
+    Status,
+}
 
 impl Context {
     pub fn new(
@@ -198,11 +210,16 @@ impl Context {
         Ok(ledger)
     }
 
-    /// `Some(wait)` while this replica leaves claim `key`'s status write to another one.
-    pub fn defer_show(&self, key: &str) -> Option<Duration> {
+    /// `Some(wait)` while this replica leaves `write` of claim `key` to the replica that
+    /// last wrote `pool`'s ledger. After that, it writes itself: that replica may be gone.
+    pub fn defer(&self, key: &str, write: Deferred, pool: &Pool) -> Option<Duration> {
+        let writer = pool.status.as_ref().and_then(|s| s.lock_holder.as_deref());
+        if writer.is_none_or(|w| w == self.identity()) {
+            return None;
+        }
         let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-        let since = deferred.entry(key.to_string()).or_insert_with(std::time::Instant::now);
-        SHOW_DEFER.checked_sub(since.elapsed()).filter(|wait| !wait.is_zero())
+        let since = deferred.entry((key.to_string(), write)).or_insert_with(std::time::Instant::now);
+        DEFER.checked_sub(since.elapsed()).filter(|wait| !wait.is_zero())
     }
 
     /// How long this replica has seen pool `name` at `resource_version` (zero the first
@@ -288,9 +305,9 @@ impl Context {
         self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 
-    /// Claim `key`'s status shows its items: nothing is deferred any more.
-    pub fn shown(&self, key: &str) {
-        self.deferred.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    /// `write` of claim `key` is done (by whichever replica): nothing to wait for.
+    pub fn done(&self, key: &str, write: Deferred) {
+        self.deferred.lock().unwrap_or_else(|e| e.into_inner()).remove(&(key.to_string(), write));
     }
 }
 
