@@ -34,6 +34,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
@@ -51,5 +52,16 @@ async fn main() -> ExitCode {
         },
         Command::Run(args) => cli::run::run(args).await,
         Command::Audit(args) => cli::audit::audit(args).await,
+    }
+}
+
+/// glibc gives threads that allocate at once arenas of their own, up to 8 per core, and the
+/// memory a burst of thousands of claims freed stays spread over them: two arenas kept a
+/// replica at 4,000 claims at 71 MiB instead of 86 (`make bench`).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads allocate much.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

@@ -269,3 +269,63 @@ async fn deploy_kustomization_is_accepted_by_the_api_server_under_restricted_pod
     let samples = support::repo().join("deploy/samples");
     kubectl_ok(&["apply", "-f", samples.to_str().expect("utf8")], None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hold_serves_many_claims_and_a_burst_binds_uniquely() {
+    use futures::{StreamExt, stream};
+    let kubeconfig = install().await;
+    let replicas = Replicas::start(3, &kubeconfig, &lock_etcd());
+    let pool = unique("burst");
+    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "{range: {start: 1, end: 1000}}", "Etcd")));
+    let ns = namespace("burst").await;
+    // 200 claims at once, as `kubectl apply -f` of a directory does.
+    stream::iter(0..200)
+        .map(|i| {
+            let (ns, pool) = (ns.clone(), pool.clone());
+            async move { create_claim(&ns, &format!("c{i}"), &pool, 1 + i % 3).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let namespaces = vec![ns.clone()];
+    let all_bound = eventually(Duration::from_secs(90), || async {
+        let claims = claims_in(&namespaces).await;
+        (claims.iter().filter(|c| bound_reason(c).is_some_and(|(s, _)| s == "True")).count() == 200)
+            .then_some(())
+    })
+    .await;
+    assert!(all_bound.is_some(), "not all 200 claims bound\n{}", replicas.tails());
+    assert_eq!(audit(&[&pool]).await, Ok((0..200).map(|i| 1 + i % 3).sum::<usize>()));
+
+    // Each ledger write served many claims: far fewer writes than claims.
+    let writes: f64 = (0..3)
+        .filter_map(|i| replicas.metrics_addr(i))
+        .filter_map(|addr| devenv::http_get(&addr, "/metrics"))
+        .flat_map(|(_, body)| {
+            body.lines()
+                .filter(|l| l.starts_with("lockguard_ledger_writes_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert!(writes >= 1.0, "the metric counts ledger writes\n{}", replicas.tails());
+    assert!(
+        writes <= 50.0,
+        "{writes} ledger writes for 200 claims: holds are not batched\n{}",
+        replicas.tails()
+    );
+    // The pool's Event counts the claims of each write.
+    let events = kubectl_ok(
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            &format!("involvedObject.name={pool}"),
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+        None,
+    );
+    assert!(events.contains("Allocated"), "the pool has Allocated Events: {events}");
+}

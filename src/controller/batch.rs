@@ -282,12 +282,16 @@ async fn acquire_unless_done(
     tokio::pin!(acquire);
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     let started = Instant::now();
+    let mut checked = version(&pool);
     loop {
         tokio::select! {
             guard = &mut acquire => return guard.map(Some),
             _ = recheck.tick() => {
                 let written = batch.state().written.clone();
-                let Some(pool) = newest_pool(ctx.cached_pool(name), written) else { continue };
+                // Only another replica's ledger write can do the work: look again only when
+                // the pool changed (planning thousands of claims costs milliseconds).
+                let Some(pool) = newest_pool(ctx.cached_pool(name), written).filter(|p| version(p) != checked) else { continue };
+                checked = version(&pool);
                 if !has_work(&plan(&*ctx.ledger(&pool)?, &wants(ctx, &pool), may_grow(&pool))) {
                     ctx.metrics.lock_waits_abandoned.inc();
                     tracing::debug!(pool = name, waited_ms = started.elapsed().as_millis() as u64, "another replica did the work; not waiting for the lock");

@@ -129,6 +129,7 @@ pub struct Context {
 /// ledger: every replica sees every claim, and three replicas racing for the same write
 /// cost the API server three requests, two of them refused.
 const DEFER: Duration = Duration::from_secs(3);
+const DEFER_RECHECK: Duration = Duration::from_millis(500);
 
 /// The claim writes that one replica makes while the others wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -219,7 +220,9 @@ impl Context {
         }
         let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
         let since = deferred.entry((key.to_string(), write)).or_insert_with(std::time::Instant::now);
-        DEFER.checked_sub(since.elapsed()).filter(|wait| !wait.is_zero())
+        // Looked at again soon: while the replicas' caches disagree on who wrote last, each
+        // may take another for the writer, and that passes as soon as the watch delivers.
+        DEFER.checked_sub(since.elapsed()).filter(|wait| !wait.is_zero()).map(|wait| wait.min(DEFER_RECHECK))
     }
 
     /// How long this replica has seen pool `name` at `resource_version` (zero the first
