@@ -32,9 +32,19 @@ enum Command {
     Audit(cli::audit::AuditArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before the runtime's threads exist: each takes an arena at its first allocation.
     limit_malloc_arenas();
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("lockguard: cannot start the async runtime: {e}");
+            ExitCode::from(cli::lock::EXIT_ERROR)
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
@@ -57,10 +67,10 @@ async fn main() -> ExitCode {
 
 /// glibc gives threads that allocate at once arenas of their own, up to 8 per core, and the
 /// memory a burst of thousands of claims freed stays spread over them: two arenas kept a
-/// replica at 4,000 claims at 71 MiB instead of 86 (`make bench`).
+/// replica at 4,000 claims at 71 MiB instead of 86 (`make bench`, MALLOC_ARENA_MAX=2).
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before other threads allocate much.
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }

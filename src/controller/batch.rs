@@ -170,7 +170,7 @@ async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Er
     if !has_work(&planned) {
         return Ok(Round::Idle);
     }
-    let Some(guard) = acquire_unless_done(ctx, name, batch).await? else { return Ok(Round::Idle) };
+    let Some(guard) = acquire_unless_done(ctx, &pool, batch).await? else { return Ok(Round::Idle) };
     let result = hold(ctx, name, &guard).await;
     let lost = guard.is_lost();
     ctx.unlock(guard).await;
@@ -274,15 +274,16 @@ fn log_changes(ctx: &Context, pool: &Pool, planned: &Plan, guard: &LockGuard) ->
 /// is left to do, because another replica's hold did it.
 async fn acquire_unless_done(
     ctx: &Context,
-    name: &str,
+    pool: &Pool,
     batch: &PoolBatch,
 ) -> Result<Option<LockGuard>, Error> {
-    let Some(pool) = ctx.cached_pool(name) else { return Ok(None) };
-    let acquire = lock_pool(ctx, &pool);
+    let name = pool.name_any();
+    let name = name.as_str();
+    let acquire = lock_pool(ctx, pool);
     tokio::pin!(acquire);
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     let started = Instant::now();
-    let mut checked = version(&pool);
+    let mut checked = version(pool);
     loop {
         tokio::select! {
             guard = &mut acquire => return guard.map(Some),
