@@ -169,13 +169,17 @@ async fn run_command(
     grace: Duration,
     signals: &mut Signals,
 ) -> ExitCode {
+    // The reaper exists before the command does, and leads the command's process group: no
+    // moment in which lockguard could die and leave what the command started running.
+    let reaper = Reaper::spawn().ok();
     let mut command = Command::new(program);
     command
         .args(args)
         .env("LOCKGUARD_LOCK_KEY", guard.key())
         .env("LOCKGUARD_FENCING_TOKEN", guard.fencing_token().to_string())
-        // Its own process group, so that stopping it reaches everything it started.
-        .process_group(0)
+        // A process group of its own (the reaper's), so that stopping it reaches everything
+        // it started.
+        .process_group(reaper.as_ref().map_or(0, |r| r.0))
         .kill_on_drop(true);
     // SAFETY: prctl is async-signal-safe; it makes the command die with this process.
     unsafe {
@@ -193,8 +197,7 @@ async fn run_command(
             return ExitCode::from(127);
         }
     };
-    let group = child.id().map(|pid| pid as libc::pid_t);
-    let reaper = group.and_then(|g| Reaper::spawn(g).ok());
+    let group = reaper.as_ref().map(|r| r.0).or(child.id().map(|pid| pid as libc::pid_t));
     let code = tokio::select! {
         status = child.wait() => match status {
             Ok(s) => exit_code_of(s),
@@ -241,27 +244,35 @@ fn signal_group(group: libc::pid_t, signal: libc::c_int) {
 }
 
 /// A small process that kills the command's group when lockguard dies, even by SIGKILL:
-/// the command itself gets a parent-death signal, but what it started does not.
+/// the command itself gets a parent-death signal, but what it started does not. It leads
+/// that group (its pid is the group id), so the group exists before the command starts.
 struct Reaper(libc::pid_t);
 
 impl Reaper {
-    fn spawn(group: libc::pid_t) -> std::io::Result<Self> {
+    fn spawn() -> std::io::Result<Self> {
         let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the child only makes async-signal-safe calls (setpgid, getppid, nanosleep,
-        // kill, _exit) and never returns into Rust code.
+        // SAFETY: the child only makes async-signal-safe calls (setpgid, signal, getppid,
+        // nanosleep, kill, _exit) and never returns into Rust code.
         match unsafe { libc::fork() } {
             -1 => Err(std::io::Error::last_os_error()),
             0 => unsafe {
-                // Out of lockguard's process group, so a signal to that group spares it.
                 libc::setpgid(0, 0);
+                // The command's stop (SIGTERM to the group) must not end the reaper early.
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
                 let pause = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
                 while libc::getppid() == parent {
                     libc::nanosleep(&pause, std::ptr::null_mut());
                 }
-                libc::kill(-group, libc::SIGKILL);
+                libc::kill(0, libc::SIGKILL);
                 libc::_exit(0)
             },
-            pid => Ok(Self(pid)),
+            pid => {
+                // Also from here, so the group exists whichever process runs first.
+                // SAFETY: setpgid on our own child, which has not exec'd.
+                unsafe { libc::setpgid(pid, pid) };
+                Ok(Self(pid))
+            }
         }
     }
 }
