@@ -265,6 +265,11 @@ async fn deploy_kustomization_is_accepted_by_the_api_server_under_restricted_pod
         assert!(stdout.contains(kind), "{kind} missing from:\n{stdout}");
     }
     assert!(!stderr.contains("violate PodSecurity"), "the namespace enforces restricted:\n{stderr}");
+    // Both forms users type work for the CRDs: `-k crds/` (install above) and plain `-f crds/`
+    // (the kustomization file is named `Kustomization`, which `-f` does not read).
+    let crds = support::repo().join("crds");
+    let plain = kubectl(&["apply", "--dry-run=server", "-f", crds.to_str().expect("utf8")], None);
+    assert!(plain.status.success(), "kubectl apply -f crds/: {}", String::from_utf8_lossy(&plain.stderr));
     // The samples are applied for real: they are valid under the CRDs' admission rules.
     let samples = support::repo().join("deploy/samples");
     kubectl_ok(&["apply", "-f", samples.to_str().expect("utf8")], None);
