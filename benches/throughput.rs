@@ -102,22 +102,13 @@ fn env_list(name: &str) -> Option<Vec<String>> {
 
 /// From the API server's request counter: requests for lockguard's resources, Events and
 /// Leases, and of those the ledger writes (status updates of pools).
-async fn api_requests(client: &kube::Client) -> (f64, f64) {
-    let request = axum::http::Request::get("/metrics").body(Vec::new()).expect("request");
-    let text = client.request_text(request).await.unwrap_or_default();
-    let counters: Vec<(&str, f64)> = text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter_map(|l| Some((l, l.rsplit(' ').next()?.parse::<f64>().ok()?)))
-        .collect();
-    let ours = ["resource=\"claims\"", "resource=\"pools\"", "resource=\"events\"", "resource=\"leases\""];
-    let requests = counters.iter().filter(|(l, _)| ours.iter().any(|r| l.contains(r))).map(|c| c.1).sum();
-    let ledger = counters
-        .iter()
-        .filter(|(l, _)| l.contains("resource=\"pools\"") && l.contains("subresource=\"status\""))
-        .filter(|(l, _)| l.contains("verb=\"PUT\"") || l.contains("verb=\"PATCH\""))
-        .map(|c| c.1)
-        .sum();
+fn api_requests(breakdown: &HashMap<String, f64>) -> (f64, f64) {
+    // Keys are "VERB resource" or "VERB resource/subresource".
+    let resource = |key: &str| key.split([' ', '/']).nth(1).unwrap_or_default().to_string();
+    let ours = ["claims", "pools", "events", "leases"];
+    let requests =
+        breakdown.iter().filter(|(k, _)| ours.contains(&resource(k).as_str())).map(|(_, n)| n).sum();
+    let ledger = ["PUT pools/status", "PATCH pools/status"].iter().filter_map(|k| breakdown.get(*k)).sum();
     (requests, ledger)
 }
 
@@ -155,8 +146,7 @@ async fn request_breakdown(client: &kube::Client) -> HashMap<String, f64> {
     out
 }
 
-async fn print_breakdown(client: &kube::Client, before: &HashMap<String, f64>) {
-    let after = request_breakdown(client).await;
+fn print_breakdown(before: &HashMap<String, f64>, after: &HashMap<String, f64>) {
     let mut rows: Vec<(String, f64)> = after
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or_default()))
@@ -252,8 +242,8 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let requests_before = api_requests(&client).await;
     let breakdown_before = request_breakdown(&client).await;
+    let requests_before = api_requests(&breakdown_before);
     let replica_cpu = |r: &Replicas| (0..replicas_n).filter_map(|i| r.pid(i)).map(cpu_seconds).sum::<f64>();
     let apiserver_pid = servers.control_plane.apiserver_pid();
     let cpu_before = (replica_cpu(&replicas), cpu_seconds(apiserver_pid));
@@ -287,9 +277,10 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
     let last = bound.values().max().copied().unwrap_or(started);
     let (operator_cpu, apiserver_cpu) =
         (replica_cpu(&replicas) - cpu_before.0, cpu_seconds(apiserver_pid) - cpu_before.1);
-    let after = api_requests(&client).await;
+    let breakdown_after = request_breakdown(&client).await;
+    let after = api_requests(&breakdown_after);
     if std::env::var_os("LOCKGUARD_BENCH_VERBOSE").is_some() {
-        print_breakdown(&client, &breakdown_before).await;
+        print_breakdown(&breakdown_before, &breakdown_after);
     }
     let (requests, ledger_writes) = (after.0 - requests_before.0 - total as f64, after.1 - requests_before.1);
     watch.abort();

@@ -8,9 +8,11 @@ mod support;
 use std::time::Duration;
 
 use support::epochs::{
-    TTL, all_bound, epoch_after, frozen_writer, pool_status, pool_yaml, refused_when_thawed, set_backend,
+    TTL, epoch_after, frozen_writer, pool_status, pool_yaml, refused_when_thawed, set_backend,
 };
-use support::{Replicas, audit, create_claim, install, kubectl_ok, namespace, unique};
+use support::{
+    Replicas, all_bound, audit, create_claim, event_reasons, install, kubectl_ok, namespace, unique,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_the_backend_back_and_forth_while_claims_bind_opens_new_epochs() {
@@ -58,17 +60,6 @@ async fn switching_the_backend_back_and_forth_while_claims_bind_opens_new_epochs
     let status = pool_status(&pool).await;
     assert!(status.lock_service.as_deref().is_some_and(|s| s.starts_with("etcd:")), "{status:?}");
     assert!(status.lock_epoch >= Some(3), "two switches, two new epochs: {status:?}");
-    let events = kubectl_ok(
-        &[
-            "get",
-            "events",
-            "-A",
-            "--field-selector",
-            &format!("involvedObject.name={pool}"),
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ],
-        None,
-    );
+    let events = event_reasons(&pool);
     assert!(events.contains("LockEpochAdvanced"), "{events}");
 }

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::epochs::{all_bound, epoch_after, frozen_writer, pool_status, pool_yaml, refused_when_thawed};
-use support::{Replicas, audit, create_claim, install, kubectl_ok, namespace, unique};
+use support::epochs::{epoch_after, frozen_writer, pool_status, pool_yaml, refused_then_all_bound};
+use support::{Replicas, all_bound, create_claim, install, kubectl_ok, namespace, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_etcd_replaced_by_a_fresh_cluster_opens_a_new_epoch_by_itself() {
@@ -41,12 +41,6 @@ async fn a_lock_etcd_replaced_by_a_fresh_cluster_opens_a_new_epoch_by_itself() {
     // (Its tokens restarted from the fresh cluster's revisions; by now they may have passed the
     // old ones again, so only the epoch and the service are compared.)
     assert!(after.lock_epoch > before.lock_epoch, "{after:?} vs {before:?}");
-    refused_when_thawed(&replicas, frozen).await;
-    assert!(
-        all_bound(std::slice::from_ref(&ns), 21, Duration::from_secs(60)).await,
-        "every claim bound\n{}",
-        replicas.tails()
-    );
-    assert!(audit(&[&pool]).await.is_ok(), "{:?}", audit(&[&pool]).await);
+    refused_then_all_bound(&replicas, frozen, &ns, 21, &pool).await;
     eprintln!("a replaced lock etcd: new epoch after {took:?}");
 }

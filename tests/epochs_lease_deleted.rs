@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams};
-use support::epochs::{all_bound, epoch_after, frozen_writer, pool_status, pool_yaml, refused_when_thawed};
-use support::{Replicas, audit, create_claim, install, kube_client, kubectl_ok, namespace, unique};
+use support::epochs::{epoch_after, frozen_writer, pool_status, pool_yaml, refused_then_all_bound};
+use support::{Replicas, create_claim, install, kube_client, kubectl_ok, namespace, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_lease_opens_a_new_epoch_by_itself() {
@@ -30,12 +30,6 @@ async fn a_deleted_lease_opens_a_new_epoch_by_itself() {
     }
     let took = epoch_after(&pool, before, Duration::from_secs(30)).await;
     assert!(took.is_some(), "a new epoch under the new Lease\n{}", replicas.tails());
-    refused_when_thawed(&replicas, frozen).await;
-    assert!(
-        all_bound(std::slice::from_ref(&ns), 21, Duration::from_secs(60)).await,
-        "every claim bound\n{}",
-        replicas.tails()
-    );
-    assert!(audit(&[&pool]).await.is_ok(), "{:?}", audit(&[&pool]).await);
+    refused_then_all_bound(&replicas, frozen, &ns, 21, &pool).await;
     eprintln!("a deleted Lease: new epoch after {took:?}");
 }

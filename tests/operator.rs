@@ -9,8 +9,8 @@ use std::time::Duration;
 use kube::api::{Api, DeleteParams};
 use lockguard::api::{Claim, Pool};
 use support::{
-    Replicas, audit, bound_reason, claims_in, create_claim, eventually, install, kube_client, kubectl,
-    kubectl_ok, lock_etcd, namespace, pool_yaml, reason_of, unique,
+    Replicas, all_bound, audit, claims_in, create_claim, event_reasons, eventually, install, kube_client,
+    kubectl, kubectl_ok, lock_etcd, namespace, pool_yaml, reason_of, unique,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,13 +37,11 @@ async fn three_replicas_bind_300_claims_uniquely_and_free_them_on_delete() {
         let pool = if i % 2 == 0 { &ports } else { &vlans };
         create_claim(&namespaces[i % 5], &format!("c{i}"), pool, 1 + (i % 2) as i32).await;
     }
-    let all_bound = eventually(Duration::from_secs(120), || async {
-        let claims = claims_in(&namespaces).await;
-        let bound = claims.iter().filter(|c| bound_reason(c).is_some_and(|(s, _)| s == "True")).count();
-        (bound == 300).then_some(())
-    })
-    .await;
-    assert!(all_bound.is_some(), "not all 300 claims bound in time\n{}", replicas.tails());
+    assert!(
+        all_bound(&namespaces, 300, Duration::from_secs(120)).await,
+        "not all 300 claims bound in time\n{}",
+        replicas.tails()
+    );
     assert_eq!(audit(&[&ports, &vlans]).await, Ok(150 + 300));
     assert!(replicas.all_alive(), "a replica died\n{}", replicas.tails());
 
@@ -292,27 +290,15 @@ async fn one_hold_serves_many_claims_and_a_burst_binds_uniquely() {
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
-    let namespaces = vec![ns.clone()];
-    let all_bound = eventually(Duration::from_secs(90), || async {
-        let claims = claims_in(&namespaces).await;
-        (claims.iter().filter(|c| bound_reason(c).is_some_and(|(s, _)| s == "True")).count() == 200)
-            .then_some(())
-    })
-    .await;
-    assert!(all_bound.is_some(), "not all 200 claims bound\n{}", replicas.tails());
+    assert!(
+        all_bound(std::slice::from_ref(&ns), 200, Duration::from_secs(90)).await,
+        "not all 200 claims bound\n{}",
+        replicas.tails()
+    );
     assert_eq!(audit(&[&pool]).await, Ok((0..200).map(|i| 1 + i % 3).sum::<usize>()));
 
     // Each ledger write served many claims: far fewer writes than claims.
-    let writes: f64 = (0..3)
-        .filter_map(|i| replicas.metrics_addr(i))
-        .filter_map(|addr| devenv::http_get(&addr, "/metrics"))
-        .flat_map(|(_, body)| {
-            body.lines()
-                .filter(|l| l.starts_with("lockguard_ledger_writes_total"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum();
+    let writes = replicas.metric_sum("lockguard_ledger_writes_total");
     assert!(writes >= 1.0, "the metric counts ledger writes\n{}", replicas.tails());
     assert!(
         writes <= 50.0,
@@ -320,17 +306,6 @@ async fn one_hold_serves_many_claims_and_a_burst_binds_uniquely() {
         replicas.tails()
     );
     // The pool's Event counts the claims of each write.
-    let events = kubectl_ok(
-        &[
-            "get",
-            "events",
-            "-A",
-            "--field-selector",
-            &format!("involvedObject.name={pool}"),
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ],
-        None,
-    );
+    let events = event_reasons(&pool);
     assert!(events.contains("Allocated"), "the pool has Allocated Events: {events}");
 }

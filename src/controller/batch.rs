@@ -181,14 +181,12 @@ async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Er
             Ok(if held.wrote { Round::Wrote } else { Round::Idle })
         }
         Ok(None) => Ok(Round::NoPool),
-        Err(Error::Fenced { pool, token, by }) => {
+        Err(Error::Fenced { token, by, .. }) => {
             let note = format!(
-                "ledger write of pool {pool} with token {token} rejected by the API server ({by}); this replica had lost its lock (lost={lost})"
+                "ledger write of pool {name} with token {token} rejected by the API server ({by}); this replica had lost its lock (lost={lost})"
             );
-            if let Some(object) = ctx.cached_pool(name) {
-                ctx.event(&object.object_ref(&()), EventType::Warning, "FencedWriteRejected", note).await;
-            }
-            Err(Error::Fenced { pool, token, by })
+            ctx.event(&pool.object_ref(&()), EventType::Warning, "FencedWriteRejected", note).await;
+            Err(Error::Fenced { pool: name.to_string(), token, by })
         }
         Err(e) => Err(e),
     }
@@ -316,7 +314,7 @@ pub fn may_grow(pool: &Pool) -> bool {
 
 /// What the cached claims of `pool` want, oldest first. Only claims that carry the
 /// finalizer take part: a claim without it could go without giving its items back.
-pub fn wants(ctx: &Context, pool: &Pool) -> Vec<Want> {
+fn wants(ctx: &Context, pool: &Pool) -> Vec<Want> {
     let name = pool.name_any();
     let mut claims: Vec<Arc<Claim>> = ctx
         .claims
@@ -329,7 +327,8 @@ pub fn wants(ctx: &Context, pool: &Pool) -> Vec<Want> {
     claims.iter().map(|c| want_of(c, pool, &ledger)).collect()
 }
 
-fn version(pool: &Pool) -> u64 {
+/// A pool's resourceVersion as a number (one etcd orders them).
+pub fn version(pool: &Pool) -> u64 {
     pool.resource_version().and_then(|v| v.parse().ok()).unwrap_or_default()
 }
 
@@ -343,7 +342,7 @@ pub fn newest_pool(a: Option<Arc<Pool>>, b: Option<Arc<Pool>>) -> Option<Arc<Poo
 
 /// A claim's want: its count, whether it is being deleted, and whether its status shows
 /// no more than it keeps after the change (so that the ledger may take the rest back).
-pub fn want_of(claim: &Claim, pool: &Pool, ledger: &Ledger) -> Want {
+fn want_of(claim: &Claim, pool: &Pool, ledger: &Ledger) -> Want {
     let (key, uid) = (ledger_key(claim), claim.uid().unwrap_or_default());
     let deleting = claim.metadata.deletion_timestamp.is_some();
     let count = claim.spec.count.max(0) as u32;

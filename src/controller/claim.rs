@@ -18,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::batch;
 use super::context::{Context, Deferred};
 use super::plan::Outcome;
 use super::pool_ledger::{is_deleting, is_protected, ledger_of};
@@ -208,7 +209,7 @@ async fn apply(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
         let message = format!("{backend} lock of pool {pool_name} unavailable: {}", failure.message);
         return not_bound(&claim, ctx, NotBound { reason: "LockUnavailable", message }, None, Some(5)).await;
     }
-    let outcome = ctx.batches.outcome(pool_name, &key, version(&pool));
+    let outcome = ctx.batches.outcome(pool_name, &key, batch::version(&pool));
     let state = match outcome {
         Some(Outcome::Refused(AllocError::TooSmall { .. })) => {
             let message =
@@ -229,10 +230,6 @@ async fn apply(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
         _ => return Ok(Action::requeue(PENDING_RECHECK)),
     };
     not_bound(&claim, ctx, state, None, Some(30)).await
-}
-
-fn version(pool: &Pool) -> u64 {
-    pool.resource_version().and_then(|v| v.parse().ok()).unwrap_or_default()
 }
 
 fn not_ready(pool: &str) -> NotBound {

@@ -6,7 +6,7 @@ use kube::api::{Api, Patch, PatchParams};
 use lockguard::api::Pool;
 use serde_json::json;
 
-use super::{Replicas, bound_reason, claims_in, create_claim, eventually, kube_client};
+use super::{Replicas, all_bound, audit, create_claim, eventually, kube_client};
 
 pub const TTL: u64 = 3;
 
@@ -36,16 +36,6 @@ pub async fn epoch_after(pool: &str, epoch: i64, limit: Duration) -> Option<Dura
     Some(started.elapsed())
 }
 
-pub async fn all_bound(namespaces: &[String], n: usize, limit: Duration) -> bool {
-    eventually(limit, || async {
-        let claims = claims_in(namespaces).await;
-        let bound = claims.iter().filter(|c| bound_reason(c).is_some_and(|(s, _)| s == "True")).count();
-        (bound == n).then_some(())
-    })
-    .await
-    .is_some()
-}
-
 /// Starts a replica that stops itself (SIGSTOP) at its first ledger write, holding the pool's
 /// lock under the current lock service, and waits until it did.
 pub async fn frozen_writer(replicas: &mut Replicas, ns: &str, pool: &str) -> usize {
@@ -65,4 +55,16 @@ pub async fn refused_when_thawed(replicas: &Replicas, i: usize) {
     })
     .await;
     assert!(refused.is_some(), "the old service's write must be refused\n{}", replicas.tails());
+}
+
+/// The end of each epoch test: the frozen writer is refused when thawed, the `n` claims of
+/// `ns` all bind and the pool audits clean.
+pub async fn refused_then_all_bound(replicas: &Replicas, frozen: usize, ns: &str, n: usize, pool: &str) {
+    refused_when_thawed(replicas, frozen).await;
+    assert!(
+        all_bound(&[ns.to_string()], n, Duration::from_secs(60)).await,
+        "every claim bound\n{}",
+        replicas.tails()
+    );
+    assert!(audit(&[pool]).await.is_ok(), "{:?}", audit(&[pool]).await);
 }

@@ -265,6 +265,20 @@ impl Replicas {
     }
 
     /// Resident memory of replica `i`, in KiB.
+    /// The sum of a metric's samples over every replica's /metrics.
+    pub fn metric_sum(&self, metric: &str) -> f64 {
+        (0..self.len())
+            .filter_map(|i| self.metrics_addr(i))
+            .filter_map(|addr| devenv::http_get(&addr, "/metrics"))
+            .flat_map(|(_, body)| {
+                body.lines()
+                    .filter(|l| l.starts_with(metric))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    }
+
     pub fn rss_kib(&self, i: usize) -> Option<u64> {
         self.pid(i)
             .and_then(|pid| proc_field(pid, "VmRSS:"))
@@ -360,6 +374,26 @@ pub async fn reasons(namespace: &str, names: &[String]) -> Vec<(String, String)>
         out.push(reason_of(namespace, name).await.unwrap_or_default());
     }
     out
+}
+
+/// Waits (at most `limit`) until exactly `n` claims in `namespaces` are bound.
+pub async fn all_bound(namespaces: &[String], n: usize, limit: Duration) -> bool {
+    eventually(limit, || async {
+        let claims = claims_in(namespaces).await;
+        let bound = claims.iter().filter(|c| bound_reason(c).is_some_and(|(s, _)| s == "True")).count();
+        (bound == n).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// The reasons of the Events about object `name` (any namespace), space-separated.
+pub fn event_reasons(name: &str) -> String {
+    let selector = format!("involvedObject.name={name}");
+    kubectl_ok(
+        &["get", "events", "-A", "--field-selector", &selector, "-o", "jsonpath={.items[*].reason}"],
+        None,
+    )
 }
 
 pub async fn claims_in(namespaces: &[String]) -> Vec<Claim> {
