@@ -203,8 +203,8 @@ struct Held {
 async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Held>, Error> {
     let pools: Api<Pool> = Api::all(ctx.client.clone());
     let Some(pool) = get_existing(&pools, name).await? else { return Ok(None) };
-    let wants = wants(ctx, &pool);
     let mut ledger = ledger_of(&pool)?;
+    let wants = live_shrinks(ctx, &pool, &ledger, wants(ctx, &pool)).await?;
     let mut planned = plan(&ledger, &wants, may_grow(&pool));
     let stale = stale_entries(ctx, &planned, &wants).await?;
     if !stale.is_empty() {
@@ -226,6 +226,33 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
     );
     ctx.event(&written.object_ref(&()), EventType::Normal, "Allocated", note).await;
     Ok(Some(Held { pool: written, plan: planned, wrote: true }))
+}
+
+/// Shrinks as the live claims want them: a cached claim may be older than the growth
+/// another replica made from a newer read, and shrinking it back would take items its
+/// status already shows. Shrinks are rare, so each is read from the server.
+async fn live_shrinks(
+    ctx: &Context,
+    pool: &Pool,
+    ledger: &Ledger,
+    wants: Vec<Want>,
+) -> Result<Vec<Want>, Error> {
+    let mut live = Vec::with_capacity(wants.len());
+    for want in wants {
+        let shrinking = !want.deleting && ledger.given(&want.key, &want.uid).len() as u32 > want.count;
+        let Some((namespace, name)) = want.key.split_once('/').filter(|_| shrinking) else {
+            live.push(want);
+            continue;
+        };
+        let api: Api<Claim> = Api::namespaced(ctx.client.clone(), namespace);
+        // Gone or replaced: its entry is left to the pool's reconcile.
+        if let Some(claim) =
+            get_existing(&api, name).await?.filter(|c| c.uid().as_deref() == Some(want.uid.as_str()))
+        {
+            live.push(want_of(&claim, pool, ledger));
+        }
+    }
+    Ok(live)
 }
 
 /// The entries of another uid whose live claim (read from the server) is the one the cache
