@@ -1,7 +1,7 @@
 //! Prometheus metrics: reconciles per controller, lock wait and hold times per backend,
 //! lost locks, fenced-write rejections, current waiters.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -10,24 +10,16 @@ use prometheus_client::registry::Registry;
 
 use crate::lock::Backend;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum BackendLabel {
-    Etcd,
-    Lease,
-}
-
-impl From<Backend> for BackendLabel {
-    fn from(b: Backend) -> Self {
-        match b {
-            Backend::Etcd => BackendLabel::Etcd,
-            Backend::Lease => BackendLabel::Lease,
-        }
+/// `backend="etcd"`, as the logs and the CLI write it.
+impl EncodeLabelValue for Backend {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
     }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ByBackend {
-    pub backend: BackendLabel,
+    pub backend: Backend,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -170,7 +162,7 @@ impl Metrics {
 }
 
 pub fn by(backend: Backend) -> ByBackend {
-    ByBackend { backend: backend.into() }
+    ByBackend { backend }
 }
 
 #[cfg(test)]
@@ -184,8 +176,8 @@ mod tests {
         metrics.fenced_rejections.get_or_create(&by(Backend::Lease)).inc();
         metrics.reconciled("claim", 0.01, Some("lock"));
         let text = metrics.render();
-        assert!(text.contains("lockguard_lock_acquire_wait_seconds_count{backend=\"Etcd\"} 1"), "{text}");
-        assert!(text.contains("lockguard_fenced_writes_rejected_total{backend=\"Lease\"} 1"), "{text}");
+        assert!(text.contains("lockguard_lock_acquire_wait_seconds_count{backend=\"etcd\"} 1"), "{text}");
+        assert!(text.contains("lockguard_fenced_writes_rejected_total{backend=\"lease\"} 1"), "{text}");
         assert!(
             text.contains("lockguard_reconcile_errors_total{controller=\"claim\",kind=\"lock\"} 1"),
             "{text}"

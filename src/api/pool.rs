@@ -3,6 +3,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::lock::Backend;
+
 /// Largest pool: a range of this many items. The ledger stores item indices as compressed
 /// ranges ("0-99,120") for at most `ledger::MAX_CLAIMS_PER_POOL` claims with names of at most
 /// 63 characters, so even a fully fragmented ledger of this size stays under 1.3 MB, inside
@@ -63,38 +65,11 @@ pub struct ItemRange {
     pub end: i64,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Default)]
-pub enum LockBackend {
-    /// An etcd lease lock on the lock etcd (`--etcd-endpoints`).
-    #[default]
-    Etcd,
-    /// A coordination.k8s.io/v1 Lease in the operator's namespace.
-    Lease,
-}
-
-impl From<crate::lock::Backend> for LockBackend {
-    fn from(b: crate::lock::Backend) -> Self {
-        match b {
-            crate::lock::Backend::Etcd => LockBackend::Etcd,
-            crate::lock::Backend::Lease => LockBackend::Lease,
-        }
-    }
-}
-
-impl From<LockBackend> for crate::lock::Backend {
-    fn from(b: LockBackend) -> Self {
-        match b {
-            LockBackend::Etcd => crate::lock::Backend::Etcd,
-            LockBackend::Lease => crate::lock::Backend::Lease,
-        }
-    }
-}
-
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LockSpec {
     #[serde(default)]
-    pub backend: LockBackend,
+    pub backend: Backend,
     /// Seconds a lock lives without a keep-alive.
     #[serde(default = "default_ttl")]
     #[schemars(range(min = 2, max = 300))]
@@ -155,7 +130,7 @@ impl PoolItems {
 impl Default for LockSpec {
     fn default() -> Self {
         Self {
-            backend: LockBackend::Etcd,
+            backend: Backend::Etcd,
             ttl_seconds: default_ttl(),
             acquire_timeout_seconds: default_acquire_timeout(),
         }
@@ -199,7 +174,7 @@ pub struct PoolStatus {
     pub free: i32,
     /// The backend that issued `fencingToken`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lock_backend: Option<LockBackend>,
+    pub lock_backend: Option<Backend>,
     /// Token of the lock under which the ledger was last written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fencing_token: Option<i64>,

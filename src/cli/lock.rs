@@ -9,25 +9,19 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::EtcdArgs;
 use crate::lock::etcd::{EtcdConfig, EtcdLock};
 use crate::lock::lease::LeaseLock;
-use crate::lock::{Backend, Lock, LockError, LockGuard, LockOptions, host_name, unique_identity};
+use crate::lock::{Backend, Lock, LockConfig, LockError, LockGuard, LockOptions, host_name, unique_identity};
 
 /// Exit codes besides the command's own.
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_TIMEOUT: u8 = 3;
 pub const EXIT_LOST: u8 = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendArg {
-    Etcd,
-    Lease,
-}
-
 /// How to reach either backend.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendArgs {
     /// Which lock: an etcd lease lock or a Kubernetes Lease.
     #[arg(long, value_enum, default_value = "etcd")]
-    pub backend: BackendArg,
+    pub backend: Backend,
     /// The lock etcd (etcd backend; default endpoint http://127.0.0.1:2379).
     #[command(flatten)]
     pub etcd: EtcdArgs,
@@ -71,17 +65,10 @@ pub async fn lock(args: LockArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let connect_timeout = options.timeout().min(Duration::from_secs(10));
-    match args.backend.backend {
-        BackendArg::Etcd => match etcd_config(&args.backend).connect(connect_timeout).await {
-            Ok(client) => hold(EtcdLock::new(client, identity), &args, options).await,
-            Err(e) => fail(e),
-        },
-        BackendArg::Lease => match kube::Client::try_default().await {
-            Ok(client) => {
-                hold(LeaseLock::new(client, &args.backend.namespace, identity), &args, options).await
-            }
-            Err(e) => fail(LockError::Kube(e)),
-        },
+    let config = lock_config(&args.backend, identity);
+    match config.connect(args.backend.backend, connect_timeout).await {
+        Ok(lock) => hold(lock, &args, options).await,
+        Err(e) => fail(e),
     }
 }
 
@@ -303,7 +290,7 @@ async fn hold_until_signal(guard: &LockGuard, signals: &mut Signals) -> ExitCode
 pub async fn locks(args: LocksArgs) -> ExitCode {
     let timeout = Duration::from_secs(10);
     match args.backend.backend {
-        BackendArg::Etcd => {
+        Backend::Etcd => {
             let Some(name) = args.name else {
                 eprintln!("lockguard: give the lock name whose queue to list");
                 return ExitCode::from(EXIT_ERROR);
@@ -331,7 +318,7 @@ pub async fn locks(args: LocksArgs) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        BackendArg::Lease => {
+        Backend::Lease => {
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
                 Err(e) => return fail(LockError::Kube(e)),
@@ -365,12 +352,10 @@ pub fn etcd_config(args: &BackendArgs) -> EtcdConfig {
     args.etcd.config().unwrap_or_else(|| EtcdConfig::new(["http://127.0.0.1:2379"]))
 }
 
-impl From<BackendArg> for Backend {
-    fn from(arg: BackendArg) -> Self {
-        match arg {
-            BackendArg::Etcd => Backend::Etcd,
-            BackendArg::Lease => Backend::Lease,
-        }
+fn lock_config(args: &BackendArgs, identity: String) -> LockConfig {
+    LockConfig {
+        lease_namespace: args.namespace.clone(),
+        ..LockConfig::new(identity).with_etcd(etcd_config(args))
     }
 }
 

@@ -11,16 +11,15 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::EtcdArgs;
-use super::lock::BackendArg;
 use crate::controller::{self, Locks, Settings};
 
 /// Reconciles running at once per controller, unless `--concurrency` says otherwise. Most
 /// of a reconcile is waiting for the API server, so this is well above the cores.
 pub const DEFAULT_CONCURRENCY: u16 = 16;
 use crate::health::{self, Health};
-use crate::lock::etcd::{EtcdConfig, EtcdLock};
-use crate::lock::lease::LeaseLock;
-use crate::lock::{Lock, LockError, LockGuard, LockOptions, MAX_TIMEOUT, host_name, unique_identity};
+use crate::lock::{
+    Backend, Lock, LockConfig, LockError, LockGuard, LockOptions, MAX_TIMEOUT, host_name, unique_identity,
+};
 use crate::metrics::Metrics;
 
 #[derive(Debug, clap::Args)]
@@ -46,7 +45,7 @@ pub struct RunArgs {
     pub leader_elect: bool,
     /// The lock that elects the leader.
     #[arg(long, value_enum, default_value = "lease")]
-    pub leader_elect_backend: BackendArg,
+    pub leader_elect_backend: Backend,
     /// Seconds a dead leader keeps the leadership (the lock's TTL).
     #[arg(long, default_value_t = 15)]
     pub leader_elect_ttl: u32,
@@ -82,7 +81,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("serve metrics on {}", args.metrics_addr))?;
     tracing::info!(%identity, metrics = %bound, "lockguard starting");
 
-    let locks = Locks::new(client.clone(), etcd.clone(), &args.lease_namespace, &identity);
+    let config =
+        LockConfig { etcd, ..LockConfig::new(&identity).with_leases(client.clone(), &args.lease_namespace) };
+    let locks = Locks::new(config.clone());
     let settings = Settings { identity: identity.clone(), concurrency: args.concurrency.max(1) };
     let controllers = controller::run(client.clone(), locks, settings, metrics, ready);
     if !args.leader_elect {
@@ -91,7 +92,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     let leadership = tokio::select! {
-        leadership = campaign(&args, client, etcd, &identity) => leadership?,
+        leadership = campaign(&args, &config) => leadership?,
         _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
     };
     tracing::info!(%identity, token = leadership.fencing_token(), "elected leader; reconciling");
@@ -111,30 +112,21 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Waits until this replica holds the leader lock.
-async fn campaign(
-    args: &RunArgs,
-    client: kube::Client,
-    etcd: Option<EtcdConfig>,
-    identity: &str,
-) -> anyhow::Result<LockGuard> {
+async fn campaign(args: &RunArgs, config: &LockConfig) -> anyhow::Result<LockGuard> {
     let options = LockOptions::new(args.leader_elect_ttl, MAX_TIMEOUT)?;
-    tracing::info!(backend = ?args.leader_elect_backend, "campaigning for leadership");
+    let backend = args.leader_elect_backend;
+    if backend == Backend::Etcd && config.etcd.is_none() {
+        anyhow::bail!("--leader-elect-backend etcd needs --etcd-endpoints");
+    }
+    let name = match backend {
+        Backend::Etcd => "lockguard/leader",
+        Backend::Lease => "lockguard-leader",
+    };
+    tracing::info!(%backend, "campaigning for leadership");
     loop {
-        let attempt = match args.leader_elect_backend {
-            BackendArg::Lease => {
-                LeaseLock::new(client.clone(), &args.lease_namespace, identity)
-                    .acquire("lockguard-leader", options)
-                    .await
-            }
-            BackendArg::Etcd => {
-                let config = etcd
-                    .clone()
-                    .ok_or_else(|| anyhow::anyhow!("--leader-elect-backend etcd needs --etcd-endpoints"))?;
-                match config.connect(Duration::from_secs(5)).await {
-                    Ok(c) => EtcdLock::new(c, identity).acquire("lockguard/leader", options).await,
-                    Err(e) => Err(e),
-                }
-            }
+        let attempt = match config.connect(backend, Duration::from_secs(5)).await {
+            Ok(lock) => lock.acquire(name, options).await,
+            Err(e) => Err(e),
         };
         match attempt {
             Ok(guard) => return Ok(guard),

@@ -23,7 +23,7 @@ use super::context::{Context, Deferred};
 use super::plan::Outcome;
 use super::pool_ledger::{is_deleting, is_protected, ledger_of};
 use super::{Error, FINALIZER, backoff, get_existing};
-use crate::api::{Claim, ClaimStatus, LockBackend, Pool, condition, set_condition};
+use crate::api::{Claim, ClaimStatus, Pool, condition, set_condition};
 use crate::failpoint;
 use crate::ledger::{AllocError, Ledger};
 
@@ -205,7 +205,7 @@ async fn apply(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
     // ledger write wakes this claim (through the pool watch) to show its items.
     ctx.batches.request(ctx, pool_name);
     if let Some(failure) = ctx.batches.failure(pool_name).filter(|f| f.lock_unavailable) {
-        let backend = backend_name(pool.spec.lock.backend);
+        let backend = pool.spec.lock.backend.as_str();
         let message = format!("{backend} lock of pool {pool_name} unavailable: {}", failure.message);
         return not_bound(&claim, ctx, NotBound { reason: "LockUnavailable", message }, None, Some(5)).await;
     }
@@ -444,10 +444,6 @@ async fn write_status(claim: &Claim, ctx: &Context, status: &ClaimStatus) -> Res
         Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Changed { claim: ledger_key(claim) }),
         Err(e) => Err(e.into()),
     }
-}
-
-fn backend_name(backend: LockBackend) -> &'static str {
-    crate::lock::Backend::from(backend).as_str()
 }
 
 #[cfg(test)]

@@ -13,38 +13,29 @@ use kube::{Client, ResourceExt};
 use super::Error;
 use super::Settings;
 use super::batch::{Batches, newest_pool};
-use crate::api::{Claim, LockBackend, LockSpec, Pool};
+use crate::api::{Claim, LockSpec, Pool};
 use crate::ledger::Ledger;
-use crate::lock::etcd::{EtcdConfig, EtcdLock};
-use crate::lock::lease::LeaseLock;
-use crate::lock::{Lock, LockError, LockGuard, LockOptions};
+use crate::lock::{AnyLock, Backend, Lock, LockConfig, LockError, LockGuard, LockOptions};
 use crate::metrics::{Metrics, by};
 
-/// Both lock backends; the etcd client connects on first use and again after a failure,
-/// so an etcd that is down at start-up does not stop the operator.
+/// The locks of both backends, connected on first use and again after a failure, so a lock
+/// service that is down at start-up does not stop the operator.
 pub struct Locks {
-    etcd_config: Option<EtcdConfig>,
-    etcd: tokio::sync::Mutex<Option<EtcdLock>>,
-    lease: LeaseLock,
-    identity: String,
+    config: LockConfig,
+    connected: tokio::sync::Mutex<HashMap<Backend, AnyLock>>,
 }
 
 impl Locks {
-    pub fn new(client: Client, etcd: Option<EtcdConfig>, lease_namespace: &str, identity: &str) -> Self {
-        Self {
-            etcd_config: etcd,
-            etcd: tokio::sync::Mutex::new(None),
-            lease: LeaseLock::new(client, lease_namespace, identity),
-            identity: identity.to_string(),
-        }
+    pub fn new(config: LockConfig) -> Self {
+        Self { config, connected: Default::default() }
     }
 
     /// The lock name of a pool for a backend. A Lease name has at most 253 characters: a
     /// pool name too long for the prefix is shortened and given a hash of the whole name.
-    pub fn lock_name(backend: LockBackend, pool: &str) -> String {
+    pub fn lock_name(backend: Backend, pool: &str) -> String {
         match backend {
-            LockBackend::Etcd => format!("lockguard/pools/{pool}"),
-            LockBackend::Lease => lease_name(pool),
+            Backend::Etcd => format!("lockguard/pools/{pool}"),
+            Backend::Lease => lease_name(pool),
         }
     }
 
@@ -53,34 +44,22 @@ impl Locks {
             spec.ttl_seconds.max(0) as u32,
             Duration::from_secs(spec.acquire_timeout_seconds.max(1) as u64),
         )?;
-        let name = Self::lock_name(spec.backend, pool);
-        match spec.backend {
-            LockBackend::Lease => self.lease.acquire(&name, options).await,
-            LockBackend::Etcd => {
-                let lock = self.etcd(options.timeout()).await?;
-                let result = lock.acquire(&name, options).await;
-                if result.as_ref().is_err_and(LockError::is_unavailable) {
-                    // Reconnect next time: the endpoints may have moved or come back.
-                    self.etcd.lock().await.take();
-                }
-                result
-            }
+        let lock = self.connect(spec.backend, options.timeout()).await?;
+        let result = lock.acquire(&Self::lock_name(spec.backend, pool), options).await;
+        if result.as_ref().is_err_and(LockError::is_unavailable) {
+            // Connect again next time: the endpoints may have moved or come back.
+            self.connected.lock().await.remove(&spec.backend);
         }
+        result
     }
 
-    async fn etcd(&self, timeout: Duration) -> Result<EtcdLock, LockError> {
-        let mut slot = self.etcd.lock().await;
-        if let Some(lock) = slot.as_ref() {
+    async fn connect(&self, backend: Backend, timeout: Duration) -> Result<AnyLock, LockError> {
+        let mut connected = self.connected.lock().await;
+        if let Some(lock) = connected.get(&backend) {
             return Ok(lock.clone());
         }
-        let Some(config) = &self.etcd_config else {
-            return Err(LockError::Invalid(
-                "this pool uses the Etcd backend but no --etcd-endpoints were given".into(),
-            ));
-        };
-        let client = config.connect(timeout.min(Duration::from_secs(5))).await?;
-        let lock = EtcdLock::new(client, self.identity.clone());
-        *slot = Some(lock.clone());
+        let lock = self.config.connect(backend, timeout.min(Duration::from_secs(5))).await?;
+        connected.insert(backend, lock.clone());
         Ok(lock)
     }
 }
@@ -251,7 +230,7 @@ impl Context {
 
     /// Takes a pool's lock, counting waiters, wait time and failures.
     pub async fn lock(&self, pool: &str, spec: &LockSpec) -> Result<LockGuard, LockError> {
-        let backend = by(spec.backend.into());
+        let backend = by(spec.backend);
         let waiters = self.metrics.lock_waiters.get_or_create(&backend).clone();
         waiters.inc();
         let result = self.locks.acquire(pool, spec).await;
@@ -320,12 +299,10 @@ mod tests {
 
     #[test]
     fn every_valid_pool_name_gives_a_valid_distinct_lease_name() {
-        assert_eq!(Locks::lock_name(LockBackend::Lease, "ports"), "lockguard-pool-ports");
+        assert_eq!(Locks::lock_name(Backend::Lease, "ports"), "lockguard-pool-ports");
         let long = |c: &str| format!("{}{c}", "a.".repeat(126));
-        let (a, b) = (
-            Locks::lock_name(LockBackend::Lease, &long("x")),
-            Locks::lock_name(LockBackend::Lease, &long("y")),
-        );
+        let (a, b) =
+            (Locks::lock_name(Backend::Lease, &long("x")), Locks::lock_name(Backend::Lease, &long("y")));
         assert!(a.len() <= 253 && b.len() <= 253, "{a}");
         assert_ne!(a, b);
         for name in [&a, &b] {
@@ -334,6 +311,6 @@ mod tests {
             );
             assert!(!name.contains("-.") && !name.contains(".-") && !name.ends_with('-'), "{name}");
         }
-        assert_eq!(a, Locks::lock_name(LockBackend::Lease, &long("x")), "stable");
+        assert_eq!(a, Locks::lock_name(Backend::Lease, &long("x")), "stable");
     }
 }

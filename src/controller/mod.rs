@@ -56,7 +56,7 @@ pub enum Error {
     #[error(
         "pool {pool}: its lock backend changed to {wanted:?} while this replica held the {held:?} lock; retrying under the new lock"
     )]
-    BackendChanged { pool: String, held: crate::api::LockBackend, wanted: crate::api::LockBackend },
+    BackendChanged { pool: String, held: crate::lock::Backend, wanted: crate::lock::Backend },
     #[error(
         "pool {pool}: a new lock service opens a new epoch once the old one was quiet for a TTL; {wait:?} to go"
     )]

@@ -12,8 +12,7 @@ use super::context::Context;
 use std::time::Duration;
 
 use crate::api::{
-    INCOMPLETE_FENCE, LockBackend, OTHER_SERVICE, Pool, PoolStatus, STALE_EPOCH, STALE_TOKEN, condition,
-    set_condition,
+    INCOMPLETE_FENCE, OTHER_SERVICE, Pool, PoolStatus, STALE_EPOCH, STALE_TOKEN, condition, set_condition,
 };
 use crate::failpoint;
 use crate::ledger::{Ledger, LedgerError};
@@ -91,7 +90,7 @@ pub async fn write_ledger(
     let pools: Api<Pool> = Api::all(ctx.client.clone());
     // The token belongs to the guard's backend: if the pool moved to another backend since
     // the lock was taken, this write must not happen at all (retried under the new lock).
-    let held = LockBackend::from(guard.backend());
+    let held = guard.backend();
     if held != pool.spec.lock.backend {
         return Err(Error::BackendChanged { pool: pool.name_any(), held, wanted: pool.spec.lock.backend });
     }

@@ -23,11 +23,34 @@ use tokio_util::sync::CancellationToken;
 
 pub use hold::{drain, lost_deadline, renew_interval};
 
-/// Which lock implementation a caller asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which lock implementation a caller asks for: the one type the CLI flags, a Pool's
+/// `spec.lock.backend`, the metrics' `backend` label and the logs all use. It is written
+/// `Etcd`/`Lease` in resources and `etcd`/`lease` on the command line, in logs and metrics.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[schemars(transform = without_description)]
 pub enum Backend {
+    /// An etcd lease lock on the lock etcd (`--etcd-endpoints`).
+    #[default]
     Etcd,
+    /// A coordination.k8s.io/v1 Lease in the operator's namespace.
     Lease,
+}
+
+/// A resource's own field docs describe the backend there, not this type's Rust docs.
+fn without_description(schema: &mut schemars::Schema) {
+    schema.remove("description");
 }
 
 impl Backend {
@@ -148,6 +171,87 @@ pub trait Lock: Send + Sync {
         name: &str,
         options: LockOptions,
     ) -> impl Future<Output = Result<LockGuard, LockError>> + Send;
+}
+
+/// Either backend behind one type, as [`LockConfig::connect`] makes it.
+#[derive(Clone)]
+pub enum AnyLock {
+    Etcd(Box<etcd::EtcdLock>),
+    Lease(Box<lease::LeaseLock>),
+}
+
+impl Lock for AnyLock {
+    fn backend(&self) -> Backend {
+        match self {
+            AnyLock::Etcd(lock) => lock.backend(),
+            AnyLock::Lease(lock) => lock.backend(),
+        }
+    }
+
+    async fn acquire(&self, name: &str, options: LockOptions) -> Result<LockGuard, LockError> {
+        match self {
+            AnyLock::Etcd(lock) => lock.acquire(name, options).await,
+            AnyLock::Lease(lock) => lock.acquire(name, options).await,
+        }
+    }
+}
+
+/// Where each backend lives and who the holder is: the one place that turns a [`Backend`]
+/// into a lock.
+#[derive(Clone)]
+pub struct LockConfig {
+    /// Stored with each acquisition, so listings show holders; see [`unique_identity`].
+    pub identity: String,
+    /// The lock etcd; the etcd backend fails with [`LockError::Invalid`] without it.
+    pub etcd: Option<etcd::EtcdConfig>,
+    /// The namespace of the Leases.
+    pub lease_namespace: String,
+    /// The cluster of the Leases; `None` reads KUBECONFIG or the in-cluster config.
+    pub kube: Option<kube::Client>,
+}
+
+impl LockConfig {
+    pub fn new(identity: impl Into<String>) -> Self {
+        Self { identity: identity.into(), etcd: None, lease_namespace: "default".into(), kube: None }
+    }
+
+    pub fn with_etcd(mut self, etcd: etcd::EtcdConfig) -> Self {
+        self.etcd = Some(etcd);
+        self
+    }
+
+    pub fn with_leases(mut self, client: kube::Client, namespace: impl Into<String>) -> Self {
+        self.kube = Some(client);
+        self.lease_namespace = namespace.into();
+        self
+    }
+
+    /// Connects to `backend` (an etcd connection fails within `timeout` when no endpoint
+    /// answers).
+    pub async fn connect(&self, backend: Backend, timeout: Duration) -> Result<AnyLock, LockError> {
+        match backend {
+            Backend::Etcd => {
+                let Some(config) = &self.etcd else {
+                    return Err(LockError::Invalid(
+                        "the etcd backend needs etcd endpoints (--etcd-endpoints)".into(),
+                    ));
+                };
+                let client = config.connect(timeout).await?;
+                Ok(AnyLock::Etcd(Box::new(etcd::EtcdLock::new(client, self.identity.clone()))))
+            }
+            Backend::Lease => {
+                let client = match &self.kube {
+                    Some(client) => client.clone(),
+                    None => bounded(Backend::Lease, "connect", timeout, kube::Client::try_default()).await?,
+                };
+                Ok(AnyLock::Lease(Box::new(lease::LeaseLock::new(
+                    client,
+                    &self.lease_namespace,
+                    self.identity.clone(),
+                ))))
+            }
+        }
+    }
 }
 
 /// A held lock. Dropping it releases the lock in the background; [`LockGuard::release`]
