@@ -4,8 +4,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Txn, TxnOp};
-use lockguard::lock::etcd::{EtcdConfig, EtcdLock, fence};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+use lockguard::lock::etcd::{EtcdConfig, EtcdLock, fence, is_owner};
 use lockguard::lock::lease::LeaseLock;
 use lockguard::lock::{Backend, Lock, LockError, LockOptions, unique_identity};
 use support::{Cli, etcd_client, kube_client, lock_etcd, namespace, unique};
@@ -394,6 +394,89 @@ async fn a_timed_out_waiter_leaves_nothing_in_the_queue() {
     let queue = holder.queue(&name).await.expect("queue");
     assert_eq!(queue.len(), 1, "only the holder is left: {queue:?}");
     assert_eq!(queue[0].key, guard.key());
+}
+
+/// A busy lock fails at once, names its holder, and leaves nothing behind; a free one is
+/// taken with a token above every earlier one.
+async fn try_acquire_does_not_wait(name: &str, holder: impl Lock, other: impl Lock, holder_identity: &str) {
+    let guard = holder.acquire(name, options(5, 5_000)).await.expect("holder");
+    let started = Instant::now();
+    match other.try_acquire(name, options(5, 5_000)).await {
+        Err(LockError::Busy { holder, .. }) => assert_eq!(holder, holder_identity),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "try_acquire waited {:?}", started.elapsed());
+    let first = guard.fencing_token();
+    guard.release().await.expect("release");
+    let taken = other.try_acquire(name, options(5, 5_000)).await.expect("free now");
+    assert!(taken.fencing_token() > first, "{} after {first}", taken.fencing_token());
+}
+
+#[tokio::test]
+async fn etcd_try_acquire_fails_at_once_on_a_held_lock_and_leaves_no_key() {
+    let name = unique("try");
+    let (holder, other) = (etcd_lock().await, etcd_lock().await);
+    let identity = holder.identity().to_string();
+    let observer = etcd_lock().await;
+    let guard = holder.acquire(&name, options(5, 5_000)).await.expect("holder");
+    assert!(matches!(other.try_acquire(&name, options(5, 5_000)).await, Err(LockError::Busy { .. })));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queue = observer.queue(&name).await.expect("queue");
+    assert_eq!(queue.len(), 1, "only the holder is queued: {queue:?}");
+    guard.release().await.expect("release");
+    try_acquire_does_not_wait(&unique("try"), holder, other, &identity).await;
+}
+
+#[tokio::test]
+async fn lease_try_acquire_fails_at_once_on_a_held_lock() {
+    let ns = namespace("lock-try").await;
+    let (holder, other) = (lease_lock(&ns).await, lease_lock(&ns).await);
+    let identity = holder.identity().to_string();
+    try_acquire_does_not_wait("try", holder, other, &identity).await;
+}
+
+#[tokio::test]
+async fn the_etcd_token_is_the_create_revision_of_the_lock_key() {
+    let name = unique("token");
+    let lock = etcd_lock().await;
+    // Other writes in between, so that a header revision would differ from the key's.
+    let mut etcd = etcd_client(&lock_etcd()).await;
+    for _ in 0..3 {
+        let guard = lock.acquire(&name, options(5, 5_000)).await.expect("acquire");
+        etcd.put(unique("noise").as_str(), "x", None).await.expect("put");
+        let read = etcd.get(guard.key(), None).await.expect("get");
+        assert_eq!(guard.fencing_token(), read.kvs()[0].create_revision() as u64);
+        guard.release().await.expect("release");
+    }
+}
+
+/// `is_owner` goes into a caller's own transaction, next to its own compare and with its own
+/// else branch: here a counter advanced only by the holder while it holds the lock.
+#[tokio::test]
+async fn is_owner_composes_into_a_transaction_of_ones_own() {
+    let name = unique("owner");
+    let counter = unique("owner/counter");
+    let lock = etcd_lock().await;
+    let mut etcd = etcd_client(&lock_etcd()).await;
+    etcd.put(counter.as_str(), "1", None).await.expect("seed");
+    let guard = lock.acquire(&name, options(2, 5_000)).await.expect("acquire");
+    let step = |from: &str, to: &str| {
+        Txn::new()
+            .when([is_owner(&guard), Compare::value(counter.as_str(), CompareOp::Equal, from)])
+            .and_then([TxnOp::put(counter.as_str(), to, None)])
+            .or_else([TxnOp::get(counter.as_str(), None)])
+    };
+    assert!(etcd.txn(step("1", "2")).await.expect("txn").succeeded(), "holder and value match");
+    let stale = etcd.txn(step("1", "3")).await.expect("txn");
+    assert!(!stale.succeeded(), "the value compare of one's own refuses");
+    let seen = match &stale.op_responses()[0] {
+        TxnOpResponse::Get(get) => get.kvs()[0].value().to_vec(),
+        other => panic!("the else branch reads the counter, got {other:?}"),
+    };
+    assert_eq!(seen, b"2");
+    // Once the key is gone the lock is not held: the same transaction refuses.
+    etcd.delete(guard.key(), None).await.expect("delete the lock key");
+    assert!(!etcd.txn(step("2", "3")).await.expect("txn").succeeded(), "not the owner any more");
 }
 
 #[tokio::test]

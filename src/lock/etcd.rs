@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue,
     LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp,
     TxnOpResponse, TxnResponse, WatchOptions, WatchStream,
 };
 use tokio::time::{Instant, sleep_until};
 
 use super::hold::{Held, Renewal, Session};
-use super::{Backend, Lock, LockError, LockGuard, LockOptions, bounded, remaining};
+use super::{Backend, EtcdFailure, Lock, LockError, LockGuard, LockOptions, Mode, bounded, remaining};
 
 /// Bound for calls that are not part of an acquisition (release, listing, fenced writes).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,11 +133,12 @@ impl EtcdLock {
         &self.identity
     }
 
-    /// Runs `ops` in one transaction that commits only while `guard`'s key still exists with
-    /// the guard's create revision (the Go client's `Mutex.IsOwner()`); otherwise the write
-    /// is rejected by etcd itself and this returns [`LockError::Fenced`].
+    /// Runs `ops` in one transaction that commits only while `guard` holds the lock
+    /// ([`is_owner`]); otherwise etcd itself rejects the write and this returns
+    /// [`LockError::Fenced`]. For compares and an else branch of your own, put [`is_owner`]
+    /// into your transaction instead.
     pub async fn fenced_txn(&self, guard: &LockGuard, ops: Vec<TxnOp>) -> Result<TxnResponse, LockError> {
-        let txn = Txn::new().when([fence(guard.key(), guard.fencing_token())]).and_then(ops);
+        let txn = Txn::new().when([is_owner(guard)]).and_then(ops);
         let mut client = self.client.clone();
         let response = bounded(Backend::Etcd, "fenced txn", CALL_TIMEOUT, client.txn(txn)).await?;
         if response.succeeded() {
@@ -161,7 +162,7 @@ impl EtcdLock {
         if response.succeeded() {
             return Ok(fresh);
         }
-        Ok(range_kvs(&response)[0].first().map(|(_, v)| v.clone()).unwrap_or(fresh))
+        Ok(ranges(&response).first().and_then(|r| r.first()).map(value).unwrap_or(fresh))
     }
 
     /// The queue of lock `name`: the holder first, then the waiters in order.
@@ -193,7 +194,9 @@ impl EtcdLock {
         Ok(queue)
     }
 
-    /// Puts the own key and waits until every key created before it is gone.
+    /// Puts the own key and waits until every key created before it is gone (with
+    /// [`Mode::Try`], fails at once with [`LockError::Busy`] instead).
+    #[allow(clippy::too_many_arguments)]
     async fn wait_turn(
         &self,
         name: &str,
@@ -202,24 +205,40 @@ impl EtcdLock {
         deadline: Instant,
         session: &Session,
         own_revision: &OwnRevision,
+        mode: Mode,
     ) -> Result<(u64, String), LockError> {
         let mut client = self.client.clone();
         let first =
             GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
         let enqueue = Txn::new().and_then([
             TxnOp::put(key, self.identity.as_str(), Some(PutOptions::new().with_lease(lease))),
+            TxnOp::get(key, None),
             TxnOp::get(prefix(name), Some(first)),
             TxnOp::get(TOKEN_SPACE_KEY, None),
         ]);
         let response = bounded(Backend::Etcd, "enqueue", remaining(deadline), client.txn(enqueue)).await?;
-        let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+        let [own, first, space] = ranges(&response).try_into().map_err(|_| {
+            LockError::Invalid("etcd answered the enqueue transaction with other than three ranges".into())
+        })?;
+        // The token is the key's create revision as etcd stores it, read in the same
+        // transaction: a put on a key that exists already keeps its first create revision.
+        let Some(revision) = own.first().map(KeyValue::create_revision) else {
+            return Err(LockError::LostWhileWaiting {
+                name: name.into(),
+                reason: format!("own key {key} is gone (lease expired)"),
+            });
+        };
         own_revision.set(revision);
-        let cluster = match range_kvs(&response)[1].first() {
-            Some((_, space)) => space.clone(),
+        let cluster = match space.first() {
+            Some(kv) => value(kv),
             None => self.create_token_space(deadline).await?,
         };
-        if first_key(&response).as_deref() == Some(key) {
-            return Ok((revision as u64, cluster));
+        match first.first() {
+            Some(holder) if holder.key() != key.as_bytes() && mode == Mode::Try => {
+                return Err(LockError::Busy { name: name.into(), holder: value(holder) });
+            }
+            Some(holder) if holder.key() != key.as_bytes() => {}
+            _ => return Ok((revision as u64, cluster)),
         }
         loop {
             // The key just before ours, and ours (it vanishes if our lease expired meanwhile:
@@ -232,14 +251,16 @@ impl EtcdLock {
             let check = Txn::new().and_then([TxnOp::get(prefix(name), Some(before)), TxnOp::get(key, None)]);
             let response =
                 bounded(Backend::Etcd, "check queue", remaining(deadline), client.txn(check)).await?;
-            let [predecessor, own] = range_kvs(&response);
+            let [predecessor, own] = ranges(&response).try_into().unwrap_or_default();
             if own.is_empty() {
                 return Err(LockError::LostWhileWaiting {
                     name: name.into(),
                     reason: format!("own key {key} is gone (lease expired)"),
                 });
             }
-            let Some((before_key, before_identity)) = predecessor.first().cloned() else {
+            let Some((before_key, before_identity)) =
+                predecessor.first().map(|kv| (kv.key().to_vec(), value(kv)))
+            else {
                 return Ok((revision as u64, cluster));
             };
             let watch_from = response.header().map(|h| h.revision()).unwrap_or_default() + 1;
@@ -281,25 +302,35 @@ impl Lock for EtcdLock {
     }
 
     async fn acquire(&self, name: &str, options: LockOptions) -> Result<LockGuard, LockError> {
+        self.acquire_in(name, options, Mode::Wait).await
+    }
+
+    async fn try_acquire(&self, name: &str, options: LockOptions) -> Result<LockGuard, LockError> {
+        self.acquire_in(name, options, Mode::Try).await
+    }
+}
+
+impl EtcdLock {
+    async fn acquire_in(&self, name: &str, options: LockOptions, mode: Mode) -> Result<LockGuard, LockError> {
         check_name(name)?;
         let started = Instant::now();
         let deadline = started + options.timeout();
         let mut pause = Duration::from_millis(100);
         loop {
             let result = match self.reuse_lease(&options) {
-                Some(idle) => match self.acquire_with(name, &options, started, Some(idle)).await {
+                Some(idle) => match self.acquire_with(name, &options, started, Some(idle), mode).await {
                     // Revoked behind our back while idle: start over with a new lease.
-                    Err(LockError::Etcd(e)) if e.to_string().contains("lease not found") => {
-                        self.acquire_with(name, &options, started, None).await
+                    Err(LockError::Etcd { failure: EtcdFailure::LeaseNotFound, .. }) => {
+                        self.acquire_with(name, &options, started, None, mode).await
                     }
                     other => other,
                 },
-                None => self.acquire_with(name, &options, started, None).await,
+                None => self.acquire_with(name, &options, started, None, mode).await,
             };
             // During an etcd leader election requests fail for a moment; the failed attempt
             // has withdrawn its key (its lease is revoked), so trying again is safe.
             match result {
-                Err(LockError::Etcd(e)) if is_transient(&e) && Instant::now() + pause < deadline => {
+                Err(e) if is_transient(&e) && Instant::now() + pause < deadline => {
                     tracing::debug!(lock = name, error = %e, "etcd busy; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
@@ -312,19 +343,8 @@ impl Lock for EtcdLock {
 
 /// An error that a moment later may not recur: a member that is gone (the client may pick
 /// another endpoint), or a cluster without a leader or electing one.
-fn is_transient(error: &etcd_client::Error) -> bool {
-    match error {
-        etcd_client::Error::GRpcStatus(status) => {
-            let message = status.message();
-            status.code() == tonic::Code::Unavailable
-                || message == "transport error"
-                || message.contains("leader changed")
-                || message.contains("no leader")
-                || message.contains("request timed out")
-        }
-        etcd_client::Error::TransportError(_) => true,
-        _ => false,
-    }
+fn is_transient(error: &LockError) -> bool {
+    matches!(error, LockError::Etcd { failure: EtcdFailure::Unavailable, .. })
 }
 
 /// Runs `call` until it succeeds, fails for good, or `limit` has passed.
@@ -337,7 +357,7 @@ async fn with_retries<T, F: Future<Output = Result<T, etcd_client::Error>>>(
     let mut pause = Duration::from_millis(50);
     loop {
         match bounded(Backend::Etcd, during, remaining(deadline), call()).await {
-            Err(LockError::Etcd(e)) if is_transient(&e) && Instant::now() + pause < deadline => {
+            Err(e) if is_transient(&e) && Instant::now() + pause < deadline => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(500));
             }
@@ -353,6 +373,7 @@ impl EtcdLock {
         options: &LockOptions,
         started: Instant,
         idle: Option<IdleLease>,
+        mode: Mode,
     ) -> Result<LockGuard, LockError> {
         let deadline = started + options.timeout();
         let (lease, renewed_at) = match idle {
@@ -380,7 +401,7 @@ impl EtcdLock {
         };
         let session = Session::start(renewal, options, renewed_at, name);
         let (token, cluster) =
-            match self.wait_turn(name, &key, lease, deadline, &session, &own_revision).await {
+            match self.wait_turn(name, &key, lease, deadline, &session, &own_revision, mode).await {
                 Ok(held) => held,
                 Err(LockError::Timeout { name, holder, .. }) => {
                     return Err(LockError::Timeout { name, waited: started.elapsed(), holder });
@@ -447,9 +468,7 @@ impl Renewal for EtcdRenewal {
             match self.client.lease_keep_alive(self.lease).await {
                 Ok(stream) => self.stream = Some(stream),
                 // Revoked or expired already: lost now, not after retries until the deadline.
-                Err(etcd_client::Error::GRpcStatus(status)) if status.code() == tonic::Code::NotFound => {
-                    return Ok(false);
-                }
+                Err(e) if EtcdFailure::of(&e) == EtcdFailure::LeaseNotFound => return Ok(false),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -544,15 +563,22 @@ impl Renewal for EtcdRenewal {
             async move { client.lease_revoke(lease).await }
         });
         if let Err(e) = revoke.await
-            && !e.to_string().contains("lease not found")
+            && !matches!(e, LockError::Etcd { failure: EtcdFailure::LeaseNotFound, .. })
         {
             tracing::debug!(lease = self.lease, error = %e, "lease revoke failed; it expires by its TTL");
         }
     }
 }
 
-/// The compare that makes a transaction commit only while the lock key `key` still exists
-/// with create revision `token`.
+/// The compare that holds only while `guard` holds its lock (the Go client's
+/// `Mutex.IsOwner()`): its key still exists with the create revision that is its token.
+/// Put it into a transaction of your own, with your compares and else branch.
+pub fn is_owner(guard: &LockGuard) -> Compare {
+    fence(guard.key(), guard.fencing_token())
+}
+
+/// The compare that holds only while the lock key `key` still exists with create revision
+/// `token` (for a key and token kept apart from their guard).
 pub fn fence(key: &str, token: u64) -> Compare {
     Compare::create_revision(key, CompareOp::Equal, token as i64)
 }
@@ -571,28 +597,18 @@ fn check_name(name: &str) -> Result<(), LockError> {
     Ok(())
 }
 
-fn first_key(response: &TxnResponse) -> Option<String> {
-    response.op_responses().into_iter().find_map(|op| match op {
-        TxnOpResponse::Get(get) => get.kvs().first().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()),
-        _ => None,
-    })
+/// The key-values of each range of a transaction, in order.
+fn ranges(response: &TxnResponse) -> Vec<Vec<KeyValue>> {
+    response
+        .op_responses()
+        .into_iter()
+        .filter_map(|op| match op {
+            TxnOpResponse::Get(get) => Some(get.kvs().to_vec()),
+            _ => None,
+        })
+        .collect()
 }
 
-/// The (key, value) pairs of the first two range results of a transaction.
-fn range_kvs(response: &TxnResponse) -> [Vec<(String, String)>; 2] {
-    let mut ranges = response.op_responses().into_iter().filter_map(|op| match op {
-        TxnOpResponse::Get(get) => Some(
-            get.kvs()
-                .iter()
-                .map(|kv| {
-                    (
-                        String::from_utf8_lossy(kv.key()).into_owned(),
-                        String::from_utf8_lossy(kv.value()).into_owned(),
-                    )
-                })
-                .collect(),
-        ),
-        _ => None,
-    });
-    [ranges.next().unwrap_or_default(), ranges.next().unwrap_or_default()]
+fn value(kv: &KeyValue) -> String {
+    String::from_utf8_lossy(kv.value()).into_owned()
 }

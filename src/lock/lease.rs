@@ -14,7 +14,7 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use tokio::time::{Instant, sleep_until};
 
 use super::hold::{Held, Renewal, Session};
-use super::{Backend, Lock, LockError, LockGuard, LockOptions, bounded, remaining};
+use super::{Backend, Lock, LockError, LockGuard, LockOptions, Mode, bounded, remaining};
 
 /// Bound for calls that are not part of an acquisition (renew, release, listing).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,6 +112,18 @@ impl Lock for LeaseLock {
     }
 
     async fn acquire(&self, name: &str, options: LockOptions) -> Result<LockGuard, LockError> {
+        self.acquire_in(name, options, Mode::Wait).await
+    }
+
+    /// A Lease whose holder died without releasing it counts as held here: a process
+    /// judges expiry only after watching the record unchanged for its duration.
+    async fn try_acquire(&self, name: &str, options: LockOptions) -> Result<LockGuard, LockError> {
+        self.acquire_in(name, options, Mode::Try).await
+    }
+}
+
+impl LeaseLock {
+    async fn acquire_in(&self, name: &str, options: LockOptions, mode: Mode) -> Result<LockGuard, LockError> {
         check_name(name)?;
         let started = Instant::now();
         let deadline = started + options.timeout();
@@ -131,6 +143,9 @@ impl Lock for LeaseLock {
             observed = Some(seen);
             match held_until {
                 Some(until) if until > now => {
+                    if mode == Mode::Try {
+                        return Err(LockError::Busy { name: name.into(), holder: holder(current.as_ref()) });
+                    }
                     if now >= deadline {
                         return Err(LockError::Timeout {
                             name: name.into(),
@@ -167,6 +182,14 @@ impl Lock for LeaseLock {
                         }));
                     }
                     None => {
+                        if mode == Mode::Try {
+                            // Another process wrote the Lease between our read and write.
+                            let current = self.api.get_opt(name).await.ok().flatten();
+                            return Err(LockError::Busy {
+                                name: name.into(),
+                                holder: holder(current.as_ref()),
+                            });
+                        }
                         if Instant::now() >= deadline {
                             return Err(LockError::Timeout {
                                 name: name.into(),

@@ -140,8 +140,8 @@ pub enum LockError {
     Timeout { name: String, waited: Duration, holder: String },
     #[error("{backend} did not answer within {after:?} ({during})")]
     Unresponsive { backend: Backend, during: &'static str, after: Duration },
-    #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    #[error("etcd: {source}")]
+    Etcd { failure: EtcdFailure, source: etcd_client::Error },
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("lock {name} was lost while waiting for it: {reason}")]
@@ -150,13 +150,61 @@ pub enum LockError {
     KeepAlive(String),
     #[error("fenced write rejected: lock {name} with token {token} is no longer held")]
     Fenced { name: String, token: u64 },
+    #[error("lock {name} is held by {holder}")]
+    Busy { name: String, holder: String },
+}
+
+/// What an etcd error means to a lock, decided once where it enters, from its gRPC code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdFailure {
+    /// No leader, a leader change, a request timed out inside etcd, a member or the
+    /// connection gone (`UNAVAILABLE`, or a transport failure): a moment later it may work.
+    Unavailable,
+    /// The lease expired or was revoked (`NOT_FOUND`, the only one a lock's calls can get).
+    LeaseNotFound,
+    /// Anything else: a bad request, no permission, …
+    Other,
+}
+
+impl EtcdFailure {
+    pub fn of(error: &etcd_client::Error) -> Self {
+        match error {
+            etcd_client::Error::GRpcStatus(status) => match status.code() {
+                tonic::Code::Unavailable => EtcdFailure::Unavailable,
+                tonic::Code::NotFound => EtcdFailure::LeaseNotFound,
+                // tonic reports a connection that broke under a request as UNKNOWN, with the
+                // transport error as its source.
+                tonic::Code::Unknown if is_transport(status) => EtcdFailure::Unavailable,
+                _ => EtcdFailure::Other,
+            },
+            etcd_client::Error::TransportError(_) => EtcdFailure::Unavailable,
+            _ => EtcdFailure::Other,
+        }
+    }
+}
+
+fn is_transport(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::transport::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+impl From<etcd_client::Error> for LockError {
+    fn from(source: etcd_client::Error) -> Self {
+        LockError::Etcd { failure: EtcdFailure::of(&source), source }
+    }
 }
 
 impl LockError {
     /// True when the lock service could not be reached or did not answer; the caller may
     /// retry later.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, LockError::Unresponsive { .. } | LockError::Etcd(_) | LockError::Kube(_))
+        matches!(self, LockError::Unresponsive { .. } | LockError::Etcd { .. } | LockError::Kube(_))
     }
 }
 
@@ -167,6 +215,15 @@ pub trait Lock: Send + Sync {
 
     /// Waits (watch-driven) until the lock is held or `options.timeout()` passes.
     fn acquire(
+        &self,
+        name: &str,
+        options: LockOptions,
+    ) -> impl Future<Output = Result<LockGuard, LockError>> + Send;
+
+    /// Takes the lock only if it is free now; otherwise fails at once with
+    /// [`LockError::Busy`] naming the holder, and leaves nothing behind. `options.timeout()`
+    /// bounds the calls.
+    fn try_acquire(
         &self,
         name: &str,
         options: LockOptions,
@@ -192,6 +249,13 @@ impl Lock for AnyLock {
         match self {
             AnyLock::Etcd(lock) => lock.acquire(name, options).await,
             AnyLock::Lease(lock) => lock.acquire(name, options).await,
+        }
+    }
+
+    async fn try_acquire(&self, name: &str, options: LockOptions) -> Result<LockGuard, LockError> {
+        match self {
+            AnyLock::Etcd(lock) => lock.try_acquire(name, options).await,
+            AnyLock::Lease(lock) => lock.try_acquire(name, options).await,
         }
     }
 }
@@ -366,6 +430,13 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "lockguard".to_string())
 }
 
+/// Whether an acquisition queues behind a holder or gives up at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Wait,
+    Try,
+}
+
 /// Time left until `deadline`, at least 1 ms so a last call still gets a chance.
 pub(crate) fn remaining(deadline: tokio::time::Instant) -> Duration {
     deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1))
@@ -407,6 +478,22 @@ mod tests {
         assert!(options.with_renew_interval(Duration::from_secs(9)).is_err());
         assert!(options.with_renew_interval(Duration::ZERO).is_err());
         assert!(options.with_renew_interval(Duration::from_secs(2)).is_ok());
+    }
+
+    #[test]
+    fn etcd_errors_are_classified_by_their_grpc_code() {
+        use tonic::{Code, Status};
+        let of = |code, message: &str| {
+            EtcdFailure::of(&etcd_client::Error::GRpcStatus(Status::new(code, message)))
+        };
+        assert_eq!(of(Code::Unavailable, "etcdserver: leader changed"), EtcdFailure::Unavailable);
+        assert_eq!(of(Code::Unavailable, "etcdserver: request timed out"), EtcdFailure::Unavailable);
+        assert_eq!(of(Code::NotFound, "etcdserver: requested lease not found"), EtcdFailure::LeaseNotFound);
+        // The text alone decides nothing.
+        assert_eq!(of(Code::InvalidArgument, "etcdserver: no leader"), EtcdFailure::Other);
+        assert_eq!(of(Code::Unknown, "transport error"), EtcdFailure::Other);
+        let error = LockError::from(etcd_client::Error::GRpcStatus(Status::new(Code::Unavailable, "x")));
+        assert!(error.is_unavailable() && error.to_string().starts_with("etcd: "), "{error}");
     }
 
     #[test]
