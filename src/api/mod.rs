@@ -12,8 +12,8 @@ mod pool;
 pub use claim::{Claim, ClaimSpec, ClaimStatus};
 pub use conditions::{condition, is_true, set_condition};
 pub use pool::{
-    Allocation, INCOMPLETE_FENCE, ItemRange, LockSpec, MAX_LIST_ITEMS, MAX_POOL_ITEMS, OTHER_SERVICE, Pool,
-    PoolItems, PoolSpec, PoolStatus, STALE_EPOCH, STALE_TOKEN,
+    Allocation, FenceRule, ItemRange, LockSpec, MAX_LIST_ITEMS, MAX_POOL_ITEMS, Pool, PoolItems, PoolSpec,
+    PoolStatus,
 };
 
 use kube::CustomResourceExt;

@@ -137,14 +137,57 @@ impl Default for LockSpec {
     }
 }
 
-/// Messages of the status's fencing rules; the operator recognises a refused write by them.
-pub const STALE_TOKEN: &str =
-    "stale fencing token: the ledger was written under a newer lock; this holder lost its lock";
-pub const STALE_EPOCH: &str = "stale lock epoch: the ledger was written under a newer lock service; this holder's lock belongs to an older one";
-pub const OTHER_SERVICE: &str =
-    "another lock service in the same epoch: the first write under a new lock service must advance lockEpoch";
-pub const INCOMPLETE_FENCE: &str =
-    "a ledger write must carry lockBackend, lockService, lockEpoch and fencingToken";
+/// The status's fencing rules (CEL transition rules below). Each rule's message is its
+/// [`FenceRule::message`], so the operator tells from a refused write which rule refused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceRule {
+    /// Every fence field is written once any is.
+    FenceFields,
+    /// The lock epoch never goes back.
+    StaleEpoch,
+    /// Within an epoch, one lock service.
+    OtherService,
+    /// Within an epoch, the fencing token never goes back.
+    StaleToken,
+}
+
+impl FenceRule {
+    pub const ALL: [FenceRule; 4] =
+        [FenceRule::FenceFields, FenceRule::StaleEpoch, FenceRule::OtherService, FenceRule::StaleToken];
+
+    /// The message the API server returns when the rule refuses a write.
+    pub const fn message(self) -> &'static str {
+        match self {
+            FenceRule::FenceFields => {
+                "a ledger write must carry lockBackend, lockService, lockEpoch and fencingToken"
+            }
+            FenceRule::StaleEpoch => {
+                "stale lock epoch: the ledger was written under a newer lock service; this holder's lock belongs to an older one"
+            }
+            FenceRule::OtherService => {
+                "another lock service in the same epoch: the first write under a new lock service must advance lockEpoch"
+            }
+            FenceRule::StaleToken => {
+                "stale fencing token: the ledger was written under a newer lock; this holder lost its lock"
+            }
+        }
+    }
+
+    /// How logs and errors name it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FenceRule::FenceFields => "fence-fields rule",
+            FenceRule::StaleEpoch => "lock-epoch rule",
+            FenceRule::OtherService => "lock-service rule",
+            FenceRule::StaleToken => "fencing-token rule",
+        }
+    }
+
+    /// The rule that refused a write, from the API server's message.
+    pub fn refused(message: &str) -> Option<FenceRule> {
+        Self::ALL.into_iter().find(|rule| message.contains(rule.message()))
+    }
+}
 
 /// The pool's ledger and health. Written only under the pool's lock, with the lock's
 /// fencing token and token space: the API server rejects a token lower than the stored one
@@ -152,16 +195,16 @@ pub const INCOMPLETE_FENCE: &str =
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[x_kube(validation = Rule::new(
     "(!has(oldSelf.fencingToken) || has(self.fencingToken)) && (!has(oldSelf.lockEpoch) || (has(self.lockEpoch) && has(self.lockService) && has(self.lockBackend) && has(self.fencingToken)))"
-).message(INCOMPLETE_FENCE))]
+).message(FenceRule::FenceFields.message()))]
 #[x_kube(validation = Rule::new(
     "!has(oldSelf.lockEpoch) || !has(self.lockEpoch) || self.lockEpoch >= oldSelf.lockEpoch"
-).message(STALE_EPOCH))]
+).message(FenceRule::StaleEpoch.message()))]
 #[x_kube(validation = Rule::new(
     "!has(oldSelf.lockEpoch) || !has(self.lockEpoch) || self.lockEpoch != oldSelf.lockEpoch || (has(self.lockService) && has(oldSelf.lockService) && self.lockService == oldSelf.lockService)"
-).message(OTHER_SERVICE))]
+).message(FenceRule::OtherService.message()))]
 #[x_kube(validation = Rule::new(
     "!has(oldSelf.fencingToken) || !has(self.fencingToken) || (has(self.lockEpoch) && (!has(oldSelf.lockEpoch) || self.lockEpoch > oldSelf.lockEpoch)) || self.fencingToken >= oldSelf.fencingToken"
-).message(STALE_TOKEN))]
+).message(FenceRule::StaleToken.message()))]
 #[serde(rename_all = "camelCase")]
 pub struct PoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,4 +248,29 @@ pub struct Allocation {
     pub uid: String,
     /// Item indices, e.g. `0-9,15`.
     pub items: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_named_by_the_rule_that_refused_it() {
+        let message = format!(
+            "Pool.lockguard.dev \"p\" is invalid: status: Invalid value: \"object\": {}",
+            FenceRule::StaleEpoch.message()
+        );
+        assert_eq!(FenceRule::refused(&message), Some(FenceRule::StaleEpoch));
+        assert_eq!(FenceRule::refused(FenceRule::StaleToken.message()), Some(FenceRule::StaleToken));
+        assert_eq!(FenceRule::refused("something else"), None);
+    }
+
+    #[test]
+    fn every_fence_rule_is_in_the_crd_with_its_message() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_string(&Pool::crd()).expect("crd");
+        for rule in FenceRule::ALL {
+            assert!(crd.contains(rule.message()), "{rule:?} missing from the CRD");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalize, finalizer};
+use kube::runtime::finalizer::{Error as FinalizerError, Event as Finalize, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -124,11 +124,12 @@ async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action
             ctx.succeeded(&ledger_key(&claim));
             Ok(action)
         }
-        Err(
-            kube::runtime::finalizer::Error::ApplyFailed(e)
-            | kube::runtime::finalizer::Error::CleanupFailed(e),
-        ) => Err(e),
-        Err(e) => Err(Error::Finalizer(e.to_string())),
+        Err(FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e)) => Err(e),
+        Err(FinalizerError::AddFinalizer(source)) => Err(Error::Finalizer { action: "add", source }),
+        Err(FinalizerError::RemoveFinalizer(source)) => Err(Error::Finalizer { action: "remove", source }),
+        Err(e @ (FinalizerError::UnnamedObject | FinalizerError::InvalidFinalizer)) => {
+            Err(Error::Invariant(e.to_string()))
+        }
     }
 }
 

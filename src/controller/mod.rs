@@ -47,8 +47,8 @@ pub enum Error {
         "pool {pool}: ledger write with token {token} rejected by its {by}: another holder wrote the ledger, this one lost its lock"
     )]
     Fenced { pool: String, token: u64, by: &'static str },
-    #[error("finalizer: {0}")]
-    Finalizer(String),
+    #[error("could not {action} the finalizer {FINALIZER}: {source}")]
+    Finalizer { action: &'static str, source: kube::Error },
     #[error("{claim} changed since it was read; retrying from a fresh read")]
     Changed { claim: String },
     #[error("invariant: {0}")]
@@ -71,7 +71,7 @@ impl Error {
             Error::Lock(_) => "lock",
             Error::Ledger { .. } => "ledger",
             Error::Fenced { .. } => "fenced",
-            Error::Finalizer(_) => "finalizer",
+            Error::Finalizer { .. } => "finalizer",
             Error::Changed { .. } => "changed",
             Error::Invariant(_) => "invariant",
             Error::BackendChanged { .. } => "backend_changed",

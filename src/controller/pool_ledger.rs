@@ -11,9 +11,7 @@ use super::Error;
 use super::context::Context;
 use std::time::Duration;
 
-use crate::api::{
-    INCOMPLETE_FENCE, OTHER_SERVICE, Pool, PoolStatus, STALE_EPOCH, STALE_TOKEN, condition, set_condition,
-};
+use crate::api::{FenceRule, Pool, PoolStatus, condition, set_condition};
 use crate::failpoint;
 use crate::ledger::{Ledger, LedgerError};
 use crate::lock::LockGuard;
@@ -39,19 +37,6 @@ pub fn next_epoch(stored: Option<i64>, stored_service: Option<&str>, service: &s
         // A pool never written, or written before epochs existed: the first epoch.
         (None, _) => Epoch { number: 1, advance: false },
     }
-}
-
-/// Which fencing rule of the status refused a write, from the API server's message.
-fn fencing_rule(message: &str) -> Option<&'static str> {
-    [
-        (STALE_TOKEN, "fencing-token rule"),
-        (STALE_EPOCH, "lock-epoch rule"),
-        (OTHER_SERVICE, "lock-service rule"),
-        (INCOMPLETE_FENCE, "fence-fields rule"),
-    ]
-    .into_iter()
-    .find(|(rule, _)| message.contains(rule))
-    .map(|(_, by)| by)
 }
 
 pub async fn lock_pool(ctx: &Context, pool: &Pool) -> Result<LockGuard, Error> {
@@ -160,8 +145,8 @@ pub async fn write_ledger(
             return Ok(written);
         }
         Err(kube::Error::Api(e)) if e.code == 409 => "resourceVersion precondition",
-        Err(kube::Error::Api(e)) if e.code == 422 && fencing_rule(&e.message).is_some() => {
-            fencing_rule(&e.message).unwrap_or("fencing rule")
+        Err(kube::Error::Api(e)) if e.code == 422 && FenceRule::refused(&e.message).is_some() => {
+            FenceRule::refused(&e.message).map_or("fencing rule", FenceRule::name)
         }
         Err(e) => return Err(e.into()),
     };
@@ -230,14 +215,5 @@ mod tests {
         assert_eq!(next_epoch(Some(3), Some("etcd:a"), "etcd:a"), Epoch { number: 3, advance: false });
         assert_eq!(next_epoch(Some(3), Some("etcd:a"), "lease:u"), Epoch { number: 4, advance: true });
         assert_eq!(next_epoch(Some(3), None, "etcd:a"), Epoch { number: 4, advance: true });
-    }
-
-    #[test]
-    fn a_refusal_is_named_by_the_rule_that_refused_it() {
-        let message =
-            format!("Pool.lockguard.dev \"p\" is invalid: status: Invalid value: \"object\": {STALE_EPOCH}");
-        assert_eq!(fencing_rule(&message), Some("lock-epoch rule"));
-        assert_eq!(fencing_rule(STALE_TOKEN), Some("fencing-token rule"));
-        assert_eq!(fencing_rule("something else"), None);
     }
 }
