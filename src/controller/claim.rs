@@ -6,9 +6,8 @@
 //! the ledger after. Every status write carries the claim's uid and resourceVersion, so a
 //! write prepared from an older read is refused instead of overwriting a newer one.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -20,17 +19,14 @@ use tracing::{info, warn};
 
 use super::batch;
 use super::context::{Context, Deferred};
-use super::plan::Outcome;
-use super::pool_ledger::{is_deleting, is_protected, ledger_of};
-use super::{Error, FINALIZER, backoff, get_existing};
+use super::decide::{Decision, NotBound, RESYNC, Recheck, Step, decide, next_step, pool_not_found, waiting};
+use super::pool_ledger::ledger_of;
+use super::{Error, FINALIZER, backoff, get_existing, timed};
 use crate::api::{Claim, ClaimStatus, Pool, condition, set_condition};
 use crate::failpoint;
-use crate::ledger::{AllocError, Ledger};
+use crate::ledger::Ledger;
 
 pub const BOUND: &str = "Bound";
-/// A bound claim is checked against its pool's ledger at least this often, so nothing
-/// depends on one missed event.
-const RESYNC: Duration = Duration::from_secs(300);
 /// A claim waiting for a hold of its pool looks again after this long at the latest (its
 /// pool's ledger write wakes it sooner).
 const PENDING_RECHECK: Duration = Duration::from_secs(2);
@@ -63,34 +59,10 @@ fn bound_condition(claim: &Claim) -> Option<&k8s_openapi::apimachinery::pkg::api
     claim.status.as_ref()?.conditions.iter().find(|c| c.type_ == BOUND)
 }
 
-/// What a reconcile does, given the claim and what the ledger gives it.
-#[derive(Debug, PartialEq, Eq)]
-enum Step {
-    /// The status lists items the ledger does not give this claim: take them back first,
-    /// keeping only these indices.
-    Revoke { keep: Vec<u32> },
-    /// The ledger gives exactly `count` items: the status only needs to show them.
-    Show,
-    /// The allocation must change: take the pool's lock.
-    Allocate,
-}
-
-fn next_step(shown: &[String], given: &[u32], given_items: &[String], count: u32) -> Step {
-    let ledger: HashSet<&String> = given_items.iter().collect();
-    if shown.iter().any(|item| !ledger.contains(item)) {
-        let shown: HashSet<&String> = shown.iter().collect();
-        let keep =
-            given.iter().zip(given_items).filter(|(_, item)| shown.contains(item)).map(|(i, _)| *i).collect();
-        return Step::Revoke { keep };
-    }
-    if given.len() as u32 == count { Step::Show } else { Step::Allocate }
-}
-
+/// Every log line of a claim's reconcile carries `claim=` and `pool=` from its span.
+#[tracing::instrument(name = "reconcile", skip_all, fields(claim = %ledger_key(&claim), pool = %claim.spec.pool_ref))]
 pub async fn reconcile(claim: Arc<Claim>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_claim(claim, &ctx).await;
-    ctx.metrics.reconciled("claim", started.elapsed().as_secs_f64(), result.as_ref().err().map(Error::kind));
-    result
+    timed(&ctx, "claim", reconcile_claim(claim, &ctx)).await
 }
 
 async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action, Error> {
@@ -125,6 +97,10 @@ async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action
             Ok(action)
         }
         Err(FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e)) => Err(e),
+        // Another replica added it first (the helper's JSON patch tests the list it read).
+        Err(FinalizerError::AddFinalizer(kube::Error::Api(e))) if e.code == 409 || e.code == 422 => {
+            Err(Error::Changed { claim: ledger_key(&claim) })
+        }
         Err(FinalizerError::AddFinalizer(source)) => Err(Error::Finalizer { action: "add", source }),
         Err(FinalizerError::RemoveFinalizer(source)) => Err(Error::Finalizer { action: "remove", source }),
         Err(e @ (FinalizerError::UnnamedObject | FinalizerError::InvalidFinalizer)) => {
@@ -147,100 +123,56 @@ pub fn error_policy(claim: Arc<Claim>, error: &Error, ctx: Arc<Context>) -> Acti
     Action::requeue(delay)
 }
 
-/// What a claim's status should say when it is not bound.
-struct NotBound {
-    reason: &'static str,
-    message: String,
-}
-
 async fn apply(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
-    let key = ledger_key(claim);
     let pool_name = &claim.spec.pool_ref;
-    let Some(pool) = ctx.pool(pool_name).await? else {
-        return not_bound(claim, ctx, pool_not_found(pool_name), Some(Vec::new()), Some(60)).await;
+    let pool = ctx.pool(pool_name).await?;
+    let ledger = match &pool {
+        Some(pool) => match ctx.ledger(pool) {
+            Ok(ledger) => Some(Ok(ledger)),
+            Err(Error::Ledger { source, .. }) => Some(Err(source)),
+            Err(e) => return Err(e),
+        },
+        None => None,
     };
-    let ledger = match ctx.ledger(&pool) {
-        Ok(ledger) => ledger,
-        Err(Error::Ledger { source: e, .. }) => {
-            // Nothing can be verified against an unreadable ledger: leave a bound claim as it
-            // is, tell a waiting one why; the pool's repair wakes it.
-            let message = format!("pool {pool_name}: {e}");
-            if bound_condition(claim).is_some_and(|c| c.status == "True") {
-                warn!(claim = %key, pool = %pool_name, error = %e, "the pool's ledger is corrupt; not checking this claim");
-                return Ok(Action::requeue(RESYNC));
+    let known = pool.as_deref().zip(ledger.as_ref().map(|l| l.as_ref().map(|l| &**l)));
+    match decide(claim, known) {
+        Decision::NotBound { state, items, recheck } => not_bound(claim, ctx, state, items, recheck).await,
+        Decision::Leave { warning, recheck } => {
+            warn!("{warning}");
+            Ok(action(recheck))
+        }
+        Decision::Revoke => revoke(claim, ctx, pool_name).await,
+        Decision::Show { given } => match &pool {
+            Some(pool) => show(claim, ctx, pool, &given).await,
+            None => Err(Error::Invariant("a decision to show items without a pool".into())),
+        },
+        Decision::Allocate { shrink_to } => {
+            let Some(pool) = pool else {
+                return Err(Error::Invariant("a decision to allocate without a pool".into()));
+            };
+            let claim = match shrink_to {
+                Some(indices) => show_bound(claim, ctx, &pool, &indices).await?,
+                None => claim.clone(),
+            };
+            // The pool's task plans for every claim its cache shows, this one included; the
+            // ledger write wakes this claim (through the pool watch) to show its items.
+            ctx.batches.request(ctx, pool_name);
+            let failure = ctx.batches.failure(pool_name);
+            let outcome = ctx.batches.outcome(pool_name, &ledger_key(&claim), batch::version(&pool));
+            match waiting(&claim, &pool, failure.as_ref(), outcome.as_ref()) {
+                Some((state, recheck)) => not_bound(&claim, ctx, state, None, recheck).await,
+                // Planned or about to be: the ledger write wakes it; this is only a safety net.
+                None => Ok(Action::requeue(PENDING_RECHECK)),
             }
-            return not_bound(claim, ctx, NotBound { reason: "LedgerCorrupt", message }, None, None).await;
         }
-        Err(e) => return Err(e),
-    };
-    let uid = claim.uid().unwrap_or_default();
-    let count = claim.spec.count.max(0) as u32;
-    let given = ledger.given(&key, &uid).to_vec();
-    let given_items = pool.spec.items.describe(&given).0;
-    let shown = claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default();
-    match next_step(&shown, &given, &given_items, count) {
-        Step::Revoke { .. } => return revoke(claim, ctx, pool_name).await,
-        Step::Show => return show(claim, ctx, &pool, &given).await,
-        Step::Allocate => {}
     }
-    if is_deleting(&pool) {
-        let message = format!("pool {pool_name} is being deleted; the claim binds once it is created again");
-        return not_bound(claim, ctx, NotBound { reason: "PoolDeleting", message }, None, Some(60)).await;
-    }
-    if !is_protected(&pool) {
-        return not_bound(claim, ctx, not_ready(pool_name), None, Some(5)).await;
-    }
-    let capacity = pool.spec.items.capacity();
-    if count > capacity {
-        let message = format!("the claim asks for {count} items but pool {pool_name} only has {capacity}");
-        return not_bound(claim, ctx, NotBound { reason: "PoolTooSmall", message }, None, None).await;
-    }
-    // A shrink: the status lets go of the items before the ledger takes them back.
-    let claim = if given.len() as u32 > count {
-        show_bound(claim, ctx, &pool, &given[..count as usize]).await?
-    } else {
-        claim.clone()
-    };
-
-    // The pool's task plans for every claim its cache shows, this one included; the
-    // ledger write wakes this claim (through the pool watch) to show its items.
-    ctx.batches.request(ctx, pool_name);
-    if let Some(failure) = ctx.batches.failure(pool_name).filter(|f| f.lock_unavailable) {
-        let backend = pool.spec.lock.backend.as_str();
-        let message = format!("{backend} lock of pool {pool_name} unavailable: {}", failure.message);
-        return not_bound(&claim, ctx, NotBound { reason: "LockUnavailable", message }, None, Some(5)).await;
-    }
-    let outcome = ctx.batches.outcome(pool_name, &key, batch::version(&pool));
-    let state = match outcome {
-        Some(Outcome::Refused(AllocError::TooSmall { .. })) => {
-            let message =
-                format!("the claim asks for {count} items but pool {pool_name} only has {capacity}");
-            NotBound { reason: "PoolTooSmall", message }
-        }
-        Some(Outcome::Refused(e)) => {
-            let message = format!("pool {pool_name}: {e}; the claim binds when items are freed");
-            NotBound { reason: "PoolExhausted", message }
-        }
-        Some(Outcome::Behind { older }) => {
-            let message = format!(
-                "pool {pool_name} has too few free items for the older claim {older}, which is served first; this claim binds after it"
-            );
-            NotBound { reason: "PoolExhausted", message }
-        }
-        // Planned or about to be: the ledger write wakes it; this is only a safety net.
-        _ => return Ok(Action::requeue(PENDING_RECHECK)),
-    };
-    not_bound(&claim, ctx, state, None, Some(30)).await
 }
 
-fn not_ready(pool: &str) -> NotBound {
-    let message = format!("pool {pool} is not ready yet (its deletion protection is being set up)");
-    NotBound { reason: "PoolNotReady", message }
-}
-
-fn pool_not_found(pool: &str) -> NotBound {
-    let message = format!("pool {pool} does not exist; the claim binds once it is created");
-    NotBound { reason: "PoolNotFound", message }
+fn action(recheck: Recheck) -> Action {
+    match recheck {
+        Recheck::OnChange => Action::await_change(),
+        Recheck::After(after) => Action::requeue(after),
+    }
 }
 
 /// The status lists items that the cached ledger does not give: confirmed by a fresh read
@@ -248,7 +180,8 @@ fn pool_not_found(pool: &str) -> NotBound {
 async fn revoke(claim: &Claim, ctx: &Context, pool_name: &str) -> Result<Action, Error> {
     let pools: Api<Pool> = Api::all(ctx.client.clone());
     let Some(pool) = get_existing(&pools, pool_name).await? else {
-        return not_bound(claim, ctx, pool_not_found(pool_name), Some(Vec::new()), Some(60)).await;
+        let recheck = Recheck::After(Duration::from_secs(60));
+        return not_bound(claim, ctx, pool_not_found(pool_name), Some(Vec::new()), recheck).await;
     };
     let (key, uid) = (ledger_key(claim), claim.uid().unwrap_or_default());
     let given = ledger_of(&pool)?.given(&key, &uid).to_vec();
@@ -263,9 +196,14 @@ async fn revoke(claim: &Claim, ctx: &Context, pool_name: &str) -> Result<Action,
         "the ledger of pool {pool_name} no longer gives this claim {} of its items (a pool restored, re-created or edited); re-allocating",
         shown.len() - kept.len()
     );
-    warn!(claim = %key, pool = %pool_name, shown = shown.len(), kept = kept.len(), "status lists items the ledger does not give; taking them back");
+    warn!(
+        shown = shown.len(),
+        kept = kept.len(),
+        "status lists items the ledger does not give; taking them back"
+    );
     ctx.event(&claim.object_ref(&()), EventType::Warning, "ItemsRevoked", message.clone()).await;
-    not_bound(claim, ctx, NotBound { reason: "ItemsRevoked", message }, Some(kept), Some(0)).await
+    let recheck = Recheck::After(Duration::from_millis(100));
+    not_bound(claim, ctx, NotBound { reason: "ItemsRevoked", message }, Some(kept), recheck).await
 }
 
 /// The ledger gives the claim what it asks for: its status shows it. The replica that
@@ -389,14 +327,10 @@ async fn not_bound(
     ctx: &Context,
     state: NotBound,
     items: Option<Vec<String>>,
-    requeue_seconds: Option<u64>,
+    recheck: Recheck,
 ) -> Result<Action, Error> {
     set_not_bound(claim, ctx, state, items).await?;
-    Ok(match requeue_seconds {
-        Some(0) => Action::requeue(Duration::from_millis(100)),
-        Some(s) => Action::requeue(Duration::from_secs(s)),
-        None => Action::await_change(),
-    })
+    Ok(action(recheck))
 }
 
 /// Writes the not-bound status; returns the claim as written.
@@ -426,7 +360,7 @@ async fn set_not_bound(
     // ItemsRevoked has its own Event already; Releasing is followed by Freed.
     let quiet = ["ItemsRevoked", "Releasing"].contains(&state.reason);
     if previous.as_deref() != Some(state.reason) && !quiet {
-        info!(claim = %ledger_key(claim), pool = %claim.spec.pool_ref, reason = state.reason, "not bound");
+        info!(reason = state.reason, "not bound");
         ctx.event(&claim.object_ref(&()), EventType::Warning, state.reason, state.message).await;
     }
     Ok(written)
@@ -444,32 +378,5 @@ async fn write_status(claim: &Claim, ctx: &Context, status: &ClaimStatus) -> Res
         Ok(written) => Ok(written),
         Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Changed { claim: ledger_key(claim) }),
         Err(e) => Err(e.into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn items(v: &[u32]) -> Vec<String> {
-        v.iter().map(|i| (1000 + i).to_string()).collect()
-    }
-
-    #[test]
-    fn a_status_ahead_of_the_ledger_is_revoked_first() {
-        // The ledger gives 0 and 1; the status shows 0, 1 and 2 (a restored or shrunk pool).
-        let step = next_step(&items(&[0, 1, 2]), &[0, 1], &items(&[0, 1]), 3);
-        assert_eq!(step, Step::Revoke { keep: vec![0, 1] });
-        // Nothing given at all (an entry of another uid, a pool re-created empty).
-        assert_eq!(next_step(&items(&[4]), &[], &[], 1), Step::Revoke { keep: vec![] });
-    }
-
-    #[test]
-    fn a_status_behind_the_ledger_is_shown_or_allocated() {
-        assert_eq!(next_step(&[], &[0, 1], &items(&[0, 1]), 2), Step::Show);
-        assert_eq!(next_step(&items(&[0]), &[0, 1], &items(&[0, 1]), 2), Step::Show);
-        assert_eq!(next_step(&items(&[0, 1]), &[0, 1], &items(&[0, 1]), 3), Step::Allocate);
-        assert_eq!(next_step(&items(&[0, 1]), &[0, 1], &items(&[0, 1]), 1), Step::Allocate);
-        assert_eq!(next_step(&[], &[], &[], 1), Step::Allocate);
     }
 }

@@ -236,7 +236,11 @@ impl Context {
         let result = self.locks.acquire(pool, spec).await;
         waiters.dec();
         match &result {
-            Ok(guard) => self.metrics.lock_wait.get_or_create(&backend).observe(guard.waited().as_secs_f64()),
+            Ok(guard) => {
+                self.metrics.lock_wait.get_or_create(&backend).observe(guard.waited().as_secs_f64());
+                let wait_ms = guard.waited().as_millis() as u64;
+                tracing::info!(pool, backend = %guard.backend(), token = guard.fencing_token(), wait_ms, "lock acquired");
+            }
             Err(_) => {
                 self.metrics.lock_errors.get_or_create(&backend).inc();
             }
@@ -251,6 +255,9 @@ impl Context {
         if guard.is_lost() {
             self.metrics.locks_lost.get_or_create(&backend).inc();
             tracing::warn!(lock = guard.name(), token = guard.fencing_token(), "lock was lost while held");
+        } else {
+            let hold_ms = guard.held().as_millis() as u64;
+            tracing::info!(lock = guard.name(), token = guard.fencing_token(), hold_ms, "lock released");
         }
         if let Err(e) = guard.release().await {
             tracing::warn!(error = %e, "releasing the lock failed; it expires with its lease");

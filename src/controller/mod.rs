@@ -7,6 +7,7 @@
 mod batch;
 mod claim;
 mod context;
+mod decide;
 mod plan;
 mod pool;
 mod pool_ledger;
@@ -61,6 +62,22 @@ pub enum Error {
         "pool {pool}: a new lock service opens a new epoch once the old one was quiet for a TTL; {wait:?} to go"
     )]
     EpochWait { pool: String, wait: Duration },
+}
+
+/// Runs one reconcile and records its duration and outcome.
+async fn timed(
+    ctx: &Context,
+    controller: &'static str,
+    reconcile: impl std::future::Future<Output = Result<controller::Action, Error>>,
+) -> Result<controller::Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    ctx.metrics.reconciled(
+        controller,
+        started.elapsed().as_secs_f64(),
+        result.as_ref().err().map(Error::kind),
+    );
+    result
 }
 
 impl Error {

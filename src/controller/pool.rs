@@ -17,7 +17,7 @@ use super::context::Context;
 use super::pool_ledger::{
     READY, is_deleting, ledger_of, lock_pool, read_ledger, report_corrupt, write_ledger,
 };
-use super::{Error, POOL_FINALIZER, backoff, get_existing};
+use super::{Error, POOL_FINALIZER, backoff, get_existing, timed};
 use crate::api::{Claim, Pool, PoolStatus, condition, set_condition};
 use crate::ledger::Ledger;
 
@@ -26,11 +26,10 @@ const RESYNC: Duration = Duration::from_secs(60);
 /// How often a pool whose deletion waits for its claims looks again.
 const DELETION_RECHECK: Duration = Duration::from_secs(15);
 
+/// Every log line of a pool's reconcile carries `pool=` from its span.
+#[tracing::instrument(name = "reconcile", skip_all, fields(pool = %pool.name_any()))]
 pub async fn reconcile(pool: Arc<Pool>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let result = reconcile_pool(&pool, &ctx).await;
-    ctx.metrics.reconciled("pool", started.elapsed().as_secs_f64(), result.as_ref().err().map(Error::kind));
-    result
+    timed(&ctx, "pool", reconcile_pool(&pool, &ctx)).await
 }
 
 /// The Ready condition a readable ledger calls for.
@@ -103,7 +102,7 @@ async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
     let guard = match lock_pool(ctx, pool).await {
         Ok(g) => g,
         Err(e) => {
-            warn!(pool = %name, error = %e, "pool lock unavailable");
+            warn!(error = %e, "pool lock unavailable");
             ctx.event(&pool.object_ref(&()), EventType::Warning, "LockUnavailable", e.to_string()).await;
             return Err(e);
         }
@@ -116,7 +115,7 @@ async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
         for claim in vanished_claims(&ledger, ctx).await? {
             let (next, items) = ledger.release(&claim);
             freed += items.len();
-            info!(pool = %name, claim = %claim, items = items.len(), "freed the items of a claim that no longer exists");
+            info!(claim = %claim, items = items.len(), "freed the items of a claim that no longer exists");
             ledger = next;
         }
         let ready = ready_condition(&fresh, &ledger);
@@ -125,7 +124,13 @@ async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
             set_condition(&mut status.conditions, ready);
             set_condition(
                 &mut status.conditions,
-                condition(super::pool_ledger::LEDGER_CORRUPT, false, "LedgerReadable", "the ledger reads cleanly", fresh.metadata.generation),
+                condition(
+                    super::pool_ledger::LEDGER_CORRUPT,
+                    false,
+                    "LedgerReadable",
+                    "the ledger reads cleanly",
+                    fresh.metadata.generation,
+                ),
             );
         })
         .await?;
@@ -152,7 +157,7 @@ async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
             .as_ref()
             .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.reason == "DeletionBlocked"));
         if let Some(c) = blocked.filter(|_| !was_blocked) {
-            warn!(pool = %name, "{}", c.message);
+            warn!("{}", c.message);
             ctx.event(&pool.object_ref(&()), EventType::Warning, "DeletionBlocked", c.message).await;
         }
     }
@@ -174,7 +179,11 @@ async fn release_deletion(
     if finalizers.len() == pool.finalizers().len() {
         return Ok(Action::await_change());
     }
-    info!(pool = %pool.name_any(), entries_of_vanished_claims = vanished, items = ledger.allocated(), "no claim holds items of this pool; letting its deletion proceed");
+    info!(
+        entries_of_vanished_claims = vanished,
+        items = ledger.allocated(),
+        "no claim holds items of this pool; letting its deletion proceed"
+    );
     set_finalizers(ctx, pool, finalizers).await?;
     Ok(Action::await_change())
 }

@@ -1,0 +1,307 @@
+//! What a claim's reconcile does, decided from what it knows — the claim, its pool and
+//! ledger as cached, the pool task's last word — without any I/O. `claim.rs` carries the
+//! decisions out.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use super::batch::Failure;
+use super::claim::{BOUND, ledger_key};
+use super::plan::Outcome;
+use super::pool_ledger::{is_deleting, is_protected};
+use crate::api::{Claim, Pool};
+use crate::ledger::{AllocError, Ledger, LedgerError};
+
+/// A bound claim is checked against its pool's ledger at least this often, so nothing
+/// depends on one missed event.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// What a claim's status should say when it is not bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotBound {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// When to look at a claim again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recheck {
+    /// Only when it or its pool changes.
+    OnChange,
+    After(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Say why it is not bound; `items` is what the status shows from now on (`None`
+    /// keeps what it shows, which agrees with the ledger).
+    NotBound { state: NotBound, items: Option<Vec<String>>, recheck: Recheck },
+    /// Touch nothing and look again later; `warning` says why in the log.
+    Leave { warning: String, recheck: Recheck },
+    /// The status lists items the ledger does not give: confirm with a fresh read, then
+    /// take them back.
+    Revoke,
+    /// The ledger gives exactly what the claim asks for: show `given`.
+    Show { given: Vec<u32> },
+    /// Ask the pool's task for a hold; a shrinking claim first shows only `shrink_to`.
+    Allocate { shrink_to: Option<Vec<u32>> },
+}
+
+/// The ledger of a cached pool, or why it cannot be read.
+pub type LedgerRead<'a> = Result<&'a Ledger, &'a LedgerError>;
+
+/// What to do about a live claim, given its pool (`None`: no such pool) and ledger.
+pub fn decide(claim: &Claim, pool: Option<(&Pool, LedgerRead<'_>)>) -> Decision {
+    let pool_name = &claim.spec.pool_ref;
+    let Some((pool, ledger)) = pool else {
+        return not_bound(pool_not_found(pool_name), Some(Vec::new()), Recheck::After(secs(60)));
+    };
+    let ledger = match ledger {
+        Ok(ledger) => ledger,
+        // Nothing can be verified against an unreadable ledger: leave a bound claim as it
+        // is, tell a waiting one why; the pool's repair wakes it.
+        Err(e) if is_bound(claim) => {
+            let warning = format!("the ledger of pool {pool_name} is corrupt ({e}); not checking this claim");
+            return Decision::Leave { warning, recheck: Recheck::After(RESYNC) };
+        }
+        Err(e) => {
+            let state = NotBound { reason: "LedgerCorrupt", message: format!("pool {pool_name}: {e}") };
+            return not_bound(state, None, Recheck::OnChange);
+        }
+    };
+    let count = claim.spec.count.max(0) as u32;
+    let given = ledger.given(&ledger_key(claim), &claim.uid().unwrap_or_default());
+    let given_items = pool.spec.items.describe(given).0;
+    let shown = claim.status.as_ref().map(|s| s.items.as_slice()).unwrap_or_default();
+    match next_step(shown, given, &given_items, count) {
+        Step::Revoke { .. } => return Decision::Revoke,
+        Step::Show => return Decision::Show { given: given.to_vec() },
+        Step::Allocate => {}
+    }
+    if is_deleting(pool) {
+        let message = format!("pool {pool_name} is being deleted; the claim binds once it is created again");
+        return not_bound(NotBound { reason: "PoolDeleting", message }, None, Recheck::After(secs(60)));
+    }
+    if !is_protected(pool) {
+        let message = format!("pool {pool_name} is not ready yet (its deletion protection is being set up)");
+        return not_bound(NotBound { reason: "PoolNotReady", message }, None, Recheck::After(secs(5)));
+    }
+    let capacity = pool.spec.items.capacity();
+    if count > capacity {
+        return not_bound(too_small(pool_name, count, capacity), None, Recheck::OnChange);
+    }
+    // A shrink: the status lets go of the items before the ledger takes them back.
+    let shrink_to = (given.len() as u32 > count).then(|| given[..count as usize].to_vec());
+    Decision::Allocate { shrink_to }
+}
+
+/// Why a claim that asked for a hold is still not bound, from the pool task's last word
+/// (`None`: the hold is planned or about to be, and its ledger write wakes the claim).
+pub fn waiting(
+    claim: &Claim,
+    pool: &Pool,
+    failure: Option<&Failure>,
+    outcome: Option<&Outcome>,
+) -> Option<(NotBound, Recheck)> {
+    let pool_name = &claim.spec.pool_ref;
+    if let Some(failure) = failure.filter(|f| f.lock_unavailable) {
+        let backend = pool.spec.lock.backend.as_str();
+        let message = format!("{backend} lock of pool {pool_name} unavailable: {}", failure.message);
+        return Some((NotBound { reason: "LockUnavailable", message }, Recheck::After(secs(5))));
+    }
+    let count = claim.spec.count.max(0) as u32;
+    let state = match outcome? {
+        Outcome::Refused(AllocError::TooSmall { .. }) => {
+            too_small(pool_name, count, pool.spec.items.capacity())
+        }
+        Outcome::Refused(e) => {
+            let message = format!("pool {pool_name}: {e}; the claim binds when items are freed");
+            NotBound { reason: "PoolExhausted", message }
+        }
+        Outcome::Behind { older } => {
+            let message = format!(
+                "pool {pool_name} has too few free items for the older claim {older}, which is served first; this claim binds after it"
+            );
+            NotBound { reason: "PoolExhausted", message }
+        }
+        _ => return None,
+    };
+    Some((state, Recheck::After(secs(30))))
+}
+
+pub fn pool_not_found(pool: &str) -> NotBound {
+    let message = format!("pool {pool} does not exist; the claim binds once it is created");
+    NotBound { reason: "PoolNotFound", message }
+}
+
+fn too_small(pool: &str, count: u32, capacity: u32) -> NotBound {
+    let message = format!("the claim asks for {count} items but pool {pool} only has {capacity}");
+    NotBound { reason: "PoolTooSmall", message }
+}
+
+fn not_bound(state: NotBound, items: Option<Vec<String>>, recheck: Recheck) -> Decision {
+    Decision::NotBound { state, items, recheck }
+}
+
+fn is_bound(claim: &Claim) -> bool {
+    claim.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == BOUND && c.status == "True"))
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// How the status compares with what the ledger gives the claim.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The status lists items the ledger does not give this claim: take them back first,
+    /// keeping only these indices.
+    Revoke { keep: Vec<u32> },
+    /// The ledger gives exactly `count` items: the status only needs to show them.
+    Show,
+    /// The allocation must change: take the pool's lock.
+    Allocate,
+}
+
+pub fn next_step(shown: &[String], given: &[u32], given_items: &[String], count: u32) -> Step {
+    let ledger: HashSet<&String> = given_items.iter().collect();
+    if shown.iter().any(|item| !ledger.contains(item)) {
+        let shown: HashSet<&String> = shown.iter().collect();
+        let keep =
+            given.iter().zip(given_items).filter(|(_, item)| shown.contains(item)).map(|(i, _)| *i).collect();
+        return Step::Revoke { keep };
+    }
+    if given.len() as u32 == count { Step::Show } else { Step::Allocate }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        Allocation, ClaimSpec, ClaimStatus, ItemRange, LockSpec, PoolItems, PoolSpec, condition,
+    };
+
+    fn items(v: &[u32]) -> Vec<String> {
+        v.iter().map(|i| (1000 + i).to_string()).collect()
+    }
+
+    /// A pool of items 1000–1009, protected unless said otherwise.
+    fn pool() -> Pool {
+        let range = Some(ItemRange { start: 1000, end: 1009 });
+        let mut pool =
+            Pool::new("p", PoolSpec { items: PoolItems { range, list: None }, lock: LockSpec::default() });
+        pool.metadata.finalizers = Some(vec![super::super::POOL_FINALIZER.to_string()]);
+        pool
+    }
+
+    fn claim(count: i32, shown: &[u32]) -> Claim {
+        let mut claim = Claim::new("c", ClaimSpec { pool_ref: "p".into(), count });
+        claim.metadata.namespace = Some("ns".into());
+        claim.metadata.uid = Some("u1".into());
+        if !shown.is_empty() {
+            let bound = condition(BOUND, true, "Allocated", String::new(), None);
+            claim.status =
+                Some(ClaimStatus { items: items(shown), conditions: vec![bound], ..ClaimStatus::default() });
+        }
+        claim
+    }
+
+    /// A ledger that gives `ns/c` (uid u1) these indices.
+    fn ledger(given: &str) -> Ledger {
+        let entry = Allocation { claim: "ns/c".into(), uid: "u1".into(), items: given.into() };
+        let allocations = if given.is_empty() { vec![] } else { vec![entry] };
+        Ledger::from_status(&allocations, 10).expect("ledger")
+    }
+
+    fn reason(decision: &Decision) -> &'static str {
+        match decision {
+            Decision::NotBound { state, .. } => state.reason,
+            other => panic!("expected NotBound, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decisions_from_claim_pool_and_ledger() {
+        let (p, empty, one_two) = (pool(), ledger(""), ledger("1-2"));
+        let mut deleting = pool();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        let mut unprotected = pool();
+        unprotected.metadata.finalizers = None;
+
+        assert_eq!(reason(&decide(&claim(1, &[]), None)), "PoolNotFound");
+        assert_eq!(
+            decide(&claim(2, &[1, 2]), Some((&p, Ok(&one_two)))),
+            Decision::Show { given: vec![1, 2] }
+        );
+        assert_eq!(decide(&claim(2, &[]), Some((&p, Ok(&one_two)))), Decision::Show { given: vec![1, 2] });
+        assert_eq!(decide(&claim(1, &[7]), Some((&p, Ok(&empty)))), Decision::Revoke);
+        assert_eq!(decide(&claim(1, &[]), Some((&p, Ok(&empty)))), Decision::Allocate { shrink_to: None });
+        assert_eq!(
+            decide(&claim(3, &[1, 2]), Some((&p, Ok(&one_two)))),
+            Decision::Allocate { shrink_to: None }
+        );
+        assert_eq!(
+            decide(&claim(1, &[1, 2]), Some((&p, Ok(&one_two)))),
+            Decision::Allocate { shrink_to: Some(vec![1]) }
+        );
+        assert_eq!(reason(&decide(&claim(1, &[]), Some((&deleting, Ok(&empty))))), "PoolDeleting");
+        assert_eq!(reason(&decide(&claim(1, &[]), Some((&unprotected, Ok(&empty))))), "PoolNotReady");
+        assert_eq!(reason(&decide(&claim(11, &[]), Some((&p, Ok(&empty))))), "PoolTooSmall");
+        // A pool being deleted still lets a claim show what the ledger gives it.
+        assert_eq!(
+            decide(&claim(2, &[1, 2]), Some((&deleting, Ok(&one_two)))),
+            Decision::Show { given: vec![1, 2] }
+        );
+    }
+
+    #[test]
+    fn a_corrupt_ledger_leaves_bound_claims_alone_and_tells_waiting_ones() {
+        let p = pool();
+        let corrupt = LedgerError::Duplicate { index: 1, first: "a/x".into(), second: "b/y".into() };
+        let waiting_claim = decide(&claim(1, &[]), Some((&p, Err(&corrupt))));
+        assert_eq!(reason(&waiting_claim), "LedgerCorrupt");
+        assert!(matches!(
+            decide(&claim(1, &[1]), Some((&p, Err(&corrupt)))),
+            Decision::Leave { recheck: Recheck::After(RESYNC), .. }
+        ));
+    }
+
+    #[test]
+    fn a_waiting_claim_is_told_why() {
+        let (c, p) = (claim(3, &[]), pool());
+        let unavailable = Failure { message: "connection refused".into(), lock_unavailable: true };
+        let other_failure = Failure { message: "conflict".into(), lock_unavailable: false };
+        let why = |failure, outcome| waiting(&c, &p, failure, outcome).map(|(s, _)| s.reason);
+        assert_eq!(why(Some(&unavailable), None), Some("LockUnavailable"));
+        assert_eq!(why(Some(&other_failure), None), None);
+        let exhausted = Outcome::Refused(AllocError::Exhausted { needed: 3, free: 1 });
+        assert_eq!(why(None, Some(&exhausted)), Some("PoolExhausted"));
+        let behind = Outcome::Behind { older: "ns/a".into() };
+        assert_eq!(why(None, Some(&behind)), Some("PoolExhausted"));
+        let too_small = Outcome::Refused(AllocError::TooSmall { count: 30, capacity: 10 });
+        assert_eq!(why(None, Some(&too_small)), Some("PoolTooSmall"));
+        assert_eq!(why(None, Some(&Outcome::Unchanged)), None);
+        assert_eq!(why(None, None), None);
+    }
+
+    #[test]
+    fn a_status_ahead_of_the_ledger_is_revoked_first() {
+        // The ledger gives 0 and 1; the status shows 0, 1 and 2 (a restored or shrunk pool).
+        let step = next_step(&items(&[0, 1, 2]), &[0, 1], &items(&[0, 1]), 3);
+        assert_eq!(step, Step::Revoke { keep: vec![0, 1] });
+        // Nothing given at all (an entry of another uid, a pool re-created empty).
+        assert_eq!(next_step(&items(&[4]), &[], &[], 1), Step::Revoke { keep: vec![] });
+    }
+
+    #[test]
+    fn a_status_behind_the_ledger_is_shown_or_allocated() {
+        assert_eq!(next_step(&[], &[0, 1], &items(&[0, 1]), 2), Step::Show);
+        assert_eq!(next_step(&items(&[0]), &[0, 1], &items(&[0, 1]), 2), Step::Show);
+        assert_eq!(next_step(&items(&[0, 1]), &[0, 1], &items(&[0, 1]), 3), Step::Allocate);
+        assert_eq!(next_step(&items(&[0, 1]), &[0, 1], &items(&[0, 1]), 1), Step::Allocate);
+        assert_eq!(next_step(&[], &[], &[], 1), Step::Allocate);
+    }
+}
