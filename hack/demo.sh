@@ -134,6 +134,15 @@ if [ -n "$addr" ]; then
     | grep -E '^lockguard_(lock_acquire_wait_seconds_(count|sum)|lock_hold_seconds_count|fenced_writes_rejected_total|locks_lost_total|reconciles_total)' || true
 fi
 
+# The story as one picture, from the replicas' logs (LOCKGUARD_DEMO_OUT: where to write it).
+say "the lock timeline: which replica held which pool's lock, and when"
+timeline=${LOCKGUARD_DEMO_OUT:-$root/target/demo/lock-timeline.svg}
+if "$devenv" timeline --out "$timeline" "$run"/replica-{0,1,2}.log; then
+  echo "open it in a browser: a lane per pool and replica, bars labelled with their fencing tokens"
+else
+  echo "demo: the lock timeline could not be drawn" >&2
+fi
+
 if [ -n "$seconds" ]; then
   say "DEMO_SECONDS=$seconds: stopping by itself"
   sleep "$seconds"

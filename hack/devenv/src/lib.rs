@@ -10,6 +10,7 @@ pub mod control_plane;
 pub mod etcd;
 pub mod netns;
 pub mod process;
+pub mod timeline;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

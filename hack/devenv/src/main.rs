@@ -1,4 +1,5 @@
-//! `devenv up`: a local control plane and a lock etcd until Ctrl-C; `devenv sweep`.
+//! `devenv up`: a local control plane and a lock etcd until Ctrl-C; `devenv sweep`;
+//! `devenv timeline`: the lock timeline of the demo's replica logs as an SVG picture.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +34,17 @@ enum Command {
     Sweep,
     /// List processes whose harness is gone (orphans); exit 1 if there are any.
     Orphans,
+    /// Draw which replica held which pool's lock when (SVG), from `lockguard run` logs
+    /// (text or JSON format): holds labelled with their fencing tokens, freezes, refused
+    /// writes.
+    Timeline {
+        /// The SVG file to write (its directory is created).
+        #[arg(long)]
+        out: PathBuf,
+        /// One log per replica.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -54,10 +66,22 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("{} processes outlived their harness", orphans.len())
             }
         }
+        Command::Timeline { out, logs } => timeline(&out, &logs),
         Command::Up { env_file, lock_etcd_members, seconds } => {
             up(env_file, lock_etcd_members, seconds).await
         }
     }
+}
+
+fn timeline(out: &std::path::Path, logs: &[PathBuf]) -> anyhow::Result<()> {
+    let timeline = devenv::timeline::from_files(logs).context("read the logs")?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(out, devenv::timeline::svg::render(&timeline))
+        .with_context(|| format!("write {}", out.display()))?;
+    println!("devenv: lock timeline ({}) written to {}", timeline.summary(), out.display());
+    Ok(())
 }
 
 async fn up(env_file: Option<PathBuf>, members: usize, seconds: Option<u64>) -> anyhow::Result<()> {
