@@ -254,10 +254,12 @@ async fn deploy_kustomization_is_accepted_by_the_api_server_under_restricted_pod
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     for kind in [
+        "customresourcedefinition.apiextensions.k8s.io/pools.lockguard.dev",
         "deployment.apps/lockguard",
         "statefulset.apps/lockguard-etcd",
         "flowschema",
-        "networkpolicy",
+        "networkpolicy.networking.k8s.io/lockguard-operator",
+        "networkpolicy.networking.k8s.io/lockguard-etcd",
         "service/lockguard-metrics",
     ] {
         assert!(stdout.contains(kind), "{kind} missing from:\n{stdout}");
@@ -271,6 +273,99 @@ async fn deploy_kustomization_is_accepted_by_the_api_server_under_restricted_pod
     // The samples are applied for real: they are valid under the CRDs' admission rules.
     let samples = support::repo().join("deploy/samples");
     kubectl_ok(&["apply", "-f", samples.to_str().expect("utf8")], None);
+}
+
+/// `kubectl kustomize DIR` (no server needed), as YAML documents.
+fn kustomize(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let out = std::process::Command::new(devenv::binary("kubectl").expect("bin/kubectl"))
+        .args(["kustomize", dir.to_str().expect("utf8")])
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(out.status.success(), "kubectl kustomize {dir:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_norway::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+        .map(|doc| serde_json::Value::deserialize(doc).expect("a YAML document"))
+        .collect()
+}
+
+/// `to` as a path relative to directory `from` (kustomize takes no absolute directories).
+fn up_to(from: &std::path::Path, to: &std::path::Path) -> String {
+    let up = from.components().skip(1).map(|_| "..").collect::<Vec<_>>().join("/");
+    format!("{up}{}", to.display())
+}
+
+/// The value of env `name` of the lockguard container of the Deployment in `docs`.
+fn operator_env(docs: &[serde_json::Value], name: &str) -> Option<String> {
+    let deployment =
+        docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "lockguard")?;
+    let container = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "lockguard")?;
+    let var = container["env"].as_array()?.iter().find(|e| e["name"] == name)?;
+    var["value"].as_str().map(str::to_string)
+}
+
+#[test]
+fn the_lock_etcd_is_a_component_that_one_line_switches_off_and_one_patch_replaces() {
+    let deploy = support::repo().join("deploy");
+    let with_etcd = kustomize(&deploy);
+    let kinds = |docs: &[serde_json::Value]| -> Vec<String> {
+        docs.iter()
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d["kind"].as_str().unwrap_or("?"),
+                    d["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })
+            .collect()
+    };
+    assert!(
+        with_etcd.iter().any(|d| d["kind"] == "StatefulSet" && d["metadata"]["name"] == "lockguard-etcd"),
+        "{:?}",
+        kinds(&with_etcd)
+    );
+    assert_eq!(
+        operator_env(&with_etcd, "LOCKGUARD_ETCD_ENDPOINTS").as_deref(),
+        Some("http://lockguard-etcd-client.lockguard-system.svc:2379"),
+        "the etcd component points the operator at its Service"
+    );
+
+    // What default/kustomization.yaml tells a user with an etcd of their own: delete the
+    // component's line, uncomment the patch (and set the endpoints in it).
+    let default = std::fs::read_to_string(deploy.join("default/kustomization.yaml")).expect("default");
+    let dir = devenv::run_dir("own-etcd").expect("run dir");
+    let mut own = String::new();
+    let (mut removed, mut in_patch, mut uncommented) = (false, false, 0);
+    for line in default.lines() {
+        if line == "- ../etcd" {
+            removed = true;
+            continue;
+        }
+        in_patch = line == "#patches:" || (in_patch && line.starts_with('#'));
+        let line = if in_patch {
+            uncommented += 1;
+            &line[1..]
+        } else {
+            line
+        };
+        let line = line.replace("- ../", &format!("- {}/", up_to(&dir, &deploy)));
+        own.push_str(&line);
+        own.push('\n');
+    }
+    assert!(removed && uncommented >= 2, "default/kustomization.yaml lost its instructions:\n{default}");
+    std::fs::write(dir.join("kustomization.yaml"), &own).expect("write kustomization");
+    let without_etcd = kustomize(&dir);
+    let etcd_parts: Vec<String> = kinds(&without_etcd).into_iter().filter(|k| k.contains("etcd")).collect();
+    assert!(etcd_parts.is_empty(), "the etcd component left {etcd_parts:?}");
+    assert!(!without_etcd.iter().any(|d| d["kind"] == "StatefulSet"), "{:?}", kinds(&without_etcd));
+    let endpoints = operator_env(&without_etcd, "LOCKGUARD_ETCD_ENDPOINTS").unwrap_or_default();
+    assert!(endpoints.starts_with("https://"), "the patch sets the user's endpoints: {endpoints:?}\n{own}");
+    // Everything else is still there.
+    for part in ["Deployment/lockguard", "ClusterRole/lockguard", "Namespace/lockguard-system"] {
+        assert!(kinds(&without_etcd).iter().any(|k| k == part), "{part} missing: {:?}", kinds(&without_etcd));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
