@@ -261,6 +261,8 @@ async fn deploy_kustomization_is_accepted_by_the_api_server_under_restricted_pod
         "networkpolicy.networking.k8s.io/lockguard-operator",
         "networkpolicy.networking.k8s.io/lockguard-etcd",
         "service/lockguard-metrics",
+        "clusterrole.rbac.authorization.k8s.io/lockguard-claim-editor",
+        "clusterrole.rbac.authorization.k8s.io/lockguard-claim-viewer",
     ] {
         assert!(stdout.contains(kind), "{kind} missing from:\n{stdout}");
     }
@@ -363,8 +365,78 @@ fn the_lock_etcd_is_a_component_that_one_line_switches_off_and_one_patch_replace
     let endpoints = operator_env(&without_etcd, "LOCKGUARD_ETCD_ENDPOINTS").unwrap_or_default();
     assert!(endpoints.starts_with("https://"), "the patch sets the user's endpoints: {endpoints:?}\n{own}");
     // Everything else is still there.
-    for part in ["Deployment/lockguard", "ClusterRole/lockguard", "Namespace/lockguard-system"] {
+    for part in ["Deployment/lockguard", "ClusterRole/lockguard-claim-editor", "Namespace/lockguard-system"] {
         assert!(kinds(&without_etcd).iter().any(|k| k == part), "{part} missing: {:?}", kinds(&without_etcd));
+    }
+}
+
+#[tokio::test]
+async fn the_claim_roles_aggregate_into_edit_admin_and_view_and_grant_claims_only() {
+    // install() applied deploy/rbac for real.
+    install().await;
+    let labels_of = |role: &str| -> serde_json::Map<String, serde_json::Value> {
+        let json = kubectl_ok(&["get", "clusterrole", role, "-o", "json"], None);
+        let role: serde_json::Value = serde_json::from_str(&json).expect("json");
+        role["metadata"]["labels"].as_object().cloned().unwrap_or_default()
+    };
+    // No controller-manager runs here, so the built-in roles are not filled in: check that
+    // their aggregation selectors pick our roles, as the aggregation controller would.
+    let selects = |builtin: &str, role: &str| -> bool {
+        let json = kubectl_ok(&["get", "clusterrole", builtin, "-o", "json"], None);
+        let builtin: serde_json::Value = serde_json::from_str(&json).expect("json");
+        let labels = labels_of(role);
+        builtin["aggregationRule"]["clusterRoleSelectors"].as_array().into_iter().flatten().any(|selector| {
+            selector["matchLabels"].as_object().is_some_and(|wanted| {
+                !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+        })
+    };
+    assert!(selects("edit", "lockguard-claim-editor"), "edit does not aggregate lockguard-claim-editor");
+    assert!(selects("admin", "lockguard-claim-editor"), "admin does not aggregate lockguard-claim-editor");
+    assert!(selects("view", "lockguard-claim-viewer"), "view does not aggregate lockguard-claim-viewer");
+    assert!(!selects("view", "lockguard-claim-editor"), "view must not get the editor's verbs");
+
+    // What they grant, to people bound to them in one namespace.
+    let (ns, other) = (namespace("claim-roles").await, namespace("claim-roles-other").await);
+    let (alice, bob) = (unique("alice"), unique("bob"));
+    for (binding, role, user) in
+        [("editor", "lockguard-claim-editor", &alice), ("viewer", "lockguard-claim-viewer", &bob)]
+    {
+        let role = format!("--clusterrole={role}");
+        kubectl_ok(&["create", "rolebinding", binding, &role, "--user", user, "-n", &ns], None);
+    }
+    // `resource/sub` asks about a subresource (in kubectl's own syntax it would name an object).
+    let can = |user: &str, verb: &str, resource: &str, namespace: &str| -> bool {
+        let (resource, sub) = resource.split_once('/').map_or((resource, None), |(r, s)| (r, Some(s)));
+        let sub = sub.map(|s| format!("--subresource={s}"));
+        let mut args = vec!["auth", "can-i", verb, resource, "--as", user, "-n", namespace];
+        args.extend(sub.as_deref());
+        let out = kubectl(&args, None);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for verb in ["create", "update", "patch", "delete", "get", "list", "watch"] {
+        assert!(can(&alice, verb, "claims.lockguard.dev", &ns), "the editor may {verb} claims");
+    }
+    for verb in ["get", "list", "watch"] {
+        assert!(can(&bob, verb, "claims.lockguard.dev", &ns), "the viewer may {verb} claims");
+    }
+    for (user, verb, resource, namespace) in [
+        (&alice, "create", "claims.lockguard.dev", &other),
+        (&alice, "update", "claims.lockguard.dev/status", &ns),
+        (&alice, "create", "pools.lockguard.dev", &ns),
+        (&alice, "delete", "pools.lockguard.dev", &ns),
+        (&alice, "update", "pools.lockguard.dev/status", &ns),
+        (&bob, "create", "claims.lockguard.dev", &ns),
+        (&bob, "delete", "claims.lockguard.dev", &ns),
+        (&bob, "get", "claims.lockguard.dev", &other),
+    ] {
+        assert!(!can(user, verb, resource, namespace), "{user} may not {verb} {resource} in {namespace}");
+    }
+    // Pools are cluster-scoped: bound in a namespace (as edit, admin and view are given), the
+    // roles' pool rule grants nothing; it counts only under a ClusterRoleBinding.
+    for user in [&alice, &bob] {
+        let out = kubectl(&["auth", "can-i", "list", "pools.lockguard.dev", "--as", user], None);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "{user} lists pools cluster-wide");
     }
 }
 
