@@ -20,7 +20,7 @@ deps: ## Install what a fresh machine lacks (protoc for etcd-client's build, ipr
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2; }; }
 	@command -v go >/dev/null || { echo "Go is required to build kube-apiserver and etcd (hack/)"; exit 1; }
 
-tools: ## Build kube-apiserver, kubectl, etcd, etcdctl into bin/ (cached in ~/.cache/lockguard)
+tools: ## Build kube-apiserver, kubectl, etcd, etcdctl, promtool into bin/ (cached in ~/.cache/lockguard)
 	@hack/tools.sh
 
 build: deps ## Build lockguard and the devenv harness

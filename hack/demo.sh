@@ -39,7 +39,7 @@ grep -E '^devenv: (kube-apiserver|up)' "$run/devenv.log" || true
 say "installing the CRDs, then namespace and RBAC from deploy/"
 kubectl apply -k "$root/crds"
 kubectl wait --for=condition=Established --timeout=60s crd/pools.lockguard.dev crd/claims.lockguard.dev
-kubectl apply -f "$root/deploy/namespace.yaml" -f "$root/deploy/rbac.yaml"
+kubectl apply -f "$root/deploy/manager/namespace.yaml"; kubectl apply -k "$root/deploy/rbac"
 
 # The replicas run as the lockguard ServiceAccount, with a token from the TokenRequest API.
 server=$(awk '/server:/ {print $2; exit}' "$KUBECONFIG")

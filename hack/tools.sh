@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Go-built tools (kube-apiserver, kubectl, etcd, etcdctl) from the wrapper
-# modules in hack/ into a cache outside the clone, then links them into bin/.
+# Builds the Go-built tools (kube-apiserver, kubectl, etcd, etcdctl, promtool) from the
+# wrapper modules in hack/ into a cache outside the clone, then links them into bin/.
 # A cache entry is keyed by the pinned version and go.sum, so it is rebuilt only when a
 # pin changes, and a fresh clone on the same machine reuses it.
 set -euo pipefail
@@ -25,12 +25,19 @@ build() {
     if [ ! -x "$out/$name" ]; then
       echo "tools: building $name $version (cache: $out)" >&2
       mkdir -p "$out"
-      local ldflags=""
+      local ldflags="" tags=""
       if [ "$dir" = kube ]; then
         local minor=${version#v1.}; minor=${minor%%.*}
         ldflags="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
       fi
-      (cd "$root/hack/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg")
+      if [ "$dir" = prometheus ]; then
+        # Module v0.316.0 is Prometheus 3.16.0. promtool only checks and tests rule files
+        # here: the service discovery plugins (cloud SDKs) are left out of the build.
+        local n=${version#v0.} ; local mm=${n%%.*}
+        ldflags="-X github.com/prometheus/common/version.Version=$((mm / 100)).$((mm % 100)).${n#*.}"
+        tags=remove_all_sd
+      fi
+      (cd "$root/hack/$dir" && CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg")
       mv "$out/$name.tmp" "$out/$name"
     fi
     ln -sfn "$out/$name" "$root/bin/$name"
@@ -39,3 +46,4 @@ build() {
 
 build etcd go.etcd.io/etcd/server/v3 etcd:go.etcd.io/etcd/server/v3 etcdctl:go.etcd.io/etcd/etcdctl/v3
 build kube k8s.io/kubernetes kube-apiserver:k8s.io/kubernetes/cmd/kube-apiserver kubectl:k8s.io/kubernetes/cmd/kubectl
+build prometheus github.com/prometheus/prometheus promtool:github.com/prometheus/prometheus/cmd/promtool

@@ -1,6 +1,6 @@
 //! The chaos suite (`make chaos`): a real kube-apiserver, a 3-member lock etcd and three
-//! supervised replicas of the real binary under the deploy/ RBAC — one of them in its own
-//! network namespace — while claims are created, resized, deleted and re-created under the
+//! supervised replicas of the real binary under the RBAC of deploy/rbac — one of them in its
+//! own network namespace — while claims are created, resized, deleted and re-created under the
 //! same names and pools are deleted and re-created. Faults are injected at random with a
 //! printed seed (`LOCKGUARD_CHAOS_SEED` repeats a run): SIGKILL and SIGSTOP (past the TTL)
 //! of a replica, SIGKILL and SIGSTOP of the lock etcd's leader, a kube-apiserver restart,

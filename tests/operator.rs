@@ -254,11 +254,15 @@ async fn deploy_kustomization_is_accepted_by_the_api_server_under_restricted_pod
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     for kind in [
+        "customresourcedefinition.apiextensions.k8s.io/pools.lockguard.dev",
         "deployment.apps/lockguard",
         "statefulset.apps/lockguard-etcd",
         "flowschema",
-        "networkpolicy",
+        "networkpolicy.networking.k8s.io/lockguard-operator",
+        "networkpolicy.networking.k8s.io/lockguard-etcd",
         "service/lockguard-metrics",
+        "clusterrole.rbac.authorization.k8s.io/lockguard-claim-editor",
+        "clusterrole.rbac.authorization.k8s.io/lockguard-claim-viewer",
     ] {
         assert!(stdout.contains(kind), "{kind} missing from:\n{stdout}");
     }
@@ -271,6 +275,169 @@ async fn deploy_kustomization_is_accepted_by_the_api_server_under_restricted_pod
     // The samples are applied for real: they are valid under the CRDs' admission rules.
     let samples = support::repo().join("deploy/samples");
     kubectl_ok(&["apply", "-f", samples.to_str().expect("utf8")], None);
+}
+
+/// `kubectl kustomize DIR` (no server needed), as YAML documents.
+fn kustomize(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let out = std::process::Command::new(devenv::binary("kubectl").expect("bin/kubectl"))
+        .args(["kustomize", dir.to_str().expect("utf8")])
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(out.status.success(), "kubectl kustomize {dir:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_norway::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+        .map(|doc| serde_json::Value::deserialize(doc).expect("a YAML document"))
+        .collect()
+}
+
+/// `to` as a path relative to directory `from` (kustomize takes no absolute directories).
+fn up_to(from: &std::path::Path, to: &std::path::Path) -> String {
+    let up = from.components().skip(1).map(|_| "..").collect::<Vec<_>>().join("/");
+    format!("{up}{}", to.display())
+}
+
+/// The value of env `name` of the lockguard container of the Deployment in `docs`.
+fn operator_env(docs: &[serde_json::Value], name: &str) -> Option<String> {
+    let deployment =
+        docs.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "lockguard")?;
+    let container = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "lockguard")?;
+    let var = container["env"].as_array()?.iter().find(|e| e["name"] == name)?;
+    var["value"].as_str().map(str::to_string)
+}
+
+#[test]
+fn the_lock_etcd_is_a_component_that_one_line_switches_off_and_one_patch_replaces() {
+    let deploy = support::repo().join("deploy");
+    let with_etcd = kustomize(&deploy);
+    let kinds = |docs: &[serde_json::Value]| -> Vec<String> {
+        docs.iter()
+            .map(|d| {
+                format!(
+                    "{}/{}",
+                    d["kind"].as_str().unwrap_or("?"),
+                    d["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })
+            .collect()
+    };
+    assert!(
+        with_etcd.iter().any(|d| d["kind"] == "StatefulSet" && d["metadata"]["name"] == "lockguard-etcd"),
+        "{:?}",
+        kinds(&with_etcd)
+    );
+    assert_eq!(
+        operator_env(&with_etcd, "LOCKGUARD_ETCD_ENDPOINTS").as_deref(),
+        Some("http://lockguard-etcd-client.lockguard-system.svc:2379"),
+        "the etcd component points the operator at its Service"
+    );
+
+    // What default/kustomization.yaml tells a user with an etcd of their own: delete the
+    // component's line, uncomment the patch (and set the endpoints in it).
+    let default = std::fs::read_to_string(deploy.join("default/kustomization.yaml")).expect("default");
+    let dir = devenv::run_dir("own-etcd").expect("run dir");
+    let mut own = String::new();
+    let (mut removed, mut in_patch, mut uncommented) = (false, false, 0);
+    for line in default.lines() {
+        if line == "- ../etcd" {
+            removed = true;
+            continue;
+        }
+        in_patch = line == "#patches:" || (in_patch && line.starts_with('#'));
+        let line = if in_patch {
+            uncommented += 1;
+            &line[1..]
+        } else {
+            line
+        };
+        let line = line.replace("- ../", &format!("- {}/", up_to(&dir, &deploy)));
+        own.push_str(&line);
+        own.push('\n');
+    }
+    assert!(removed && uncommented >= 2, "default/kustomization.yaml lost its instructions:\n{default}");
+    std::fs::write(dir.join("kustomization.yaml"), &own).expect("write kustomization");
+    let without_etcd = kustomize(&dir);
+    let etcd_parts: Vec<String> = kinds(&without_etcd).into_iter().filter(|k| k.contains("etcd")).collect();
+    assert!(etcd_parts.is_empty(), "the etcd component left {etcd_parts:?}");
+    assert!(!without_etcd.iter().any(|d| d["kind"] == "StatefulSet"), "{:?}", kinds(&without_etcd));
+    let endpoints = operator_env(&without_etcd, "LOCKGUARD_ETCD_ENDPOINTS").unwrap_or_default();
+    assert!(endpoints.starts_with("https://"), "the patch sets the user's endpoints: {endpoints:?}\n{own}");
+    // Everything else is still there.
+    for part in ["Deployment/lockguard", "ClusterRole/lockguard-claim-editor", "Namespace/lockguard-system"] {
+        assert!(kinds(&without_etcd).iter().any(|k| k == part), "{part} missing: {:?}", kinds(&without_etcd));
+    }
+}
+
+#[tokio::test]
+async fn the_claim_roles_aggregate_into_edit_admin_and_view_and_grant_claims_only() {
+    // install() applied deploy/rbac for real.
+    install().await;
+    let labels_of = |role: &str| -> serde_json::Map<String, serde_json::Value> {
+        let json = kubectl_ok(&["get", "clusterrole", role, "-o", "json"], None);
+        let role: serde_json::Value = serde_json::from_str(&json).expect("json");
+        role["metadata"]["labels"].as_object().cloned().unwrap_or_default()
+    };
+    // No controller-manager runs here, so the built-in roles are not filled in: check that
+    // their aggregation selectors pick our roles, as the aggregation controller would.
+    let selects = |builtin: &str, role: &str| -> bool {
+        let json = kubectl_ok(&["get", "clusterrole", builtin, "-o", "json"], None);
+        let builtin: serde_json::Value = serde_json::from_str(&json).expect("json");
+        let labels = labels_of(role);
+        builtin["aggregationRule"]["clusterRoleSelectors"].as_array().into_iter().flatten().any(|selector| {
+            selector["matchLabels"].as_object().is_some_and(|wanted| {
+                !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+        })
+    };
+    assert!(selects("edit", "lockguard-claim-editor"), "edit does not aggregate lockguard-claim-editor");
+    assert!(selects("admin", "lockguard-claim-editor"), "admin does not aggregate lockguard-claim-editor");
+    assert!(selects("view", "lockguard-claim-viewer"), "view does not aggregate lockguard-claim-viewer");
+    assert!(!selects("view", "lockguard-claim-editor"), "view must not get the editor's verbs");
+
+    // What they grant, to people bound to them in one namespace.
+    let (ns, other) = (namespace("claim-roles").await, namespace("claim-roles-other").await);
+    let (alice, bob) = (unique("alice"), unique("bob"));
+    for (binding, role, user) in
+        [("editor", "lockguard-claim-editor", &alice), ("viewer", "lockguard-claim-viewer", &bob)]
+    {
+        let role = format!("--clusterrole={role}");
+        kubectl_ok(&["create", "rolebinding", binding, &role, "--user", user, "-n", &ns], None);
+    }
+    // `resource/sub` asks about a subresource (in kubectl's own syntax it would name an object).
+    let can = |user: &str, verb: &str, resource: &str, namespace: &str| -> bool {
+        let (resource, sub) = resource.split_once('/').map_or((resource, None), |(r, s)| (r, Some(s)));
+        let sub = sub.map(|s| format!("--subresource={s}"));
+        let mut args = vec!["auth", "can-i", verb, resource, "--as", user, "-n", namespace];
+        args.extend(sub.as_deref());
+        let out = kubectl(&args, None);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for verb in ["create", "update", "patch", "delete", "get", "list", "watch"] {
+        assert!(can(&alice, verb, "claims.lockguard.dev", &ns), "the editor may {verb} claims");
+    }
+    for verb in ["get", "list", "watch"] {
+        assert!(can(&bob, verb, "claims.lockguard.dev", &ns), "the viewer may {verb} claims");
+    }
+    for (user, verb, resource, namespace) in [
+        (&alice, "create", "claims.lockguard.dev", &other),
+        (&alice, "update", "claims.lockguard.dev/status", &ns),
+        (&alice, "create", "pools.lockguard.dev", &ns),
+        (&alice, "delete", "pools.lockguard.dev", &ns),
+        (&alice, "update", "pools.lockguard.dev/status", &ns),
+        (&bob, "create", "claims.lockguard.dev", &ns),
+        (&bob, "delete", "claims.lockguard.dev", &ns),
+        (&bob, "get", "claims.lockguard.dev", &other),
+    ] {
+        assert!(!can(user, verb, resource, namespace), "{user} may not {verb} {resource} in {namespace}");
+    }
+    // Pools are cluster-scoped: bound in a namespace (as edit, admin and view are given), the
+    // roles' pool rule grants nothing; it counts only under a ClusterRoleBinding.
+    for user in [&alice, &bob] {
+        let out = kubectl(&["auth", "can-i", "list", "pools.lockguard.dev", "--as", user], None);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "{user} lists pools cluster-wide");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,8 +53,9 @@ pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
 pub const OPERATOR_NAMESPACE: &str = "lockguard-system";
 
 /// Installs what the operator needs the way a user does: the CRDs (waiting until they are
-/// Established), then the namespace and RBAC from deploy/. Returns a kubeconfig for the
-/// operator's ServiceAccount (TokenRequest), so replicas run under exactly that RBAC.
+/// Established), then the namespace from deploy/manager and the RBAC of deploy/rbac. Returns
+/// a kubeconfig for the operator's ServiceAccount (TokenRequest), so replicas run under
+/// exactly that RBAC.
 pub async fn install() -> PathBuf {
     static INSTALLED: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
     INSTALLED.get_or_init(install_once).await.clone()
@@ -82,9 +83,9 @@ pub async fn install_on(control_plane: &devenv::ControlPlane) -> PathBuf {
         ],
         None,
     );
-    for file in ["namespace.yaml", "rbac.yaml"] {
-        kubectl_ok(&["apply", "-f", repo().join("deploy").join(file).to_str().expect("utf8 path")], None);
-    }
+    let deploy = repo().join("deploy");
+    kubectl_ok(&["apply", "-f", deploy.join("manager/namespace.yaml").to_str().expect("utf8 path")], None);
+    kubectl_ok(&["apply", "-k", deploy.join("rbac").to_str().expect("utf8 path")], None);
     control_plane.service_account_kubeconfig(OPERATOR_NAMESPACE, "lockguard").await.expect("operator token")
 }
 
