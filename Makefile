@@ -26,9 +26,10 @@ tools: ## Build kube-apiserver, kubectl, etcd, etcdctl, promtool into bin/ (cach
 build: deps ## Build lockguard and the devenv harness
 	$(CARGO) build --workspace --all-targets
 
-lint: deps ## rustfmt and clippy, warnings are errors
+lint: deps ## rustfmt, clippy and rustdoc, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace -q
 
 test: deps tools lint ## Run every test, against real kube-apiserver and etcd, then the chaos suite
 	$(CARGO) test --workspace -- --skip chaos_

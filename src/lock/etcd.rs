@@ -112,6 +112,16 @@ struct IdleLease {
 
 impl EtcdLock {
     /// `identity` is stored as the lock key's value, so `lockguard locks` can show holders.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use lockguard::lock::{LockError, etcd::{EtcdConfig, EtcdLock}};
+    /// # async fn run() -> Result<(), LockError> {
+    /// let client = EtcdConfig::from_list("http://127.0.0.1:2379").connect(Duration::from_secs(5)).await?;
+    /// let lock = EtcdLock::new(client, "reporter-1");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(client: Client, identity: impl Into<String>) -> Self {
         Self { client, identity: identity.into(), idle: IdleLeases::default() }
     }
@@ -137,6 +147,19 @@ impl EtcdLock {
     /// ([`is_owner`]); otherwise etcd itself rejects the write and this returns
     /// [`LockError::Fenced`]. For compares and an else branch of your own, put [`is_owner`]
     /// into your transaction instead.
+    ///
+    /// ```no_run
+    /// # use etcd_client::TxnOp;
+    /// # use lockguard::lock::{Lock, LockError, LockGuard, etcd::EtcdLock};
+    /// # async fn run(lock: EtcdLock, guard: LockGuard) -> Result<(), LockError> {
+    /// match lock.fenced_txn(&guard, vec![TxnOp::put("reports/last", "2026-11-29", None)]).await {
+    ///     Ok(_) => println!("written under token {}", guard.fencing_token()),
+    ///     Err(LockError::Fenced { .. }) => println!("not written: the lock was lost"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn fenced_txn(&self, guard: &LockGuard, ops: Vec<TxnOp>) -> Result<TxnResponse, LockError> {
         let txn = Txn::new().when([is_owner(guard)]).and_then(ops);
         let mut client = self.client.clone();
@@ -573,6 +596,20 @@ impl Renewal for EtcdRenewal {
 /// The compare that holds only while `guard` holds its lock (the Go client's
 /// `Mutex.IsOwner()`): its key still exists with the create revision that is its token.
 /// Put it into a transaction of your own, with your compares and else branch.
+///
+/// ```no_run
+/// # use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+/// # use lockguard::lock::{LockGuard, etcd::is_owner};
+/// # async fn run(mut client: Client, guard: LockGuard) -> Result<(), etcd_client::Error> {
+/// // Advance a counter from 41 to 42, only while holding the lock; else read it.
+/// let txn = Txn::new()
+///     .when([is_owner(&guard), Compare::value("counter", CompareOp::Equal, "41")])
+///     .and_then([TxnOp::put("counter", "42", None)])
+///     .or_else([TxnOp::get("counter", None)]);
+/// let committed = client.txn(txn).await?.succeeded();
+/// # Ok(())
+/// # }
+/// ```
 pub fn is_owner(guard: &LockGuard) -> Compare {
     fence(guard.key(), guard.fencing_token())
 }

@@ -20,6 +20,14 @@ pub fn renew_interval(ttl_seconds: u32) -> Duration {
 /// How long after the *sending* of the last successful renewal the holder still trusts its
 /// lease: the TTL minus a margin (a tenth of it, at least 200 ms). The server counts from
 /// when it received the renewal, which is later, so the holder gives up first.
+///
+/// ```
+/// use std::time::Duration;
+/// use lockguard::lock::lost_deadline;
+///
+/// assert_eq!(lost_deadline(Duration::from_secs(10)), Duration::from_secs(9));
+/// assert_eq!(lost_deadline(Duration::from_secs(2)), Duration::from_millis(1800));
+/// ```
 pub fn lost_deadline(ttl: Duration) -> Duration {
     let margin = (ttl / 10).max(Duration::from_millis(200));
     ttl.saturating_sub(margin)

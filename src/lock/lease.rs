@@ -45,6 +45,15 @@ pub struct LeaseEntry {
 }
 
 impl LeaseLock {
+    /// Locks are Leases in `namespace`, held under `identity`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), kube::Error> {
+    /// let client = kube::Client::try_default().await?;
+    /// let lock = lockguard::lock::lease::LeaseLock::new(client, "default", "reporter-1");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(client: kube::Client, namespace: &str, identity: impl Into<String>) -> Self {
         Self {
             api: Api::namespaced(client, namespace),

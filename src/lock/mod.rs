@@ -10,6 +10,27 @@
 //! An acquisition returns a [`LockGuard`]. A background task keeps the lease alive at a
 //! fraction of the TTL; when no renewal succeeds before the deadline, the guard's
 //! [`LockGuard::lost`] fires. Dropping the guard releases the lock in the background.
+//!
+//! The article's recipe — lease with a TTL, lock with the lease, operate, release — on
+//! either backend, chosen at run time:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lockguard::lock::etcd::EtcdConfig;
+//! use lockguard::lock::{Backend, Lock, LockConfig, LockOptions, unique_identity};
+//!
+//! # async fn run() -> Result<(), lockguard::lock::LockError> {
+//! let config = LockConfig::new(unique_identity("reporter"))
+//!     .with_etcd(EtcdConfig::from_list("http://127.0.0.1:2379"));
+//! let lock = config.connect(Backend::Etcd, Duration::from_secs(5)).await?;
+//! // A TTL of 10 s; wait at most 30 s for the lock.
+//! let guard = lock.acquire("reports/nightly", LockOptions::new(10, Duration::from_secs(30))?).await?;
+//! println!("holding {} with token {}", guard.key(), guard.fencing_token());
+//! // … operate, passing guard.fencing_token() to what you write …
+//! guard.release().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod etcd;
 mod hold;
@@ -85,6 +106,16 @@ pub struct LockOptions {
 impl LockOptions {
     /// Validates the TTL (2–300 s) and timeout (more than 0, at most an hour); the
     /// keep-alive interval defaults to a third of the TTL.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockguard::lock::LockOptions;
+    ///
+    /// let options = LockOptions::new(9, Duration::from_secs(30)).unwrap();
+    /// assert_eq!(options.renew_interval(), Duration::from_secs(3));
+    /// // A TTL of 1 s leaves no time to renew before the lease expires.
+    /// assert!(LockOptions::new(1, Duration::from_secs(30)).is_err());
+    /// ```
     pub fn new(ttl_seconds: u32, timeout: Duration) -> Result<Self, LockError> {
         if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl_seconds) {
             return Err(LockError::Invalid(format!(
@@ -223,6 +254,19 @@ pub trait Lock: Send + Sync {
     /// Takes the lock only if it is free now; otherwise fails at once with
     /// [`LockError::Busy`] naming the holder, and leaves nothing behind. `options.timeout()`
     /// bounds the calls.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use lockguard::lock::{Lock, LockError, LockOptions};
+    /// # async fn run(lock: impl Lock) -> Result<(), LockError> {
+    /// match lock.try_acquire("pools/ports", LockOptions::new(10, Duration::from_secs(5))?).await {
+    ///     Ok(guard) => { /* operate */ guard.release().await? }
+    ///     Err(LockError::Busy { holder, .. }) => println!("busy, held by {holder}; later"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     fn try_acquire(
         &self,
         name: &str,
@@ -373,6 +417,17 @@ impl LockGuard {
 
     /// Completes when the lock is lost (renewal failed past its deadline, or the lease is
     /// gone). After that, fenced writes with this guard's token fail.
+    ///
+    /// Work done under the lock should stop when it fires:
+    ///
+    /// ```no_run
+    /// # async fn run(guard: lockguard::lock::LockGuard, work: impl std::future::Future<Output = ()>) {
+    /// tokio::select! {
+    ///     _ = work => {}
+    ///     _ = guard.lost() => eprintln!("lock {} lost; stopping", guard.name()),
+    /// }
+    /// # }
+    /// ```
     pub fn lost(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
         self.lost.clone().cancelled_owned()
     }
@@ -406,6 +461,12 @@ impl Drop for LockGuard {
 
 /// A process identity that never repeats: `base-<8 hex digits>`. A restarted process must
 /// not mistake a lock held by its previous life for its own.
+///
+/// ```
+/// let identity = lockguard::lock::unique_identity("replica");
+/// assert!(identity.starts_with("replica-") && identity.len() == "replica-".len() + 8);
+/// assert_ne!(identity, lockguard::lock::unique_identity("replica"));
+/// ```
 pub fn unique_identity(base: &str) -> String {
     let mut bytes = [0u8; 4];
     // getrandom fails only on exotic platforms; fall back to time and pid, still unique enough.
