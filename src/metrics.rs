@@ -33,6 +33,16 @@ pub struct ByError {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByReason {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByPool {
+    pub pool: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<ByController, Counter>,
@@ -48,6 +58,9 @@ pub struct Metrics {
     pub ledger_writes: Family<ByBackend, Counter>,
     pub batch_claims: Histogram,
     pub lock_waits_abandoned: Counter,
+    pub claims: Family<ByReason, Gauge>,
+    pub pool_free: Family<ByPool, Gauge>,
+    pub pool_capacity: Family<ByPool, Gauge>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -124,6 +137,23 @@ impl Default for Metrics {
             "Waits for a pool's lock given up because another replica did the work",
             lock_waits_abandoned.clone(),
         );
+        let claims = Family::default();
+        let pool_free = Family::default();
+        let pool_capacity = Family::default();
+        registry.register(
+            "claims",
+            "Claims in this replica's cache, per reason of their Bound condition (Allocated: bound; Pending: none yet)",
+            claims.clone(),
+        );
+        registry.register("pool_free_items", "Free items per pool, from its ledger", pool_free.clone());
+        registry.register("pool_capacity_items", "Items per pool", pool_capacity.clone());
+        // Counters an alert watches exist from the start at 0: a series that first appears
+        // at 1 is not an increase to Prometheus, and the first lost lock would go unseen.
+        for backend in [Backend::Etcd, Backend::Lease] {
+            drop(lock_errors.get_or_create(&by(backend)));
+            drop(locks_lost.get_or_create(&by(backend)));
+            drop(fenced_rejections.get_or_create(&by(backend)));
+        }
         Self {
             registry,
             reconciles,
@@ -139,6 +169,9 @@ impl Default for Metrics {
             ledger_writes,
             batch_claims,
             lock_waits_abandoned,
+            claims,
+            pool_free,
+            pool_capacity,
         }
     }
 }

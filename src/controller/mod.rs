@@ -8,6 +8,7 @@ mod batch;
 mod claim;
 mod context;
 mod decide;
+mod gauges;
 mod plan;
 mod pool;
 mod pool_ledger;
@@ -155,6 +156,16 @@ pub async fn run(
         .run(claim::reconcile, claim::error_policy, ctx.clone())
         .for_each(|_| async {});
 
+    let gauges = (ctx.metrics.clone(), claim_store.clone(), pool_store.clone());
+    tokio::spawn(async move {
+        let (metrics, claims, pools) = gauges;
+        let mut tick = tokio::time::interval(gauges::INTERVAL);
+        let mut pools_seen = Default::default();
+        loop {
+            tick.tick().await;
+            pools_seen = gauges::observe(&metrics, &claims, &pools, &pools_seen);
+        }
+    });
     tokio::spawn(async move {
         if claim_store.wait_until_ready().await.is_ok() && pool_store.wait_until_ready().await.is_ok() {
             ready.store(true, Ordering::Release);
