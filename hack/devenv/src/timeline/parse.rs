@@ -119,14 +119,34 @@ fn parse_text(line: &str) -> Option<Line> {
     if !matches!(level, "TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR") {
         return None;
     }
-    let rest = rest.trim_start();
+    let (rest, span_fields) = strip_spans(rest.trim_start());
     let rest = match rest.split_once(' ') {
         Some((target, after)) if is_target(target) => after,
         None if is_target(rest) => "",
         _ => rest,
     };
-    let (message, fields) = split_fields(rest);
+    let (message, mut fields) = split_fields(rest);
+    // The event's own fields win over those of its spans.
+    for (key, value) in span_fields {
+        fields.entry(key).or_insert(value);
+    }
     Some(Line { at_us, message, fields })
+}
+
+/// Skips the spans a line was logged in (`reconcile{pool=p}:hold{…}: `), returning the rest
+/// and the spans' fields.
+fn strip_spans(mut rest: &str) -> (&str, BTreeMap<String, String>) {
+    let mut fields = BTreeMap::new();
+    loop {
+        let name_end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(0);
+        if name_end == 0 || !rest[name_end..].starts_with('{') {
+            return (rest, fields);
+        }
+        let Some(close) = rest[name_end..].find("}:").map(|i| name_end + i) else { return (rest, fields) };
+        let (_, span_fields) = split_fields(&format!(" {}", &rest[name_end + 1..close]));
+        fields.extend(span_fields);
+        rest = rest[close + 2..].trim_start();
+    }
 }
 
 fn is_target(word: &str) -> bool {
@@ -209,6 +229,14 @@ fn parse_json(line: &str) -> Option<Line> {
         };
         fields.insert(key.clone(), text);
     }
+    // The current span's fields (`span`), under the event's own.
+    if let Some(span) = object.get("span").and_then(|s| s.as_object()) {
+        for (key, value) in span {
+            if let (Some(text), false) = (value.as_str(), key == "name") {
+                fields.entry(key.clone()).or_insert_with(|| text.to_string());
+            }
+        }
+    }
     let message = fields.remove("message").unwrap_or_default();
     Some(Line { at_us, message, fields })
 }
@@ -216,53 +244,8 @@ fn parse_json(line: &str) -> Option<Line> {
 /// RFC 3339 (`2026-11-29T03:27:25.780795Z`, or with `+hh:mm`) → microseconds since the
 /// Unix epoch.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let (date, time) = s.split_once(['T', 't', ' '])?;
-    let mut ymd = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (ymd.next()??, ymd.next()??, ymd.next()??);
-    let (clock, offset_s) = if let Some(clock) = time.strip_suffix(['Z', 'z']) {
-        (clock, 0)
-    } else {
-        let at = time.rfind(['+', '-'])?;
-        let sign = if time.as_bytes()[at] == b'-' { -1 } else { 1 };
-        let (h, m) = time[at + 1..].split_once(':')?;
-        (&time[..at], sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60))
-    };
-    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut parts = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (h, m, sec) = (parts.next()??, parts.next()??, parts.next()??);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let micros = format!("{:0<6}", &fraction[..fraction.len().min(6)]).parse::<i64>().ok()?;
-    let seconds = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec - offset_s;
-    Some(seconds * 1_000_000 + micros)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The inverse of [`days_from_civil`]: (year, month, day).
-pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
+    let at: jiff::Timestamp = s.parse().ok()?;
+    Some(at.as_microsecond())
 }
 
 fn strip_ansi(s: &str) -> std::borrow::Cow<'_, str> {
@@ -305,7 +288,7 @@ mod tests {
             ("2026-11-29T03:27:25.780795123Z", Some(T)),
             ("2026-11-29T04:27:25.780795+01:00", Some(T)),
             ("2026-11-28T23:27:25.780795-04:00", Some(T)),
-            ("2024-02-29T00:00:00Z", Some(days_from_civil(2024, 2, 29) * 86_400_000_000)),
+            ("2024-02-29T00:00:00Z", Some(1_709_164_800_000_000)),
             ("2026-13-01T00:00:00Z", None),
             ("2026-11-29 garbage", None),
             ("INFO", None),
@@ -313,11 +296,6 @@ mod tests {
         for (text, want) in table {
             assert_eq!(parse_timestamp(text), *want, "{text}");
         }
-        for days in [-1, 0, 59, 60, 365, 20_000, 20_786] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
-        assert_eq!(civil_from_days(T / 86_400_000_000), (2026, 11, 29));
     }
 
     /// A raw line and what it reads as: its message and fields, or nothing.
@@ -373,6 +351,35 @@ mod tests {
             (
                 "2026-11-29T03:27:25.780795Z  WARN lockguard::failpoint: failpoint stop-before-ledger-write: stopping this process (SIGSTOP)",
                 Some(("failpoint stop-before-ledger-write: stopping this process (SIGSTOP)", &[])),
+            ),
+            // Logged inside a reconcile's span: the span's fields come with it.
+            (
+                "2026-11-29T03:27:25.780795Z  WARN reconcile{pool=demo-vlans}: lockguard::failpoint: failpoint stop-before-ledger-write: stopping this process (SIGSTOP)",
+                Some((
+                    "failpoint stop-before-ledger-write: stopping this process (SIGSTOP)",
+                    &[("pool", "demo-vlans")],
+                )),
+            ),
+            (
+                r#"2026-11-29T03:27:25.780795Z  WARN reconcile{claim=ns/x pool=p}:hold{pool=q}: lockguard::controller::pool_ledger: fenced ledger write rejected pool=demo-vlans token=3"#,
+                Some((
+                    "fenced ledger write rejected",
+                    &[("claim", "ns/x"), ("pool", "demo-vlans"), ("token", "3")],
+                )),
+            ),
+            (
+                r#"{"timestamp":"2026-11-29T03:27:25.780795Z","level":"WARN","fields":{"message":"not bound","reason":"PoolExhausted"},"target":"lockguard::controller::claim","span":{"claim":"ns/x","pool":"p","name":"reconcile"},"spans":[{"claim":"ns/x","pool":"p","name":"reconcile"}]}"#,
+                Some((
+                    "not bound",
+                    &[
+                        ("claim", "ns/x"),
+                        ("level", "WARN"),
+                        ("pool", "p"),
+                        ("reason", "PoolExhausted"),
+                        ("target", "lockguard::controller::claim"),
+                        ("timestamp", "2026-11-29T03:27:25.780795Z"),
+                    ],
+                )),
             ),
             (
                 r#"2026-11-29T03:27:25.780795Z  INFO lockguard::controller::batch: allocated claim="team-a/svc-1" pool=demo-ports backend="etcd" token=6 wait_ms=5050 hold_ms=46 items=2"#,

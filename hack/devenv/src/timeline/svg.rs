@@ -8,7 +8,6 @@
 use std::fmt::Write;
 
 use super::build::{Hold, Rejection, Timeline};
-use super::parse::civil_from_days;
 
 const WIDTH: f64 = 1000.0;
 const LEFT: f64 = 150.0;
@@ -428,16 +427,8 @@ fn backend_name(backend: &str) -> String {
 
 /// `2026-11-29 03:27:20.383 UTC`.
 fn clock(us: i64) -> String {
-    let seconds = us.div_euclid(1_000_000);
-    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03} UTC",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60,
-        us.rem_euclid(1_000_000) / 1000
-    )
+    jiff::Timestamp::from_microsecond(us)
+        .map_or_else(|_| us.to_string(), |t| t.strftime("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
 }
 
 fn esc(s: &str) -> String {
