@@ -126,16 +126,15 @@ pub fn error_policy(claim: Arc<Claim>, error: &Error, ctx: Arc<Context>) -> Acti
 async fn apply(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
     let pool_name = &claim.spec.pool_ref;
     let pool = ctx.pool(pool_name).await?;
-    let ledger = match &pool {
-        Some(pool) => match ctx.ledger(pool) {
-            Ok(ledger) => Some(Ok(ledger)),
-            Err(Error::Ledger { source, .. }) => Some(Err(source)),
-            Err(e) => return Err(e),
-        },
+    // A corrupt ledger is something to decide about; any other failure is an error.
+    let ledger = match pool.as_deref().map(|pool| ctx.ledger(pool)) {
+        Some(Ok(ledger)) => Some(Ok(ledger)),
+        Some(Err(Error::Ledger { source, .. })) => Some(Err(source)),
+        Some(Err(e)) => return Err(e),
         None => None,
     };
-    let known = pool.as_deref().zip(ledger.as_ref().map(|l| l.as_ref().map(|l| &**l)));
-    match decide(claim, known) {
+    let read = ledger.as_ref().map(|read| read.as_deref());
+    match decide(claim, pool.as_deref().zip(read)) {
         Decision::NotBound { state, items, recheck } => not_bound(claim, ctx, state, items, recheck).await,
         Decision::Leave { warning, recheck } => {
             warn!("{warning}");
