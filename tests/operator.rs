@@ -476,3 +476,24 @@ async fn one_hold_serves_many_claims_and_a_burst_binds_uniquely() {
     let events = event_reasons(&pool);
     assert!(events.contains("Allocated"), "the pool has Allocated Events: {events}");
 }
+
+/// A replica answers `/healthz` at once and `/readyz` with 200 once its caches synced: the
+/// kubelet's readiness probe, without which a Deployment never finishes rolling out.
+#[tokio::test]
+async fn a_replica_turns_ready_once_its_caches_synced() {
+    let kubeconfig = install().await;
+    let replicas = Replicas::start(1, &kubeconfig, &lock_etcd());
+    let addr = eventually(Duration::from_secs(30), || async { replicas.metrics_addr(0) })
+        .await
+        .expect("the replica logs its metrics address");
+    let status = |path: &'static str| {
+        let addr = addr.clone();
+        async move { devenv::http_get(&addr, path).map(|(status, _)| status) }
+    };
+    assert_eq!(status("/healthz").await, Some(200));
+    let ready = eventually(Duration::from_secs(30), || async {
+        (status("/readyz").await == Some(200)).then_some(())
+    });
+    assert!(ready.await.is_some(), "/readyz never answered 200:\n{}", replicas.log(0));
+    assert!(replicas.log(0).contains("caches synced; ready"), "{}", replicas.log(0));
+}

@@ -65,6 +65,22 @@ pub enum Error {
     EpochWait { pool: String, wait: Duration },
 }
 
+/// Waits until `store` has synced; false if its writer is gone. Asked afresh every 500 ms:
+/// a store wakes only the last task that waited for it (kube-runtime's `DelayedInit` holds one
+/// waker), and the controller waits for the same store, so a single wait could sleep for ever
+/// and `/readyz` never turn 200.
+async fn synced<K: kube::Resource + Clone>(store: &reflector::Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
+            Ok(result) => return result.is_ok(),
+            Err(_) => continue,
+        }
+    }
+}
+
 /// Runs one reconcile and records its duration and outcome.
 async fn timed(
     ctx: &Context,
@@ -167,7 +183,7 @@ pub async fn run(
         }
     });
     tokio::spawn(async move {
-        if claim_store.wait_until_ready().await.is_ok() && pool_store.wait_until_ready().await.is_ok() {
+        if synced(&claim_store).await && synced(&pool_store).await {
             ready.store(true, Ordering::Release);
             tracing::info!("caches synced; ready");
         }
