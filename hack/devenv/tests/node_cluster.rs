@@ -1,0 +1,180 @@
+//! `make e2e-cluster`: the one-node cluster of `devenv::node` runs a Deployment behind a
+//! ClusterIP Service, a StatefulSet behind a headless Service with volumes from hostPath
+//! PersistentVolumes, and answers their names through CoreDNS; then the teardown leaves
+//! nothing. Ignored by `cargo test` (it needs root, `make node-tools` and ~1 minute):
+//! `cargo test -p devenv --test node_cluster -- --ignored --nocapture`.
+
+use std::time::{Duration, Instant};
+
+use devenv::node::{BUSYBOX_IMAGE, Node};
+
+const NAMESPACE: &str = "e2e";
+
+fn workload() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {NAMESPACE}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {NAMESPACE}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      securityContext: {{runAsNonRoot: true, runAsUser: 65532, seccompProfile: {{type: RuntimeDefault}}}}
+      containers:
+      - name: web
+        image: {BUSYBOX_IMAGE}
+        imagePullPolicy: Never
+        command: ["/bin/sh", "-c", "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
+        ports: [{{containerPort: 8080}}]
+        readinessProbe:
+          exec: {{command: ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]}}
+          periodSeconds: 1
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {{drop: [ALL]}}
+        volumeMounts: [{{name: tmp, mountPath: /tmp}}]
+      volumes: [{{name: tmp, emptyDir: {{}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {NAMESPACE}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: {NAMESPACE}}}
+spec:
+  clusterIP: None
+  selector: {{app: db}}
+  ports: [{{port: 8080}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {NAMESPACE}}}
+spec:
+  serviceName: db
+  replicas: 2
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      containers:
+      - name: db
+        image: {BUSYBOX_IMAGE}
+        imagePullPolicy: Never
+        command: ["/bin/sh", "-c", "hostname >> /data/boots && exec httpd -f -p 8080 -h /data"]
+        readinessProbe:
+          exec: {{command: ["test", "-s", "/data/boots"]}}
+          periodSeconds: 1
+        volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: ""
+      resources: {{requests: {{storage: 10Mi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, namespace: {NAMESPACE}}}
+spec:
+  containers:
+  - name: client
+    image: {BUSYBOX_IMAGE}
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#
+    )
+}
+
+/// Runs `args` in the client pod until it succeeds (DNS and endpoints settle), at most 30 s.
+fn exec_until(node: &Node, args: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut all = vec!["-n", NAMESPACE, "exec", "client", "--"];
+    all.extend(args);
+    loop {
+        match node.kubectl_run(&all, None) {
+            Ok(out) => return out,
+            Err(e) if Instant::now() > deadline => panic!("kubectl exec {args:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, the node tools and a minute: make e2e-cluster"]
+async fn a_deployment_a_statefulset_and_dns_on_one_real_node() {
+    let dir = devenv::run_dir("node").unwrap();
+    let started = Instant::now();
+    let mut node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
+    eprintln!("node cluster up in {:.1}s", started.elapsed().as_secs_f64());
+
+    node.create_host_path_volumes("e2e-data", 2, "10Mi").unwrap();
+    let applied = Instant::now();
+    node.kubectl_run(&["apply", "-f", "-"], Some(&workload())).unwrap();
+    for what in ["deployment/web", "statefulset/db"] {
+        node.kubectl_run(&["-n", NAMESPACE, "rollout", "status", what, "--timeout=120s"], None).unwrap();
+    }
+    node.kubectl_run(
+        &["-n", NAMESPACE, "wait", "--for=condition=Ready", "pod/client", "--timeout=60s"],
+        None,
+    )
+    .unwrap();
+    eprintln!("workload Ready in {:.1}s", applied.elapsed().as_secs_f64());
+
+    // Every PVC bound to one of the hostPath volumes.
+    let phases = node
+        .kubectl_run(&["-n", NAMESPACE, "get", "pvc", "-o", "jsonpath={.items[*].status.phase}"], None)
+        .unwrap();
+    assert_eq!(phases.split_whitespace().collect::<Vec<_>>(), ["Bound", "Bound"], "PVCs: {phases}");
+
+    // The ClusterIP Service by name, through CoreDNS and kube-proxy.
+    let web_ip = node
+        .kubectl_run(&["-n", NAMESPACE, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"], None)
+        .unwrap();
+    let lookup = exec_until(&node, &["nslookup", &format!("web.{NAMESPACE}.svc.cluster.local")]);
+    assert!(lookup.contains(&web_ip), "web resolves to its ClusterIP {web_ip}: {lookup}");
+    let page = exec_until(&node, &["wget", "-q", "-O", "-", "-T", "5", "http://web/"]);
+    assert!(page.starts_with("web-"), "the page names a web pod: {page}");
+
+    // Each StatefulSet pod by its stable name under the headless Service.
+    for ordinal in 0..2 {
+        let name = format!("db-{ordinal}");
+        let pod_ip = node
+            .kubectl_run(&["-n", NAMESPACE, "get", "pod", &name, "-o", "jsonpath={.status.podIP}"], None)
+            .unwrap();
+        let fqdn = format!("{name}.db.{NAMESPACE}.svc.cluster.local");
+        let lookup = exec_until(&node, &["nslookup", &fqdn]);
+        assert!(lookup.contains(&pod_ip), "{fqdn} resolves to {pod_ip}: {lookup}");
+        let boots =
+            exec_until(&node, &["wget", "-q", "-O", "-", "-T", "5", &format!("http://{fqdn}:8080/boots")]);
+        assert_eq!(boots.trim(), name, "{name} wrote its name to its volume");
+    }
+
+    // The API server through the `kubernetes` Service (kube-proxy to the bridge address).
+    let connected = exec_until(
+        &node,
+        &["sh", "-c", "nc -w 3 kubernetes.default.svc.cluster.local 443 </dev/null && echo connected"],
+    );
+    assert!(connected.contains("connected"), "kubernetes.default: {connected}");
+    // Logs through the API server and the kubelet.
+    let logs = node.kubectl_run(&["-n", "kube-system", "logs", "deployment/coredns"], None).unwrap();
+    assert!(logs.contains("CoreDNS"), "CoreDNS logs: {logs}");
+
+    let teardown = node.stop();
+    eprintln!("teardown in {:.1}s: {:?}", teardown.seconds, teardown.removed);
+    assert!(teardown.sysctls_changed.is_empty(), "sysctls changed: {:?}", teardown.sysctls_changed);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+    let left = devenv::node::leftovers();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+}
