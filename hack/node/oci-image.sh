@@ -20,17 +20,21 @@ layer_size=$(stat -c %s "$work/layer.tar")
 mv "$work/layer.tar" "$blobs/$layer"
 
 blob() { # write stdin as a blob; print "digest size"
-  local tmp=$work/blob.tmp digest
+  local tmp digest
+  tmp=$(mktemp "$work/blob.XXXXXX")
   cat > "$tmp"
   digest=$(sha256sum "$tmp" | cut -d' ' -f1)
-  echo "$digest $(stat -c %s "$tmp")"
   mv "$tmp" "$blobs/$digest"
+  echo "$digest $(stat -c %s "$blobs/$digest")"
 }
 
-read -r config config_size < <(printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":%s,"Env":["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],"User":"%s","WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+# (Command substitution, not `read < <(…)`: the blob must be in place before the next one.)
+config_blob=$(printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":%s,"Env":["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],"User":"%s","WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
   "$entrypoint" "$user" "$diff_id" | blob)
-read -r manifest manifest_size < <(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+read -r config config_size <<< "$config_blob"
+manifest_blob=$(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
   "$config" "$config_size" "$layer" "$layer_size" | blob)
+read -r manifest manifest_size <<< "$manifest_blob"
 printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
   "$manifest" "$manifest_size" "$name" "${name##*:}" > "$work/index.json"
 printf '{"imageLayoutVersion":"1.0.0"}' > "$work/oci-layout"

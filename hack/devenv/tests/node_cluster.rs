@@ -110,6 +110,19 @@ fn exec_until(node: &Node, args: &[&str]) -> String {
     }
 }
 
+/// The address CoreDNS gives `fqdn`, asked with busybox's nslookup in the client pod (it has
+/// a resolver of its own; Debian's static busybox resolves names for wget and nc through
+/// glibc's NSS, which a static binary cannot load: "bad address"), so wget and nc are given
+/// addresses. (That wget also crashes with SIGSEGV on `-T`: `timeout` bounds it instead.)
+fn resolve(node: &Node, fqdn: &str) -> String {
+    let out = exec_until(node, &["nslookup", fqdn]);
+    let answer = out.split_once(&format!("Name:\t{fqdn}")).map(|(_, a)| a).unwrap_or_default();
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("Address: ").map(|a| a.trim().to_string()))
+        .unwrap_or_else(|| panic!("{fqdn} does not resolve: {out}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs root, the node tools and a minute: make e2e-cluster"]
 async fn a_deployment_a_statefulset_and_dns_on_one_real_node() {
@@ -141,9 +154,9 @@ async fn a_deployment_a_statefulset_and_dns_on_one_real_node() {
     let web_ip = node
         .kubectl_run(&["-n", NAMESPACE, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"], None)
         .unwrap();
-    let lookup = exec_until(&node, &["nslookup", &format!("web.{NAMESPACE}.svc.cluster.local")]);
-    assert!(lookup.contains(&web_ip), "web resolves to its ClusterIP {web_ip}: {lookup}");
-    let page = exec_until(&node, &["wget", "-q", "-O", "-", "-T", "5", "http://web/"]);
+    let resolved = resolve(&node, &format!("web.{NAMESPACE}.svc.cluster.local"));
+    assert_eq!(resolved, web_ip, "web resolves to its ClusterIP");
+    let page = exec_until(&node, &["timeout", "10", "wget", "-q", "-O", "-", &format!("http://{web_ip}/")]);
     assert!(page.starts_with("web-"), "the page names a web pod: {page}");
 
     // Each StatefulSet pod by its stable name under the headless Service.
@@ -153,18 +166,16 @@ async fn a_deployment_a_statefulset_and_dns_on_one_real_node() {
             .kubectl_run(&["-n", NAMESPACE, "get", "pod", &name, "-o", "jsonpath={.status.podIP}"], None)
             .unwrap();
         let fqdn = format!("{name}.db.{NAMESPACE}.svc.cluster.local");
-        let lookup = exec_until(&node, &["nslookup", &fqdn]);
-        assert!(lookup.contains(&pod_ip), "{fqdn} resolves to {pod_ip}: {lookup}");
-        let boots =
-            exec_until(&node, &["wget", "-q", "-O", "-", "-T", "5", &format!("http://{fqdn}:8080/boots")]);
+        assert_eq!(resolve(&node, &fqdn), pod_ip, "{fqdn} resolves to its pod");
+        let url = format!("http://{pod_ip}:8080/boots");
+        let boots = exec_until(&node, &["timeout", "10", "wget", "-q", "-O", "-", &url]);
         assert_eq!(boots.trim(), name, "{name} wrote its name to its volume");
     }
 
     // The API server through the `kubernetes` Service (kube-proxy to the bridge address).
-    let connected = exec_until(
-        &node,
-        &["sh", "-c", "nc -w 3 kubernetes.default.svc.cluster.local 443 </dev/null && echo connected"],
-    );
+    let api = resolve(&node, "kubernetes.default.svc.cluster.local");
+    let connected =
+        exec_until(&node, &["sh", "-c", &format!("nc -w 3 {api} 443 </dev/null && echo connected")]);
     assert!(connected.contains("connected"), "kubernetes.default: {connected}");
     // Logs through the API server and the kubelet.
     let logs = node.kubectl_run(&["-n", "kube-system", "logs", "deployment/coredns"], None).unwrap();
