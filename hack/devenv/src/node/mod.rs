@@ -497,12 +497,27 @@ pub fn cleanup_dead(dir: &Path, pid: u32) -> Vec<String> {
     for left in host::remove_cgroup_root(&cgroup_root) {
         done.push(format!("cgroup {} NOT removed", left.display()));
     }
-    done.extend(host::remove_network());
+    // The bridge and the tables have fixed names: leave them to a node harness still running.
+    if !live_node_harness() {
+        done.extend(host::remove_network());
+    }
     jail::remove_created_dirs(dir);
     if let Ok(record) = std::fs::read_to_string(dir.join(SYSCTLS_BEFORE)) {
         done.extend(host::restore_sysctls(&record));
     }
     done
+}
+
+/// Whether a node harness that is still running has a run directory.
+fn live_node_harness() -> bool {
+    let Ok(entries) = std::fs::read_dir(crate::runs_root()) else { return false };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        entry.path().join(MARKER).exists()
+            // SAFETY: signal 0 only checks that the process exists.
+            && pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) == 0 })
+    })
 }
 
 /// What a node leaves on the host, if anything: processes naming the runs root, node cgroups,
