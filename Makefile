@@ -39,7 +39,7 @@ node-up: node-tools ## A one-node cluster (kubelet, containerd, CoreDNS, ...) un
 	$(CARGO) run -q -p devenv -- node-up $(if $(NODE_SECONDS),--seconds $(NODE_SECONDS))
 
 e2e-cluster: node-tools ## One real node: a Deployment, a StatefulSet with volumes, Services and DNS, then a clean teardown; needs root
-	$(CARGO) test -p devenv --test node_cluster -- --ignored --nocapture
+	$(CARGO) test -p devenv --test node_cluster -- --ignored --nocapture --test-threads=1
 
 build: deps ## Build lockguard and the devenv harness
 	$(CARGO) build --workspace --all-targets

@@ -189,3 +189,52 @@ async fn a_deployment_a_statefulset_and_dns_on_one_real_node() {
     let left = devenv::node::leftovers();
     assert!(left.is_empty(), "left on the host: {left:?}");
 }
+
+/// `deploy/` without the operator's Deployment (its image comes from the Dockerfile build):
+/// the CRDs, RBAC, namespace and the lock etcd Component, whose 3-member StatefulSet runs on
+/// an etcd image made here from bin/etcd under the name deploy/etcd/etcd.yaml uses, on
+/// hostPath PersistentVolumes, its members finding each other by their names under the
+/// headless Service.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, the node tools and a minute: make e2e-cluster"]
+async fn the_lock_etcd_of_deploy_forms_its_cluster_on_one_real_node() {
+    let dir = devenv::run_dir("node").unwrap();
+    let mut node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
+
+    let rootfs = dir.join("images/etcd-rootfs");
+    std::fs::create_dir_all(rootfs.join("usr/local/bin")).unwrap();
+    std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
+    std::fs::copy(devenv::binary("etcd").unwrap(), rootfs.join("usr/local/bin/etcd")).unwrap();
+    node.import_image("quay.io/coreos/etcd:v3.6.16", &rootfs, r#"["/usr/local/bin/etcd"]"#, "").unwrap();
+    node.create_host_path_volumes("etcd-data", 3, "1Gi").unwrap();
+
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let rendered =
+        node.kubectl_run(&["kustomize", &repo.join("deploy").display().to_string()], None).unwrap();
+    let without_operator: Vec<&str> = rendered
+        .split("\n---\n")
+        .filter(|doc| !(doc.contains("kind: Deployment\n") && doc.contains("\n  name: lockguard\n")))
+        .collect();
+    assert!(
+        without_operator.len() < rendered.split("\n---\n").count(),
+        "the operator's Deployment was found"
+    );
+    let started = Instant::now();
+    node.kubectl_run(&["apply", "--server-side", "-f", "-"], Some(&without_operator.join("\n---\n")))
+        .unwrap();
+    node.kubectl_run(
+        &["-n", "lockguard-system", "rollout", "status", "statefulset/lockguard-etcd", "--timeout=180s"],
+        None,
+    )
+    .unwrap();
+    eprintln!("lock etcd: 3 members Ready in {:.1}s", started.elapsed().as_secs_f64());
+    let logs = node.kubectl_run(&["-n", "lockguard-system", "logs", "lockguard-etcd-0"], None).unwrap();
+    assert!(logs.contains("lockguard-etcd-2"), "member 0 knows member 2 by name: {logs}");
+
+    let teardown = node.stop();
+    assert!(teardown.sysctls_changed.is_empty(), "sysctls changed: {:?}", teardown.sysctls_changed);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+    let left = devenv::node::leftovers();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+}

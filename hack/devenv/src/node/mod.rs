@@ -246,24 +246,39 @@ impl Node {
         std::fs::copy(binary("coredns")?, coredns_root.join("coredns"))?;
         let busybox_root = images.join("busybox-rootfs");
         busybox_rootfs(&busybox_root)?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/oci-image.sh");
         for (name, root, entrypoint, user) in [
             (PAUSE_IMAGE, &pause_root, r#"["/pause"]"#, "65535"),
             (COREDNS_IMAGE, &coredns_root, r#"["/coredns"]"#, ""),
             (BUSYBOX_IMAGE, &busybox_root, r#"["/bin/sh"]"#, ""),
         ] {
-            let archive =
-                images.join(format!("{}.tar", name.rsplit('/').next().unwrap_or(name).replace(':', "-")));
-            host::run(&[
-                &script.display().to_string(),
-                name,
-                &root.display().to_string(),
-                &archive.display().to_string(),
-                entrypoint,
-                user,
-            ])?;
-            self.ctr(&["images", "import", &archive.display().to_string()])?;
+            self.import_image(name, root, entrypoint, user)?;
         }
+        Ok(())
+    }
+
+    /// Imports the directory `rootfs` as image `name` (one layer; `entrypoint` a JSON array,
+    /// `user` empty for root), e.g. an image that a manifest of `deploy/` names.
+    pub fn import_image(&self, name: &str, rootfs: &Path, entrypoint: &str, user: &str) -> Result<()> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/oci-image.sh");
+        let images = self.dir.join("images");
+        std::fs::create_dir_all(&images)?;
+        let file = name.rsplit('/').next().unwrap_or(name).replace(':', "-");
+        let archive = images.join(format!("{file}.tar"));
+        host::run(&[
+            &script.display().to_string(),
+            name,
+            &rootfs.display().to_string(),
+            &archive.display().to_string(),
+            entrypoint,
+            user,
+        ])?;
+        self.ctr(&["images", "import", &archive.display().to_string()])?;
+        Ok(())
+    }
+
+    /// Imports an OCI archive (e.g. `podman save --format oci-archive`) built elsewhere.
+    pub fn import_archive(&self, archive: &Path) -> Result<()> {
+        self.ctr(&["images", "import", &archive.display().to_string()])?;
         Ok(())
     }
 
@@ -350,6 +365,8 @@ impl Node {
         for i in 0..count {
             let dir = self.dir.join("volumes").join(format!("{prefix}-{i}"));
             std::fs::create_dir_all(&dir)?;
+            // A hostPath volume gets no fsGroup: let non-root pods (65532) write it.
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
             manifest.push_str(&format!(
                 "---
 apiVersion: v1
