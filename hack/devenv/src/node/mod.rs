@@ -538,16 +538,19 @@ fn live_node_harness() -> bool {
 }
 
 /// What a node leaves on the host, if anything: processes naming the runs root, node cgroups,
-/// the bridge, the nft tables, mounts under the runs root, `/run/netns`, the created
-/// `/var/lib/cni`.
+/// the bridge, the nft tables, mounts under the runs root, CRI network namespaces, paths the
+/// kubelet and containerd use by default.
 pub fn leftovers() -> Vec<String> {
     let mut found = Vec::new();
     let root = crate::runs_root();
+    // Processes of node run directories (`<root>/<pid>-node-<n>`) only: other harnesses (the
+    // tests' control planes) may be running.
     for (pid, command) in host::processes_mentioning(&root.display().to_string()) {
-        if ["containerd", "kubelet", "kube-", "coredns", "pause", "nsenter", "unshare"]
-            .iter()
-            .any(|n| command.contains(n))
-        {
+        let node_dir = command
+            .split(&format!("{}/", root.display()))
+            .skip(1)
+            .any(|rest| rest.split('/').next().is_some_and(|dir| dir.split('-').nth(1) == Some("node")));
+        if node_dir {
             found.push(format!("process {pid}: {command}"));
         }
     }
@@ -565,10 +568,16 @@ pub fn leftovers() -> Vec<String> {
     for mount in host::mounts_under(&root) {
         found.push(format!("mount {mount}"));
     }
-    for path in ["/run/netns", "/run/containerd", "/var/log/pods", "/var/log/containers", "/var/lib/kubelet"]
-    {
+    // Paths other tools use too are checked for what containerd's CRI would put there: its
+    // network namespaces are `/run/netns/cni-…` (podman's are `netns-…`).
+    for path in ["/run/containerd", "/var/log/pods", "/var/log/containers", "/var/lib/kubelet"] {
         if Path::new(path).exists() {
             found.push(format!("path {path}"));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for entry in entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("cni-")) {
+            found.push(format!("network namespace {}", entry.path().display()));
         }
     }
     found
