@@ -6,7 +6,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SECONDS ?=
 export PATH := $(CURDIR)/bin:$(PATH)
 
-.PHONY: help deps tools build lint test chaos audit bench bench-lock demo crds install deploy undeploy run clean
+NODE_PACKAGES := containerd runc containernetworking-plugins nftables busybox-static gcc libc6-dev
+
+.PHONY: help deps tools node-deps node-tools node-up e2e-cluster build lint test chaos audit bench bench-lock demo crds install deploy undeploy run clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -22,6 +24,22 @@ deps: ## Install what a fresh machine lacks (protoc for etcd-client's build, ipr
 
 tools: ## Build kube-apiserver, kubectl, etcd, etcdctl, promtool into bin/ (cached in ~/.cache/lockguard)
 	@hack/tools.sh
+
+node-deps: ## Debian packages of the one-node cluster (containerd, runc, CNI plugins, nftables, busybox-static, gcc)
+	@missing=$$(for p in $(NODE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing $$missing"; \
+	  $(SUDO) apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; }; fi
+
+node-tools: node-deps tools ## Build kubelet, kube-scheduler, kube-controller-manager, kube-proxy, CoreDNS, pause (cached like the other tools)
+	@hack/tools.sh node
+
+node-up: node-tools ## A one-node cluster (kubelet, containerd, CoreDNS, ...) until Ctrl-C or NODE_SECONDS=N; needs root
+	$(CARGO) build -q -p devenv
+	$(CARGO) run -q -p devenv -- node-up $(if $(NODE_SECONDS),--seconds $(NODE_SECONDS))
+
+e2e-cluster: node-tools ## One real node: a Deployment, a StatefulSet with volumes, Services and DNS, then a clean teardown; needs root
+	$(CARGO) test -p devenv --test node_cluster -- --ignored --nocapture --test-threads=1
 
 build: deps ## Build lockguard and the devenv harness
 	$(CARGO) build --workspace --all-targets

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Go-built tools (kube-apiserver, kubectl, etcd, etcdctl, promtool) from the
 # wrapper modules in hack/ into a cache outside the clone, then links them into bin/.
+# `hack/tools.sh node` builds instead what the one-node cluster adds (`make node-tools`):
+# kubelet, kube-scheduler, kube-controller-manager, kube-proxy (hack/kube-node), CoreDNS
+# (hack/coredns) and the pause binary of the sandbox image (gcc -static of the k8s module's
+# build/pause/linux/pause.c).
 # A cache entry is keyed by the pinned version and go.sum, so it is rebuilt only when a
 # pin changes, and a fresh clone on the same machine reuses it.
 set -euo pipefail
@@ -9,7 +13,7 @@ cache=${LOCKGUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lockguard}
 mkdir -p "$root/bin"
 
 pinned() { # module dir, module path -> version required in go.mod
-  awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$root/hack/$1/go.mod"
+  awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$root/hack/$1/go.mod"
 }
 
 # build DIR MODULE_FOR_VERSION BIN:PKG... ; extra go build flags come from LDFLAGS_<bin>
@@ -26,7 +30,7 @@ build() {
       echo "tools: building $name $version (cache: $out)" >&2
       mkdir -p "$out"
       local ldflags="" tags=""
-      if [ "$dir" = kube ]; then
+      if [ "$dir" = kube ] || [ "$dir" = kube-node ]; then
         local minor=${version#v1.}; minor=${minor%%.*}
         ldflags="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
       fi
@@ -37,12 +41,43 @@ build() {
         ldflags="-X github.com/prometheus/common/version.Version=$((mm / 100)).$((mm % 100)).${n#*.}"
         tags=remove_all_sd
       fi
+      local t0=$SECONDS
       (cd "$root/hack/$dir" && CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg")
       mv "$out/$name.tmp" "$out/$name"
+      echo "tools: built $name in $((SECONDS - t0)) s" >&2
     fi
     ln -sfn "$out/$name" "$root/bin/$name"
   done
 }
+
+# The sandbox (pause) binary: static, from the k8s.io/kubernetes module of hack/kube-node.
+pause() {
+  local version sum out src
+  version=$(pinned kube-node k8s.io/kubernetes)
+  sum=$(sha256sum "$root/hack/kube-node/go.sum" | cut -c1-12)
+  out="$cache/kube-node-$version-$sum"
+  if [ ! -x "$out/pause" ]; then
+    src=$(cd "$root/hack/kube-node" && go mod download -json k8s.io/kubernetes | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -f "$src/build/pause/linux/pause.c" ] || { echo "tools: no pause.c in $src" >&2; exit 1; }
+    command -v gcc >/dev/null || { echo "tools: gcc is needed for the pause binary" >&2; exit 1; }
+    echo "tools: building pause (static) from $src" >&2
+    mkdir -p "$out"
+    gcc -Os -static -Wall -Werror -DVERSION="$version" -o "$out/pause.tmp" "$src/build/pause/linux/pause.c"
+    strip "$out/pause.tmp"
+    mv "$out/pause.tmp" "$out/pause"
+  fi
+  ln -sfn "$out/pause" "$root/bin/pause"
+}
+
+if [ "${1:-}" = node ]; then
+  build kube-node k8s.io/kubernetes kubelet:k8s.io/kubernetes/cmd/kubelet \
+    kube-scheduler:k8s.io/kubernetes/cmd/kube-scheduler \
+    kube-controller-manager:k8s.io/kubernetes/cmd/kube-controller-manager \
+    kube-proxy:k8s.io/kubernetes/cmd/kube-proxy
+  build coredns github.com/coredns/coredns coredns:lockguard.dev/hack/coredns
+  pause
+  exit 0
+fi
 
 build etcd go.etcd.io/etcd/server/v3 etcd:go.etcd.io/etcd/server/v3 etcdctl:go.etcd.io/etcd/etcdctl/v3
 build kube k8s.io/kubernetes kube-apiserver:k8s.io/kubernetes/cmd/kube-apiserver kubectl:k8s.io/kubernetes/cmd/kubectl

@@ -86,12 +86,45 @@ pub fn generate_etcd(dir: &Path) -> Result<EtcdPki> {
     Ok(pki)
 }
 
+/// A certificate and its key (PEM files).
+#[derive(Debug, Clone)]
+pub struct KeyPairFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The certificates of a one-node cluster's components, signed by the API server's CA.
+#[derive(Debug, Clone)]
+pub struct NodePki {
+    /// The API server's client certificate towards the kubelet (`system:masters`).
+    pub apiserver_kubelet_client: KeyPairFiles,
+    /// The kubelet's client certificate (`system:node:<node>` in `system:nodes`).
+    pub kubelet_client: KeyPairFiles,
+    /// The kubelet's serving certificate (valid for the node's address).
+    pub kubelet_serving: KeyPairFiles,
+    pub scheduler: KeyPairFiles,
+    pub controller_manager: KeyPairFiles,
+    pub kube_proxy: KeyPairFiles,
+}
+
 /// The API server's PKI; its serving certificate is also valid for `host`.
 pub fn generate(dir: &Path, host: &str) -> Result<Pki> {
+    Ok(generate_inner(dir, &[host], None)?.0)
+}
+
+/// The API server's PKI for a cluster with a node: the serving certificate is also valid for
+/// `hosts` (the bridge address pods reach, the `kubernetes` Service's ClusterIP and DNS
+/// names), plus the certificates of node `node`'s components, all signed by the one CA.
+pub fn generate_for_node(dir: &Path, hosts: &[&str], node: &str, node_ip: &str) -> Result<(Pki, NodePki)> {
+    let (pki, node) = generate_inner(dir, hosts, Some((node, node_ip)))?;
+    Ok((pki, node.expect("node certificates requested")))
+}
+
+fn generate_inner(dir: &Path, hosts: &[&str], node: Option<(&str, &str)>) -> Result<(Pki, Option<NodePki>)> {
     std::fs::create_dir_all(dir)?;
     let ca = ca("lockguard-devenv-ca")?;
     let (serving_cert, serving_key) =
-        leaf(&ca, "kube-apiserver", None, ExtendedKeyUsagePurpose::ServerAuth, &[host])?;
+        leaf(&ca, "kube-apiserver", None, ExtendedKeyUsagePurpose::ServerAuth, hosts)?;
     let (admin_cert, admin_key) =
         leaf(&ca, "admin", Some("system:masters"), ExtendedKeyUsagePurpose::ClientAuth, &[])?;
 
@@ -113,5 +146,34 @@ pub fn generate(dir: &Path, host: &str) -> Result<Pki> {
     std::fs::write(&pki.admin_key, admin_key)?;
     std::fs::write(&pki.sa_public_key, sa_key.public_key_pem())?;
     std::fs::write(&pki.sa_signing_key, sa_key.serialize_pem())?;
-    Ok(pki)
+    let Some((node, node_ip)) = node else { return Ok((pki, None)) };
+    let write = |name: &str, (cert, key): (String, String)| -> Result<KeyPairFiles> {
+        let files =
+            KeyPairFiles { cert: dir.join(format!("{name}.crt")), key: dir.join(format!("{name}.key")) };
+        std::fs::write(&files.cert, cert)?;
+        std::fs::write(&files.key, key)?;
+        Ok(files)
+    };
+    let client = ExtendedKeyUsagePurpose::ClientAuth;
+    let node_pki = NodePki {
+        apiserver_kubelet_client: write(
+            "apiserver-kubelet-client",
+            leaf(&ca, "kube-apiserver-kubelet-client", Some("system:masters"), client.clone(), &[])?,
+        )?,
+        kubelet_client: write(
+            "kubelet-client",
+            leaf(&ca, &format!("system:node:{node}"), Some("system:nodes"), client.clone(), &[])?,
+        )?,
+        kubelet_serving: write(
+            "kubelet-serving",
+            leaf(&ca, node, None, ExtendedKeyUsagePurpose::ServerAuth, &[node, node_ip])?,
+        )?,
+        scheduler: write("scheduler", leaf(&ca, "system:kube-scheduler", None, client.clone(), &[])?)?,
+        controller_manager: write(
+            "controller-manager",
+            leaf(&ca, "system:kube-controller-manager", None, client.clone(), &[])?,
+        )?,
+        kube_proxy: write("kube-proxy", leaf(&ca, "system:kube-proxy", None, client, &[])?)?,
+    };
+    Ok((pki, Some(node_pki)))
 }

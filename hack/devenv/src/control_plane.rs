@@ -11,7 +11,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use crate::certs::{self, Pki};
+use crate::certs::{self, KeyPairFiles, NodePki, Pki};
 use crate::etcd::{self, EtcdServer};
 use crate::process::{Process, free_port};
 use crate::{Error, Result, binary};
@@ -25,7 +25,13 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     apiserver: Process,
     etcd: EtcdServer,
+    /// With a node: the API server's client certificate towards the kubelet.
+    kubelet_client: Option<KeyPairFiles>,
 }
+
+/// The `kubernetes` Service's ClusterIP: the first address of `--service-cluster-ip-range`.
+pub const SERVICE_CIDR: &str = "10.0.0.0/24";
+pub const KUBERNETES_SERVICE_IP: &str = "10.0.0.1";
 
 impl ControlPlane {
     /// Starts etcd and kube-apiserver under `dir` and waits until the API server is ready
@@ -37,17 +43,45 @@ impl ControlPlane {
     /// The same, with the API server listening on `host` only (a local address, e.g. of a
     /// veth pair that a network namespace reaches).
     pub async fn start_on(dir: &Path, host: &str) -> Result<Self> {
-        let started = Instant::now();
         std::fs::create_dir_all(dir)?;
-        let etcd = etcd::start_single(dir, "apiserver-etcd")?;
         let pki = certs::generate(&dir.join("pki"), host)?;
+        Self::launch(dir, host, pki, None).await
+    }
+
+    /// A control plane for a cluster with node `node` (hack/devenv's node module): the API
+    /// server listens on `host` (the node's bridge address, which pods reach), advertises it
+    /// as the `kubernetes` Service's endpoint, authorizes with Node and RBAC, admits with the
+    /// ServiceAccount plugin (pods get tokens), and reaches the kubelet with a client
+    /// certificate. Its serving certificate is valid for `host`, the Service's ClusterIP
+    /// and its DNS names.
+    pub async fn start_for_node(dir: &Path, host: &str, node: &str) -> Result<(Self, NodePki)> {
+        std::fs::create_dir_all(dir)?;
+        let hosts = [
+            host,
+            KUBERNETES_SERVICE_IP,
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ];
+        let (pki, node_pki) = certs::generate_for_node(&dir.join("pki"), &hosts, node, host)?;
+        let control_plane =
+            Self::launch(dir, host, pki, Some(node_pki.apiserver_kubelet_client.clone())).await?;
+        Ok((control_plane, node_pki))
+    }
+
+    async fn launch(dir: &Path, host: &str, pki: Pki, kubelet_client: Option<KeyPairFiles>) -> Result<Self> {
+        let started = Instant::now();
+        let etcd = etcd::start_single(dir, "apiserver-etcd")?;
         let port = free_port()?;
-        let args = apiserver_args(host, port, &pki, &etcd.endpoint(), &dir.join("pki"));
+        let args =
+            apiserver_args(host, port, &pki, &etcd.endpoint(), &dir.join("pki"), kubelet_client.as_ref());
         let apiserver = Process::spawn(&binary("kube-apiserver")?, &args, &dir.join("kube-apiserver.log"))?;
         let kubeconfig = dir.join("admin.kubeconfig");
         let host = host.to_string();
         std::fs::write(&kubeconfig, admin_kubeconfig(&host, port, &pki))?;
-        let mut control_plane = Self { dir: dir.to_path_buf(), host, port, pki, kubeconfig, apiserver, etcd };
+        let mut control_plane =
+            Self { dir: dir.to_path_buf(), host, port, pki, kubeconfig, apiserver, etcd, kubelet_client };
         control_plane.wait_ready(Duration::from_secs(90)).await?;
         eprintln!(
             "devenv: kube-apiserver ready on {} in {:.1}s",
@@ -61,8 +95,14 @@ impl ControlPlane {
     /// and etcd; waits until it is ready.
     pub async fn restart_apiserver(&mut self) -> Result<()> {
         self.apiserver.kill();
-        let args =
-            apiserver_args(&self.host, self.port, &self.pki, &self.etcd.endpoint(), &self.dir.join("pki"));
+        let args = apiserver_args(
+            &self.host,
+            self.port,
+            &self.pki,
+            &self.etcd.endpoint(),
+            &self.dir.join("pki"),
+            self.kubelet_client.as_ref(),
+        );
         self.apiserver =
             Process::spawn(&binary("kube-apiserver")?, &args, &self.dir.join("kube-apiserver.log"))?;
         self.wait_ready(Duration::from_secs(90)).await
@@ -112,6 +152,23 @@ impl ControlPlane {
         &self.etcd
     }
 
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    /// A kubeconfig at `name.kubeconfig` in the run directory that authenticates with the
+    /// client certificate `identity` (for the node's components).
+    pub fn write_kubeconfig(&self, name: &str, identity: &KeyPairFiles) -> Result<PathBuf> {
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        let user = format!(
+            "client-certificate: {}\n    client-key: {}",
+            identity.cert.display(),
+            identity.key.display()
+        );
+        std::fs::write(&path, kubeconfig_yaml(&self.host, self.port, &self.pki, &user))?;
+        Ok(path)
+    }
+
     /// A kube client with admin rights.
     pub async fn client(&self) -> Result<Client> {
         client_for(&self.kubeconfig).await
@@ -159,7 +216,14 @@ pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-fn apiserver_args(host: &str, port: u16, pki: &Pki, etcd: &str, cert_dir: &Path) -> Vec<String> {
+fn apiserver_args(
+    host: &str,
+    port: u16,
+    pki: &Pki,
+    etcd: &str,
+    cert_dir: &Path,
+    kubelet_client: Option<&KeyPairFiles>,
+) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
     let mut args = vec![
         format!("--etcd-servers={etcd}"),
@@ -173,13 +237,30 @@ fn apiserver_args(host: &str, port: u16, pki: &Pki, etcd: &str, cert_dir: &Path)
         format!("--service-account-key-file={}", path(&pki.sa_public_key)),
         format!("--service-account-signing-key-file={}", path(&pki.sa_signing_key)),
         "--authorization-mode=RBAC".into(),
-        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         "--allow-privileged=true".into(),
         "--disable-admission-plugins=ServiceAccount".into(),
         // There is no default route to advertise on loopback.
         "--endpoint-reconciler-type=none".into(),
         "--v=1".into(),
     ];
+    if let Some(client) = kubelet_client {
+        // A node: pods reach the API server through the `kubernetes` Service, get tokens
+        // (ServiceAccount admission), and the kubelet is authorized by the Node authorizer.
+        args.retain(|a| {
+            !a.starts_with("--disable-admission-plugins=")
+                && !a.starts_with("--endpoint-reconciler-type=")
+                && !a.starts_with("--authorization-mode=")
+        });
+        args.extend([
+            format!("--advertise-address={host}"),
+            "--authorization-mode=Node,RBAC".into(),
+            format!("--kubelet-client-certificate={}", path(&client.cert)),
+            format!("--kubelet-client-key={}", path(&client.key)),
+            // The node's name is not in any DNS: reach the kubelet at its address.
+            "--kubelet-preferred-address-types=InternalIP".into(),
+        ]);
+    }
     args.retain(|a| !a.is_empty());
     args
 }

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod control_plane;
 pub mod etcd;
 pub mod netns;
+pub mod node;
 pub mod process;
 pub mod timeline;
 
@@ -81,9 +82,14 @@ pub fn sweep() -> usize {
         let owner = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<i32>().ok());
         if let Some(pid) = owner
             && !alive(pid)
-            && std::fs::remove_dir_all(entry.path()).is_ok()
         {
-            removed += 1;
+            // A node's pods, shims, cgroups and network outlive its harness: undo them first.
+            for done in node::cleanup_dead(&entry.path(), pid as u32) {
+                eprintln!("devenv sweep: {}: {done}", entry.path().display());
+            }
+            if std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed += 1;
+            }
         }
     }
     removed

@@ -30,7 +30,22 @@ enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
-    /// Remove run directories left by harness processes that are gone.
+    /// A one-node cluster (kubelet + containerd, scheduler, controller-manager, kube-proxy,
+    /// CoreDNS) on the control plane; stop on Ctrl-C, SIGTERM or after --seconds, tear down
+    /// and check that nothing is left. Needs root and `make node-tools`.
+    NodeUp {
+        /// Write `export KUBECONFIG=…` here.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// Stop by itself after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// List what a node cluster left on the host (processes, cgroups, bridge, nft tables,
+    /// mounts, paths); exit 1 if anything.
+    NodeLeftovers,
+    /// Remove run directories left by harness processes that are gone (and undo what a
+    /// node cluster of theirs left).
     Sweep,
     /// List processes whose harness is gone (orphans); exit 1 if there are any.
     Orphans,
@@ -67,6 +82,19 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Timeline { out, logs } => timeline(&out, &logs),
+        Command::NodeUp { env_file, seconds } => node_up(env_file, seconds).await,
+        Command::NodeLeftovers => {
+            let left = devenv::node::leftovers();
+            for item in &left {
+                println!("{item}");
+            }
+            if left.is_empty() {
+                println!("devenv: no node leftovers");
+                Ok(())
+            } else {
+                anyhow::bail!("{} node leftovers", left.len())
+            }
+        }
         Command::Up { env_file, lock_etcd_members, seconds } => {
             up(env_file, lock_etcd_members, seconds).await
         }
@@ -115,6 +143,49 @@ async fn up(env_file: Option<PathBuf>, members: usize, seconds: Option<u64>) -> 
     .await;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+async fn node_up(env_file: Option<PathBuf>, seconds: Option<u64>) -> anyhow::Result<()> {
+    let dir = devenv::run_dir("node")?;
+    let result = async {
+        let started = std::time::Instant::now();
+        let mut node = devenv::node::Node::start(&dir).await.context("start the node cluster")?;
+        let exports = format!("export KUBECONFIG={}\n", node.control_plane().kubeconfig().display());
+        if let Some(path) = &env_file {
+            std::fs::write(path, &exports).with_context(|| format!("write {}", path.display()))?;
+        }
+        println!(
+            "devenv: node cluster up in {:.1}s. API server {}; run dir {}",
+            started.elapsed().as_secs_f64(),
+            node.control_plane().url(),
+            dir.display()
+        );
+        print!("{exports}");
+        println!("devenv: Ctrl-C stops everything");
+        wait_for_stop(seconds).await;
+        println!("devenv: stopping");
+        let teardown = node.stop();
+        for item in &teardown.removed {
+            println!("devenv: teardown: {item}");
+        }
+        for item in &teardown.sysctls_changed {
+            println!("devenv: teardown: sysctl {item}");
+        }
+        println!("devenv: teardown took {:.1}s", teardown.seconds);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let left = devenv::node::leftovers();
+    for item in &left {
+        println!("devenv: LEFT: {item}");
+    }
+    if left.is_empty() {
+        println!("devenv: teardown clean: no process, cgroup, bridge, nft table or mount left");
+    }
+    result?;
+    anyhow::ensure!(left.is_empty(), "{} node leftovers", left.len());
+    Ok(())
 }
 
 async fn wait_for_stop(seconds: Option<u64>) {

@@ -1,0 +1,240 @@
+//! `make e2e-cluster`: the one-node cluster of `devenv::node` runs a Deployment behind a
+//! ClusterIP Service, a StatefulSet behind a headless Service with volumes from hostPath
+//! PersistentVolumes, and answers their names through CoreDNS; then the teardown leaves
+//! nothing. Ignored by `cargo test` (it needs root, `make node-tools` and ~1 minute):
+//! `cargo test -p devenv --test node_cluster -- --ignored --nocapture`.
+
+use std::time::{Duration, Instant};
+
+use devenv::node::{BUSYBOX_IMAGE, Node};
+
+const NAMESPACE: &str = "e2e";
+
+fn workload() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {NAMESPACE}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {NAMESPACE}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      securityContext: {{runAsNonRoot: true, runAsUser: 65532, seccompProfile: {{type: RuntimeDefault}}}}
+      containers:
+      - name: web
+        image: {BUSYBOX_IMAGE}
+        imagePullPolicy: Never
+        command: ["/bin/sh", "-c", "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
+        ports: [{{containerPort: 8080}}]
+        readinessProbe:
+          exec: {{command: ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]}}
+          periodSeconds: 1
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {{drop: [ALL]}}
+        volumeMounts: [{{name: tmp, mountPath: /tmp}}]
+      volumes: [{{name: tmp, emptyDir: {{}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {NAMESPACE}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: {NAMESPACE}}}
+spec:
+  clusterIP: None
+  selector: {{app: db}}
+  ports: [{{port: 8080}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {NAMESPACE}}}
+spec:
+  serviceName: db
+  replicas: 2
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      containers:
+      - name: db
+        image: {BUSYBOX_IMAGE}
+        imagePullPolicy: Never
+        command: ["/bin/sh", "-c", "hostname >> /data/boots && exec httpd -f -p 8080 -h /data"]
+        readinessProbe:
+          exec: {{command: ["test", "-s", "/data/boots"]}}
+          periodSeconds: 1
+        volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: ""
+      resources: {{requests: {{storage: 10Mi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, namespace: {NAMESPACE}}}
+spec:
+  containers:
+  - name: client
+    image: {BUSYBOX_IMAGE}
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#
+    )
+}
+
+/// Runs `args` in the client pod until it succeeds (DNS and endpoints settle), at most 30 s.
+fn exec_until(node: &Node, args: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut all = vec!["-n", NAMESPACE, "exec", "client", "--"];
+    all.extend(args);
+    loop {
+        match node.kubectl_run(&all, None) {
+            Ok(out) => return out,
+            Err(e) if Instant::now() > deadline => panic!("kubectl exec {args:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// The address CoreDNS gives `fqdn`, asked with busybox's nslookup in the client pod (it has
+/// a resolver of its own; Debian's static busybox resolves names for wget and nc through
+/// glibc's NSS, which a static binary cannot load: "bad address"), so wget and nc are given
+/// addresses. (That wget also crashes with SIGSEGV on `-T`: `timeout` bounds it instead.)
+fn resolve(node: &Node, fqdn: &str) -> String {
+    let out = exec_until(node, &["nslookup", fqdn]);
+    let answer = out.split_once(&format!("Name:\t{fqdn}")).map(|(_, a)| a).unwrap_or_default();
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("Address: ").map(|a| a.trim().to_string()))
+        .unwrap_or_else(|| panic!("{fqdn} does not resolve: {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, the node tools and a minute: make e2e-cluster"]
+async fn a_deployment_a_statefulset_and_dns_on_one_real_node() {
+    let dir = devenv::run_dir("node").unwrap();
+    let started = Instant::now();
+    let mut node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
+    eprintln!("node cluster up in {:.1}s", started.elapsed().as_secs_f64());
+
+    node.create_host_path_volumes("e2e-data", 2, "10Mi").unwrap();
+    let applied = Instant::now();
+    node.kubectl_run(&["apply", "-f", "-"], Some(&workload())).unwrap();
+    for what in ["deployment/web", "statefulset/db"] {
+        node.kubectl_run(&["-n", NAMESPACE, "rollout", "status", what, "--timeout=120s"], None).unwrap();
+    }
+    node.kubectl_run(
+        &["-n", NAMESPACE, "wait", "--for=condition=Ready", "pod/client", "--timeout=60s"],
+        None,
+    )
+    .unwrap();
+    eprintln!("workload Ready in {:.1}s", applied.elapsed().as_secs_f64());
+
+    // Every PVC bound to one of the hostPath volumes.
+    let phases = node
+        .kubectl_run(&["-n", NAMESPACE, "get", "pvc", "-o", "jsonpath={.items[*].status.phase}"], None)
+        .unwrap();
+    assert_eq!(phases.split_whitespace().collect::<Vec<_>>(), ["Bound", "Bound"], "PVCs: {phases}");
+
+    // The ClusterIP Service by name, through CoreDNS and kube-proxy.
+    let web_ip = node
+        .kubectl_run(&["-n", NAMESPACE, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"], None)
+        .unwrap();
+    let resolved = resolve(&node, &format!("web.{NAMESPACE}.svc.cluster.local"));
+    assert_eq!(resolved, web_ip, "web resolves to its ClusterIP");
+    let page = exec_until(&node, &["timeout", "10", "wget", "-q", "-O", "-", &format!("http://{web_ip}/")]);
+    assert!(page.starts_with("web-"), "the page names a web pod: {page}");
+
+    // Each StatefulSet pod by its stable name under the headless Service.
+    for ordinal in 0..2 {
+        let name = format!("db-{ordinal}");
+        let pod_ip = node
+            .kubectl_run(&["-n", NAMESPACE, "get", "pod", &name, "-o", "jsonpath={.status.podIP}"], None)
+            .unwrap();
+        let fqdn = format!("{name}.db.{NAMESPACE}.svc.cluster.local");
+        assert_eq!(resolve(&node, &fqdn), pod_ip, "{fqdn} resolves to its pod");
+        let url = format!("http://{pod_ip}:8080/boots");
+        let boots = exec_until(&node, &["timeout", "10", "wget", "-q", "-O", "-", &url]);
+        assert_eq!(boots.trim(), name, "{name} wrote its name to its volume");
+    }
+
+    // The API server through the `kubernetes` Service (kube-proxy to the bridge address).
+    let api = resolve(&node, "kubernetes.default.svc.cluster.local");
+    let connected =
+        exec_until(&node, &["sh", "-c", &format!("nc -w 3 {api} 443 </dev/null && echo connected")]);
+    assert!(connected.contains("connected"), "kubernetes.default: {connected}");
+    // Logs through the API server and the kubelet.
+    let logs = node.kubectl_run(&["-n", "kube-system", "logs", "deployment/coredns"], None).unwrap();
+    assert!(logs.contains("CoreDNS"), "CoreDNS logs: {logs}");
+
+    let teardown = node.stop();
+    eprintln!("teardown in {:.1}s: {:?}", teardown.seconds, teardown.removed);
+    assert!(teardown.sysctls_changed.is_empty(), "sysctls changed: {:?}", teardown.sysctls_changed);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+    let left = devenv::node::leftovers();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+}
+
+/// `deploy/` without the operator's Deployment (its image comes from the Dockerfile build):
+/// the CRDs, RBAC, namespace and the lock etcd Component, whose 3-member StatefulSet runs on
+/// an etcd image made here from bin/etcd under the name deploy/etcd/etcd.yaml uses, on
+/// hostPath PersistentVolumes, its members finding each other by their names under the
+/// headless Service.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, the node tools and a minute: make e2e-cluster"]
+async fn the_lock_etcd_of_deploy_forms_its_cluster_on_one_real_node() {
+    let dir = devenv::run_dir("node").unwrap();
+    let mut node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
+
+    let rootfs = dir.join("images/etcd-rootfs");
+    std::fs::create_dir_all(rootfs.join("usr/local/bin")).unwrap();
+    std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
+    std::fs::copy(devenv::binary("etcd").unwrap(), rootfs.join("usr/local/bin/etcd")).unwrap();
+    node.import_image("quay.io/coreos/etcd:v3.6.16", &rootfs, r#"["/usr/local/bin/etcd"]"#, "").unwrap();
+    node.create_host_path_volumes("etcd-data", 3, "1Gi").unwrap();
+
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let rendered =
+        node.kubectl_run(&["kustomize", &repo.join("deploy").display().to_string()], None).unwrap();
+    let without_operator: Vec<&str> = rendered
+        .split("\n---\n")
+        .filter(|doc| !(doc.contains("kind: Deployment\n") && doc.contains("\n  name: lockguard\n")))
+        .collect();
+    assert!(
+        without_operator.len() < rendered.split("\n---\n").count(),
+        "the operator's Deployment was found"
+    );
+    let started = Instant::now();
+    node.kubectl_run(&["apply", "--server-side", "-f", "-"], Some(&without_operator.join("\n---\n")))
+        .unwrap();
+    node.kubectl_run(
+        &["-n", "lockguard-system", "rollout", "status", "statefulset/lockguard-etcd", "--timeout=180s"],
+        None,
+    )
+    .unwrap();
+    eprintln!("lock etcd: 3 members Ready in {:.1}s", started.elapsed().as_secs_f64());
+    let logs = node.kubectl_run(&["-n", "lockguard-system", "logs", "lockguard-etcd-0"], None).unwrap();
+    assert!(logs.contains("lockguard-etcd-2"), "member 0 knows member 2 by name: {logs}");
+
+    let teardown = node.stop();
+    assert!(teardown.sysctls_changed.is_empty(), "sysctls changed: {:?}", teardown.sysctls_changed);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+    let left = devenv::node::leftovers();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+}
