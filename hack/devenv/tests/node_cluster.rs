@@ -201,11 +201,7 @@ async fn the_lock_etcd_of_deploy_forms_its_cluster_on_one_real_node() {
     let dir = devenv::run_dir("node").unwrap();
     let mut node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
 
-    let rootfs = dir.join("images/etcd-rootfs");
-    std::fs::create_dir_all(rootfs.join("usr/local/bin")).unwrap();
-    std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
-    std::fs::copy(devenv::binary("etcd").unwrap(), rootfs.join("usr/local/bin/etcd")).unwrap();
-    node.import_image("quay.io/coreos/etcd:v3.6.16", &rootfs, r#"["/usr/local/bin/etcd"]"#, "").unwrap();
+    import_etcd_image(&node, &dir);
     node.create_host_path_volumes("etcd-data", 3, "1Gi").unwrap();
 
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -230,6 +226,107 @@ async fn the_lock_etcd_of_deploy_forms_its_cluster_on_one_real_node() {
     eprintln!("lock etcd: 3 members Ready in {:.1}s", started.elapsed().as_secs_f64());
     let logs = node.kubectl_run(&["-n", "lockguard-system", "logs", "lockguard-etcd-0"], None).unwrap();
     assert!(logs.contains("lockguard-etcd-2"), "member 0 knows member 2 by name: {logs}");
+
+    let teardown = node.stop();
+    assert!(teardown.sysctls_changed.is_empty(), "sysctls changed: {:?}", teardown.sysctls_changed);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+    let left = devenv::node::leftovers();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+}
+
+/// The image deploy/etcd/etcd.yaml names, made here from bin/etcd.
+fn import_etcd_image(node: &Node, dir: &std::path::Path) {
+    let rootfs = dir.join("images/etcd-rootfs");
+    std::fs::create_dir_all(rootfs.join("usr/local/bin")).unwrap();
+    std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
+    std::fs::copy(devenv::binary("etcd").unwrap(), rootfs.join("usr/local/bin/etcd")).unwrap();
+    node.import_image("quay.io/coreos/etcd:v3.6.16", &rootfs, r#"["/usr/local/bin/etcd"]"#, "").unwrap();
+}
+
+/// Runs kubectl on the node's cluster from the repository root, as a user types it.
+fn user_kubectl(node: &Node, args: &[&str]) -> String {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = node.kubectl().unwrap().args(args).current_dir(&repo).output().expect("run kubectl");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kubectl {args:?} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+fn claims_bound(node: &Node, namespace: &str, names: &[&str], timeout: &str) {
+    let mut args = vec!["wait", "-n", namespace, "--for=condition=Bound"];
+    let refs: Vec<String> = names.iter().map(|n| format!("claim/{n}")).collect();
+    args.extend(refs.iter().map(String::as_str));
+    let timeout = format!("--timeout={timeout}");
+    args.push(&timeout);
+    user_kubectl(node, &args);
+}
+
+/// The README's install, verbatim, on a real node: the operator image built from the
+/// Dockerfile (`make image image-archive`), the lock etcd as deploy/ runs it, the samples
+/// bound, an operator pod and an etcd pod deleted meanwhile, then the README's uninstall.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, the node tools and the operator image: make e2e-cluster"]
+async fn the_readme_install_runs_lockguard_on_one_real_node() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let archive = std::env::var_os("LOCKGUARD_IMAGE_ARCHIVE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo.join("target/image/lockguard.oci.tar"));
+    assert!(archive.exists(), "{}: build it with make image image-archive", archive.display());
+    let dir = devenv::run_dir("node").unwrap();
+    let mut node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
+    import_etcd_image(&node, &dir);
+    node.import_archive(&archive).unwrap();
+    node.create_host_path_volumes("etcd-data", 3, "1Gi").unwrap();
+
+    let started = Instant::now();
+    user_kubectl(&node, &["apply", "-k", "crds/"]);
+    user_kubectl(
+        &node,
+        &["wait", "--for=condition=Established", "crd/pools.lockguard.dev", "crd/claims.lockguard.dev"],
+    );
+    user_kubectl(&node, &["apply", "-k", "deploy/"]);
+    let ns = ["-n", "lockguard-system"];
+    user_kubectl(&node, &[ns[0], ns[1], "rollout", "status", "statefulset/lockguard-etcd", "--timeout=180s"]);
+    // Ready means the kubelet's readiness probe got 200 from /readyz in both pods.
+    user_kubectl(&node, &[ns[0], ns[1], "rollout", "status", "deployment/lockguard", "--timeout=180s"]);
+    eprintln!("installed: etcd and operator Ready in {:.1}s", started.elapsed().as_secs_f64());
+    let pools = user_kubectl(&node, &["apply", "-f", "deploy/samples/"]);
+    eprintln!("{pools}");
+    claims_bound(&node, "team-a", &["web", "db"], "120s");
+    eprintln!("samples bound {:.1}s after the install began", started.elapsed().as_secs_f64());
+    let logs = user_kubectl(&node, &[ns[0], ns[1], "logs", "deploy/lockguard"]);
+    let both_pods = user_kubectl(
+        &node,
+        &[ns[0], ns[1], "logs", "-l", "app.kubernetes.io/component=operator", "--tail=-1"],
+    );
+
+    assert!(
+        ["lock acquired", "ledger written", "allocated"].iter().all(|line| both_pods.contains(line)),
+        "no reconciliation lines in the operator's logs:\n{logs}\n{both_pods}"
+    );
+
+    // An operator pod and an etcd member deleted; claims created meanwhile bind.
+    let operator = "app.kubernetes.io/component=operator";
+    let pods = user_kubectl(&node, &[ns[0], ns[1], "get", "pods", "-l", operator, "-o", "name"]);
+    let victim = pods.lines().next().expect("an operator pod").to_string();
+    user_kubectl(&node, &[ns[0], ns[1], "delete", &victim, "--wait=false"]);
+    user_kubectl(&node, &[ns[0], ns[1], "delete", "pod", "lockguard-etcd-1", "--wait=false"]);
+    let more = "apiVersion: lockguard.dev/v1alpha1\nkind: Claim\nmetadata: {name: api, namespace: team-a}\nspec: {poolRef: ports, count: 2}\n---\napiVersion: lockguard.dev/v1alpha1\nkind: Claim\nmetadata: {name: cache, namespace: team-a}\nspec: {poolRef: vlans, count: 1}\n";
+    node.kubectl_run(&["apply", "-f", "-"], Some(more)).unwrap();
+    claims_bound(&node, "team-a", &["api", "cache"], "180s");
+    user_kubectl(&node, &[ns[0], ns[1], "rollout", "status", "deployment/lockguard", "--timeout=180s"]);
+    user_kubectl(&node, &[ns[0], ns[1], "rollout", "status", "statefulset/lockguard-etcd", "--timeout=180s"]);
+    eprintln!("survived an operator pod and an etcd pod deleted");
+
+    // The README's uninstall (make undeploy): claims first, while the operator runs.
+    user_kubectl(&node, &["delete", "claims", "--all", "-A", "--wait=true", "--timeout=120s"]);
+    user_kubectl(&node, &["delete", "pools", "--all", "--wait=true", "--timeout=60s"]);
+    user_kubectl(&node, &["delete", "-k", "deploy/", "--ignore-not-found", "--wait=true", "--timeout=180s"]);
+    let left = node
+        .kubectl_run(&["get", "crd,clusterrole,clusterrolebinding,namespace", "-o", "name"], None)
+        .unwrap();
+    assert!(!left.contains("lockguard"), "left behind by the uninstall:\n{left}");
 
     let teardown = node.stop();
     assert!(teardown.sysctls_changed.is_empty(), "sysctls changed: {:?}", teardown.sysctls_changed);
