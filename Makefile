@@ -13,7 +13,7 @@ OCI_RUNTIME ?= runc
 export PATH := $(CURDIR)/bin:$(PATH)
 
 .PHONY: help deps tools build lint test chaos audit bench bench-lock demo crds install deploy undeploy run clean \
-	image-deps base-images image image-archive image-clean
+	image-deps base-images image image-archive e2e-image image-clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ image: base-images ## Build the operator image from the Dockerfile with buildah,
 
 image-archive: ## Write the image as an OCI archive for `ctr -n k8s.io images import` (IMAGE_ARCHIVE=file)
 	@$(SUDO) hack/image/archive.sh $(IMAGE_ARCHIVE) $(IMAGE)
+
+e2e-image: deps tools image ## Run the image as the Deployment does (podman, read-only root, uid 65532) against the local control plane
+	LOCKGUARD_IMAGE=$(IMAGE) LOCKGUARD_OCI_RUNTIME=$(OCI_RUNTIME) $(CARGO) test --test image -- --ignored --nocapture
 
 image-clean: ## Remove the operator image, the base stand-ins, untagged build layers and buildah's cache mounts
 	-$(SUDO) buildah rmi $(IMAGE) docker.io/library/rust:1.95-bookworm gcr.io/distroless/cc-debian12:nonroot
