@@ -1,16 +1,22 @@
 # syntax=docker/dockerfile:1
-# A static musl binary on distroless/static, running as the numeric nonroot user.
+# The operator built against glibc on Debian bookworm and run on distroless/cc (glibc, libgcc,
+# CA certificates and nothing else: no shell) as the numeric nonroot user.
+# `make image` builds it with buildah, offline base images included (hack/image/).
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools protobuf-compiler \
- && rm -rf /var/lib/apt/lists/* \
- && rustup target add x86_64-unknown-linux-musl
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin lockguard
+# The crate registry and target/ are cache mounts (BuildKit, buildah): a rebuild after a source
+# change compiles lockguard only. The binary leaves the cache in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    cargo build --release --locked --bin lockguard \
+ && cp target/release/lockguard /usr/local/bin/lockguard
 
-FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /src/target/x86_64-unknown-linux-musl/release/lockguard /usr/local/bin/lockguard
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /usr/local/bin/lockguard /usr/local/bin/lockguard
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/lockguard"]

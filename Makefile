@@ -4,14 +4,21 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SECONDS ?=
+# The operator image: the name deploy/default/kustomization.yaml gives it.
+IMAGE ?= ghcr.io/lockguard/lockguard:0.1.0
+IMAGE_ARCHIVE ?= target/image/lockguard.oci.tar
+# runc, not Debian's default crun: crun refuses this kind of host (cgroup v1 with a cgroup2
+# hierarchy that has a controller: "cgroups in hybrid mode not supported").
+OCI_RUNTIME ?= runc
 export PATH := $(CURDIR)/bin:$(PATH)
 
 NODE_PACKAGES := containerd runc containernetworking-plugins nftables busybox-static gcc libc6-dev
 
-.PHONY: help deps tools node-deps node-tools node-up e2e-cluster build lint test chaos audit bench bench-lock demo crds install deploy undeploy run clean
+.PHONY: help deps tools node-deps node-tools node-up e2e-cluster build lint test chaos audit bench bench-lock demo \
+	crds install deploy undeploy run clean image-deps base-images image image-archive e2e-image image-clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 deps: ## Install what a fresh machine lacks (protoc for etcd-client's build, iproute2 for the chaos suite)
 	@command -v protoc >/dev/null || { echo "installing protobuf-compiler"; \
@@ -85,6 +92,29 @@ undeploy: ## Remove claims first (their finalizers need the operator), then the 
 	-kubectl delete claims --all --all-namespaces --wait=true --timeout=120s
 	-kubectl delete pools --all --wait=true --timeout=60s
 	kubectl delete -k deploy/ --ignore-not-found
+
+image-deps: ## Install buildah, podman, runc and debootstrap from Debian when missing
+	@missing=""; for tool in buildah podman runc debootstrap; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	[ -z "$$missing" ] || { echo "installing$$missing"; \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; }; }
+
+base-images: image-deps ## Local stand-ins for the Dockerfile's base images (rust:1.95-bookworm, distroless/cc), if missing or stale
+	@$(SUDO) BUILDAH_RUNTIME=$(OCI_RUNTIME) hack/image/base-images.sh
+
+image: base-images ## Build the operator image from the Dockerfile with buildah, as `docker build` reads it (IMAGE=name:tag)
+	time $(SUDO) buildah build --runtime $(OCI_RUNTIME) --layers --force-rm --pull=never --network host -t $(IMAGE) .
+
+image-archive: ## Write the image as an OCI archive for `ctr -n k8s.io images import` (IMAGE_ARCHIVE=file)
+	@$(SUDO) hack/image/archive.sh $(IMAGE_ARCHIVE) $(IMAGE)
+
+e2e-image: deps tools image ## Run the image as the Deployment does (podman, read-only root, uid 65532) against the local control plane
+	LOCKGUARD_IMAGE=$(IMAGE) LOCKGUARD_OCI_RUNTIME=$(OCI_RUNTIME) $(CARGO) test --test image -- --ignored --nocapture
+
+image-clean: ## Remove the operator image, the base stand-ins, untagged build layers and buildah's cache mounts
+	-$(SUDO) buildah rmi $(IMAGE) docker.io/library/rust:1.95-bookworm gcr.io/distroless/cc-debian12:nonroot
+	-$(SUDO) buildah rmi --prune
+	$(SUDO) rm -rf /var/tmp/buildah-cache
 
 run: ## Run the operator locally against the current KUBECONFIG
 	$(CARGO) run --bin lockguard -- run --metrics-addr 127.0.0.1:8080

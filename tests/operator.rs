@@ -44,6 +44,14 @@ async fn three_replicas_bind_300_claims_uniquely_and_free_them_on_delete() {
     );
     assert_eq!(audit(&[&ports, &vlans]).await, Ok(150 + 300));
     assert!(replicas.all_alive(), "a replica died\n{}", replicas.tails());
+    // Every replica says it is ready (the Deployment's readinessProbe) once its caches synced.
+    for i in 0..3 {
+        let addr = replicas.metrics_addr(i).expect("the replica logs its metrics address");
+        for path in ["/healthz", "/readyz"] {
+            let answer = devenv::http_get(&addr, path);
+            assert_eq!(answer.as_ref().map(|a| a.0), Some(200), "replica {i} {path}: {answer:?}");
+        }
+    }
 
     // The work was shared: every replica allocated something.
     for i in 0..3 {

@@ -14,10 +14,10 @@ mod pool;
 mod pool_ledger;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::ResourceExt;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -65,22 +65,6 @@ pub enum Error {
     EpochWait { pool: String, wait: Duration },
 }
 
-/// Waits until `store` has synced; false if its writer is gone. Asked afresh every 500 ms:
-/// a store wakes only the last task that waited for it (kube-runtime's `DelayedInit` holds one
-/// waker), and the controller waits for the same store, so a single wait could sleep for ever
-/// and `/readyz` never turn 200.
-async fn synced<K: kube::Resource + Clone>(store: &reflector::Store<K>) -> bool
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    loop {
-        match tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
-            Ok(result) => return result.is_ok(),
-            Err(_) => continue,
-        }
-    }
-}
-
 /// Runs one reconcile and records its duration and outcome.
 async fn timed(
     ctx: &Context,
@@ -114,6 +98,35 @@ impl Error {
     }
 }
 
+/// Turns `ready` true once each of several watch streams has had its first complete listing
+/// (its first `InitDone`; relistings later do not count again).
+struct CacheSync {
+    ready: Arc<AtomicBool>,
+    listed: Vec<AtomicBool>,
+    pending: AtomicUsize,
+}
+
+impl CacheSync {
+    fn new(ready: Arc<AtomicBool>, streams: usize) -> Self {
+        Self {
+            ready,
+            listed: (0..streams).map(|_| AtomicBool::new(false)).collect(),
+            pending: streams.into(),
+        }
+    }
+
+    /// Stream `i` delivered `event`.
+    fn listed<K>(&self, i: usize, event: &watcher::Event<K>) {
+        if matches!(event, watcher::Event::InitDone)
+            && !self.listed[i].swap(true, Ordering::AcqRel)
+            && self.pending.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.ready.store(true, Ordering::Release);
+            tracing::info!("caches synced; ready");
+        }
+    }
+}
+
 /// Settings of `lockguard run`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -133,6 +146,11 @@ pub async fn run(
     let pools: Api<Pool> = Api::all(client.clone());
     let config = controller::Config::default().concurrency(settings.concurrency);
 
+    // Ready once both caches have their first complete listing, seen on their own streams
+    // (not with Store::wait_until_ready: its signal wakes only the last of several waiters,
+    // and the controllers wait on it already, so a second waiter could wait forever).
+    let synced = Arc::new(CacheSync::new(ready, 2));
+    let (claims_synced, pools_synced) = (synced.clone(), synced);
     // The claim cache holds every claim: without their managedFields (and kubectl's copy of
     // the last applied object) it is about half the size, which matters at thousands.
     let (claim_store, writer) = reflector::store();
@@ -143,11 +161,17 @@ pub async fn run(
             claim.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(writer)
+        .inspect_ok(move |event| claims_synced.listed(0, event))
         .applied_objects();
     let claim_controller =
         Controller::for_stream(claim_events, claim_store.clone()).with_config(config.clone());
-    let pool_controller = Controller::new(pools.clone(), watcher::Config::default()).with_config(config);
-    let pool_store = pool_controller.store();
+    let (pool_store, writer) = reflector::store();
+    let pool_events = watcher(pools.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |event| pools_synced.listed(1, event))
+        .applied_objects();
+    let pool_controller = Controller::for_stream(pool_events, pool_store.clone()).with_config(config);
     let stores = (claim_store.clone(), pool_store.clone());
     let ctx = Arc::new(Context::new(client, locks, settings, stores, metrics));
 
@@ -180,12 +204,6 @@ pub async fn run(
         loop {
             tick.tick().await;
             pools_seen = gauges::observe(&metrics, &claims, &pools, &pools_seen);
-        }
-    });
-    tokio::spawn(async move {
-        if synced(&claim_store).await && synced(&pool_store).await {
-            ready.store(true, Ordering::Release);
-            tracing::info!("caches synced; ready");
         }
     });
     let pool_controller = pool_controller
@@ -227,6 +245,21 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_once_every_stream_listed_once() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let sync = CacheSync::new(ready.clone(), 2);
+        let done = watcher::Event::<Pool>::InitDone;
+        sync.listed(0, &watcher::Event::<Pool>::Init);
+        sync.listed(1, &watcher::Event::<Pool>::Init);
+        sync.listed(0, &done);
+        // A relisting of the same stream does not stand in for the other one.
+        sync.listed(0, &done);
+        assert!(!ready.load(Ordering::Acquire));
+        sync.listed(1, &done);
+        assert!(ready.load(Ordering::Acquire));
+    }
 
     #[test]
     fn only_a_404_that_names_the_object_means_it_is_gone() {
