@@ -9,10 +9,13 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 # The crate registry and target/ are cache mounts (BuildKit, buildah): a rebuild after a source
-# change compiles lockguard only. The binary leaves the cache in the same step.
+# change compiles lockguard only. COPY keeps the files' times, which can be older than the
+# cached build of another checkout, so the crate's roots are touched to force its rebuild.
+# The binary leaves the cache in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin lockguard \
+    touch src/lib.rs src/main.rs \
+ && cargo build --release --locked --bin lockguard \
  && cp target/release/lockguard /usr/local/bin/lockguard
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -45,8 +45,8 @@ node-up: node-tools ## A one-node cluster (kubelet, containerd, CoreDNS, ...) un
 	$(CARGO) build -q -p devenv
 	$(CARGO) run -q -p devenv -- node-up $(if $(NODE_SECONDS),--seconds $(NODE_SECONDS))
 
-e2e-cluster: node-tools ## One real node: a Deployment, a StatefulSet with volumes, Services and DNS, then a clean teardown; needs root
-	$(CARGO) test -p devenv --test node_cluster -- --ignored --nocapture --test-threads=1
+e2e-cluster: node-tools image-archive ## One real node: workloads, Services, DNS, then the README's install of lockguard (image from the Dockerfile); needs root
+	LOCKGUARD_IMAGE_ARCHIVE=$(abspath $(IMAGE_ARCHIVE)) $(CARGO) test -p devenv --test node_cluster -- --ignored --nocapture --test-threads=1
 
 build: deps ## Build lockguard and the devenv harness
 	$(CARGO) build --workspace --all-targets
@@ -105,7 +105,7 @@ base-images: image-deps ## Local stand-ins for the Dockerfile's base images (rus
 image: base-images ## Build the operator image from the Dockerfile with buildah, as `docker build` reads it (IMAGE=name:tag)
 	time $(SUDO) buildah build --runtime $(OCI_RUNTIME) --layers --force-rm --pull=never --network host -t $(IMAGE) .
 
-image-archive: ## Write the image as an OCI archive for `ctr -n k8s.io images import` (IMAGE_ARCHIVE=file)
+image-archive: image ## Write the image as an OCI archive for `ctr -n k8s.io images import` (IMAGE_ARCHIVE=file)
 	@$(SUDO) hack/image/archive.sh $(IMAGE_ARCHIVE) $(IMAGE)
 
 e2e-image: deps tools image ## Run the image as the Deployment does (podman, read-only root, uid 65532) against the local control plane
