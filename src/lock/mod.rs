@@ -203,8 +203,8 @@ impl EtcdFailure {
             etcd_client::Error::GRpcStatus(status) => match status.code() {
                 tonic::Code::Unavailable => EtcdFailure::Unavailable,
                 tonic::Code::NotFound => EtcdFailure::LeaseNotFound,
-                // tonic reports a connection that broke under a request as UNKNOWN, with the
-                // transport error as its source.
+                // tonic reports a connection that broke or was refused under a request as
+                // UNKNOWN, with the transport or I/O error as its source.
                 tonic::Code::Unknown if is_transport(status) => EtcdFailure::Unavailable,
                 _ => EtcdFailure::Other,
             },
@@ -217,7 +217,7 @@ impl EtcdFailure {
 fn is_transport(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
-        if error.is::<tonic::transport::Error>() {
+        if error.is::<tonic::transport::Error>() || error.is::<std::io::Error>() {
             return true;
         }
         source = error.source();
@@ -553,6 +553,10 @@ mod tests {
         // The text alone decides nothing.
         assert_eq!(of(Code::InvalidArgument, "etcdserver: no leader"), EtcdFailure::Other);
         assert_eq!(of(Code::Unknown, "transport error"), EtcdFailure::Other);
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "tcp connect error");
+        let status = Status::from_error(Box::new(refused));
+        assert_eq!(status.code(), Code::Unknown);
+        assert_eq!(EtcdFailure::of(&etcd_client::Error::GRpcStatus(status)), EtcdFailure::Unavailable);
         let error = LockError::from(etcd_client::Error::GRpcStatus(Status::new(Code::Unavailable, "x")));
         assert!(error.is_unavailable() && error.to_string().starts_with("etcd: "), "{error}");
     }
