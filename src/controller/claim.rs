@@ -55,7 +55,7 @@ pub fn ledger_key(claim: &Claim) -> String {
     format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any())
 }
 
-fn bound_condition(claim: &Claim) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+pub fn bound_condition(claim: &Claim) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     claim.status.as_ref()?.conditions.iter().find(|c| c.type_ == BOUND)
 }
 
@@ -134,21 +134,17 @@ async fn apply(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
         None => None,
     };
     let read = ledger.as_ref().map(|read| read.as_deref());
-    match decide(claim, pool.as_deref().zip(read)) {
-        Decision::NotBound { state, items, recheck } => not_bound(claim, ctx, state, items, recheck).await,
-        Decision::Leave { warning, recheck } => {
+    match (decide(claim, pool.as_deref().zip(read)), pool) {
+        (Decision::NotBound { state, items, recheck }, _) => {
+            not_bound(claim, ctx, state, items, recheck).await
+        }
+        (Decision::Leave { warning, recheck }, _) => {
             warn!("{warning}");
             Ok(action(recheck))
         }
-        Decision::Revoke => revoke(claim, ctx, pool_name).await,
-        Decision::Show { given } => match &pool {
-            Some(pool) => show(claim, ctx, pool, &given).await,
-            None => Err(Error::Invariant("a decision to show items without a pool".into())),
-        },
-        Decision::Allocate { shrink_to } => {
-            let Some(pool) = pool else {
-                return Err(Error::Invariant("a decision to allocate without a pool".into()));
-            };
+        (Decision::Revoke, _) => revoke(claim, ctx, pool_name).await,
+        (Decision::Show { given }, Some(pool)) => show(claim, ctx, &pool, &given).await,
+        (Decision::Allocate { shrink_to }, Some(pool)) => {
             let claim = match shrink_to {
                 Some(indices) => show_bound(claim, ctx, &pool, &indices).await?,
                 None => claim.clone(),
@@ -163,6 +159,10 @@ async fn apply(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
                 // Planned or about to be: the ledger write wakes it; this is only a safety net.
                 None => Ok(Action::requeue(PENDING_RECHECK)),
             }
+        }
+        // decide() shows and allocates only from a pool it was given.
+        (Decision::Show { .. } | Decision::Allocate { .. }, None) => {
+            Err(Error::Invariant("a decision to show or allocate without a pool".into()))
         }
     }
 }

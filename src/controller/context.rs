@@ -22,12 +22,24 @@ use crate::metrics::{Metrics, by};
 /// service that is down at start-up does not stop the operator.
 pub struct Locks {
     config: LockConfig,
-    connected: tokio::sync::Mutex<HashMap<Backend, AnyLock>>,
+    /// One slot per backend, so that connecting to an etcd that does not answer (up to 5 s)
+    /// never holds up the acquisitions of Lease pools.
+    etcd: Slot,
+    lease: Slot,
 }
+
+type Slot = tokio::sync::Mutex<Option<AnyLock>>;
 
 impl Locks {
     pub fn new(config: LockConfig) -> Self {
-        Self { config, connected: Default::default() }
+        Self { config, etcd: Slot::default(), lease: Slot::default() }
+    }
+
+    fn slot(&self, backend: Backend) -> &Slot {
+        match backend {
+            Backend::Etcd => &self.etcd,
+            Backend::Lease => &self.lease,
+        }
     }
 
     /// The lock name of a pool for a backend. A Lease name has at most 253 characters: a
@@ -48,18 +60,18 @@ impl Locks {
         let result = lock.acquire(&Self::lock_name(spec.backend, pool), options).await;
         if result.as_ref().is_err_and(LockError::is_unavailable) {
             // Connect again next time: the endpoints may have moved or come back.
-            self.connected.lock().await.remove(&spec.backend);
+            self.slot(spec.backend).lock().await.take();
         }
         result
     }
 
     async fn connect(&self, backend: Backend, timeout: Duration) -> Result<AnyLock, LockError> {
-        let mut connected = self.connected.lock().await;
-        if let Some(lock) = connected.get(&backend) {
+        let mut slot = self.slot(backend).lock().await;
+        if let Some(lock) = slot.as_ref() {
             return Ok(lock.clone());
         }
         let lock = self.config.connect(backend, timeout.min(Duration::from_secs(5))).await?;
-        connected.insert(backend, lock.clone());
+        *slot = Some(lock.clone());
         Ok(lock)
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use super::batch::Failure;
-use super::claim::{BOUND, ledger_key};
+use super::claim::{bound_condition, ledger_key};
 use super::plan::Outcome;
 use super::pool_ledger::{is_deleting, is_protected};
 use crate::api::{Claim, Pool};
@@ -146,7 +146,7 @@ fn not_bound(state: NotBound, items: Option<Vec<String>>, recheck: Recheck) -> D
 }
 
 fn is_bound(claim: &Claim) -> bool {
-    claim.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == BOUND && c.status == "True"))
+    bound_condition(claim).is_some_and(|c| c.status == "True")
 }
 
 fn secs(n: u64) -> Duration {
@@ -182,6 +182,7 @@ mod tests {
     use crate::api::{
         Allocation, ClaimSpec, ClaimStatus, ItemRange, LockSpec, PoolItems, PoolSpec, condition,
     };
+    use crate::controller::claim::BOUND;
 
     fn items(v: &[u32]) -> Vec<String> {
         v.iter().map(|i| (1000 + i).to_string()).collect()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 
-use super::claim::BOUND;
+use super::claim::bound_condition;
 use crate::api::{Claim, Pool};
 use crate::metrics::{ByPool, ByReason, Metrics};
 
@@ -37,10 +37,7 @@ pub const REASONS: [&str; 12] = [
 pub fn reason_counts<'a>(claims: impl IntoIterator<Item = &'a Claim>) -> BTreeMap<&'static str, i64> {
     let mut counts: BTreeMap<&'static str, i64> = REASONS.iter().map(|r| (*r, 0)).collect();
     for claim in claims {
-        let reason = claim
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == BOUND))
+        let reason = bound_condition(claim)
             .map_or("Pending", |c| REASONS.iter().copied().find(|r| *r == c.reason).unwrap_or("Other"));
         *counts.entry(reason).or_default() += 1;
     }
@@ -79,6 +76,7 @@ pub fn observe(
 mod tests {
     use super::*;
     use crate::api::{ClaimSpec, ClaimStatus, condition};
+    use crate::controller::claim::BOUND;
 
     fn claim(reason: Option<&str>) -> Claim {
         let mut claim = Claim::new("c", ClaimSpec { pool_ref: "p".into(), count: 1 });

@@ -70,31 +70,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Orphans => {
-            let orphans = devenv::orphans();
-            for (pid, command) in &orphans {
-                println!("{pid} {command}");
-            }
-            if orphans.is_empty() {
-                println!("devenv: no orphaned etcd or kube-apiserver processes");
-                Ok(())
-            } else {
-                anyhow::bail!("{} processes outlived their harness", orphans.len())
-            }
+            let orphans = devenv::orphans().into_iter().map(|(pid, command)| format!("{pid} {command}"));
+            report(
+                orphans,
+                "no orphaned etcd or kube-apiserver processes",
+                "processes outlived their harness",
+            )
         }
         Command::Timeline { out, logs } => timeline(&out, &logs),
         Command::NodeUp { env_file, seconds } => node_up(env_file, seconds).await,
-        Command::NodeLeftovers => {
-            let left = devenv::node::leftovers();
-            for item in &left {
-                println!("{item}");
-            }
-            if left.is_empty() {
-                println!("devenv: no node leftovers");
-                Ok(())
-            } else {
-                anyhow::bail!("{} node leftovers", left.len())
-            }
-        }
+        Command::NodeLeftovers => report(devenv::node::leftovers(), "no node leftovers", "node leftovers"),
         Command::Up { env_file, lock_etcd_members, seconds } => {
             up(env_file, lock_etcd_members, seconds).await
         }
@@ -208,5 +193,19 @@ async fn wait_for_stop(seconds: Option<u64>) {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminated => {}
         _ = timer => {}
+    }
+}
+
+/// Prints what was found, one per line; fails when anything was.
+fn report(found: impl IntoIterator<Item = String>, clean: &str, what: &str) -> anyhow::Result<()> {
+    let found: Vec<String> = found.into_iter().collect();
+    for item in &found {
+        println!("{item}");
+    }
+    if found.is_empty() {
+        println!("devenv: {clean}");
+        Ok(())
+    } else {
+        anyhow::bail!("{} {what}", found.len())
     }
 }

@@ -128,7 +128,7 @@ fn resolve(node: &Node, fqdn: &str) -> String {
 async fn a_deployment_a_statefulset_and_dns_on_one_real_node() {
     let dir = devenv::run_dir("node").unwrap();
     let started = Instant::now();
-    let mut node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
+    let node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
     eprintln!("node cluster up in {:.1}s", started.elapsed().as_secs_f64());
 
     node.create_host_path_volumes("e2e-data", 2, "10Mi").unwrap();
@@ -181,13 +181,7 @@ async fn a_deployment_a_statefulset_and_dns_on_one_real_node() {
     let logs = node.kubectl_run(&["-n", "kube-system", "logs", "deployment/coredns"], None).unwrap();
     assert!(logs.contains("CoreDNS"), "CoreDNS logs: {logs}");
 
-    let teardown = node.stop();
-    eprintln!("teardown in {:.1}s: {:?}", teardown.seconds, teardown.removed);
-    assert!(teardown.sysctls_changed.is_empty(), "sysctls changed: {:?}", teardown.sysctls_changed);
-    drop(node);
-    let _ = std::fs::remove_dir_all(&dir);
-    let left = devenv::node::leftovers();
-    assert!(left.is_empty(), "left on the host: {left:?}");
+    stop_clean(node, &dir);
 }
 
 /// `deploy/` without the operator's Deployment (its image comes from the Dockerfile build):
@@ -199,14 +193,13 @@ async fn a_deployment_a_statefulset_and_dns_on_one_real_node() {
 #[ignore = "needs root, the node tools and a minute: make e2e-cluster"]
 async fn the_lock_etcd_of_deploy_forms_its_cluster_on_one_real_node() {
     let dir = devenv::run_dir("node").unwrap();
-    let mut node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
+    let node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
 
     import_etcd_image(&node, &dir);
     node.create_host_path_volumes("etcd-data", 3, "1Gi").unwrap();
 
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let rendered =
-        node.kubectl_run(&["kustomize", &repo.join("deploy").display().to_string()], None).unwrap();
+        node.kubectl_run(&["kustomize", &repo().join("deploy").display().to_string()], None).unwrap();
     let without_operator: Vec<&str> = rendered
         .split("\n---\n")
         .filter(|doc| !(doc.contains("kind: Deployment\n") && doc.contains("\n  name: lockguard\n")))
@@ -227,12 +220,7 @@ async fn the_lock_etcd_of_deploy_forms_its_cluster_on_one_real_node() {
     let logs = node.kubectl_run(&["-n", "lockguard-system", "logs", "lockguard-etcd-0"], None).unwrap();
     assert!(logs.contains("lockguard-etcd-2"), "member 0 knows member 2 by name: {logs}");
 
-    let teardown = node.stop();
-    assert!(teardown.sysctls_changed.is_empty(), "sysctls changed: {:?}", teardown.sysctls_changed);
-    drop(node);
-    let _ = std::fs::remove_dir_all(&dir);
-    let left = devenv::node::leftovers();
-    assert!(left.is_empty(), "left on the host: {left:?}");
+    stop_clean(node, &dir);
 }
 
 /// The image deploy/etcd/etcd.yaml names, made here from bin/etcd.
@@ -246,8 +234,7 @@ fn import_etcd_image(node: &Node, dir: &std::path::Path) {
 
 /// Runs kubectl on the node's cluster from the repository root, as a user types it.
 fn user_kubectl(node: &Node, args: &[&str]) -> String {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = node.kubectl().unwrap().args(args).current_dir(&repo).output().expect("run kubectl");
+    let out = node.kubectl().unwrap().args(args).current_dir(repo()).output().expect("run kubectl");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "kubectl {args:?} failed:\n{stdout}\n{stderr}");
     stdout.into_owned()
@@ -268,13 +255,12 @@ fn claims_bound(node: &Node, namespace: &str, names: &[&str], timeout: &str) {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs root, the node tools and the operator image: make e2e-cluster"]
 async fn the_readme_install_runs_lockguard_on_one_real_node() {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let archive = std::env::var_os("LOCKGUARD_IMAGE_ARCHIVE")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/image/lockguard.oci.tar"));
+        .unwrap_or_else(|| repo().join("target/image/lockguard.oci.tar"));
     assert!(archive.exists(), "{}: build it with make image image-archive", archive.display());
     let dir = devenv::run_dir("node").unwrap();
-    let mut node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
+    let node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
     import_etcd_image(&node, &dir);
     node.import_archive(&archive).unwrap();
     node.create_host_path_volumes("etcd-data", 3, "1Gi").unwrap();
@@ -328,10 +314,22 @@ async fn the_readme_install_runs_lockguard_on_one_real_node() {
         .unwrap();
     assert!(!left.contains("lockguard"), "left behind by the uninstall:\n{left}");
 
+    stop_clean(node, &dir);
+}
+
+/// The repository root, where a user runs the README's commands.
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Tears the node down and checks that nothing of it is left: no changed sysctl, nothing on
+/// the host.
+fn stop_clean(mut node: Node, dir: &std::path::Path) {
     let teardown = node.stop();
+    eprintln!("teardown in {:.1}s: {:?}", teardown.seconds, teardown.removed);
     assert!(teardown.sysctls_changed.is_empty(), "sysctls changed: {:?}", teardown.sysctls_changed);
     drop(node);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
     let left = devenv::node::leftovers();
     assert!(left.is_empty(), "left on the host: {left:?}");
 }
