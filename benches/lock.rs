@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lockguard::lock::etcd::{EtcdConfig, EtcdLock};
-use lockguard::lock::lease::LeaseLock;
-use lockguard::lock::{Lock, LockOptions, unique_identity};
+use lockguard_lock::etcd::{EtcdConfig, EtcdLock};
+use lockguard_lock::lease::LeaseLock;
+use lockguard_lock::{Lock, LockOptions, unique_identity};
 
 const ROUNDS: usize = 300;
 const CONTENDERS: usize = 8;

@@ -19,8 +19,8 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use lockguard::lock::etcd::EtcdConfig;
-use lockguard::lock::{AnyLock, Backend, Lock, LockConfig, LockError, LockOptions, unique_identity};
+use lockguard_lock::etcd::EtcdConfig;
+use lockguard_lock::{AnyLock, Backend, Lock, LockConfig, LockError, LockOptions, unique_identity};
 
 const SELECTOR: &str = "example.lockguard.dev/copy=true";
 

@@ -8,6 +8,5 @@ pub mod controller;
 pub mod failpoint;
 pub mod health;
 pub mod ledger;
-pub mod lock;
 pub mod metrics;
 pub mod telemetry;

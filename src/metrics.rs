@@ -1,25 +1,19 @@
 //! Prometheus metrics: reconciles per controller, lock wait and hold times per backend,
 //! lost locks, fenced-write rejections, current waiters.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::lock::Backend;
+use lockguard_lock::Backend;
 
-/// `backend="etcd"`, as the logs and the CLI write it.
-impl EncodeLabelValue for Backend {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        std::fmt::Write::write_str(encoder, self.as_str())
-    }
-}
-
+/// `backend="etcd"`, as the logs and the CLI write it ([`Backend::as_str`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ByBackend {
-    pub backend: Backend,
+    pub backend: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -195,7 +189,7 @@ impl Metrics {
 }
 
 pub fn by(backend: Backend) -> ByBackend {
-    ByBackend { backend }
+    ByBackend { backend: backend.as_str() }
 }
 
 #[cfg(test)]

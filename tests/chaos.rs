@@ -92,7 +92,7 @@ impl Cluster {
     /// The index of the lock etcd's leader: the member that says it leads.
     async fn etcd_leader(&self) -> Option<usize> {
         for (i, member) in self.etcd.members.iter().enumerate() {
-            let config = lockguard::lock::etcd::EtcdConfig::from_list(&member.endpoint());
+            let config = lockguard_lock::etcd::EtcdConfig::from_list(&member.endpoint());
             let Ok(mut client) = config.connect(Duration::from_secs(1)).await else { continue };
             let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), client.status()).await else {
                 continue;
@@ -461,11 +461,11 @@ async fn inject(
 
 /// A replica that holds some pool's etcd lock right now, if one does.
 async fn holder(cluster: &Cluster, replicas: &Arc<Mutex<Replicas>>) -> Option<usize> {
-    let client = lockguard::lock::etcd::EtcdConfig::from_list(&cluster.etcd.endpoints())
+    let client = lockguard_lock::etcd::EtcdConfig::from_list(&cluster.etcd.endpoints())
         .connect(Duration::from_secs(1))
         .await
         .ok()?;
-    let lock = lockguard::lock::etcd::EtcdLock::new(client, "chaos");
+    let lock = lockguard_lock::etcd::EtcdLock::new(client, "chaos");
     let identities: Vec<String> = {
         let r = replicas.lock().unwrap_or_else(|e| e.into_inner());
         (0..r.len()).map(|i| r.identity(i).to_string()).collect()

@@ -5,9 +5,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
-use lockguard::lock::etcd::{EtcdConfig, EtcdLock, fence, is_owner};
-use lockguard::lock::lease::LeaseLock;
-use lockguard::lock::{Backend, Lock, LockError, LockOptions, unique_identity};
+use lockguard_lock::etcd::{EtcdConfig, EtcdLock, fence, is_owner};
+use lockguard_lock::lease::LeaseLock;
+use lockguard_lock::{Backend, Lock, LockError, LockOptions, unique_identity};
 use support::{Cli, etcd_client, kube_client, lock_etcd, namespace, unique};
 
 fn options(ttl: u32, timeout_ms: u64) -> LockOptions {
@@ -138,7 +138,7 @@ async fn pause_is_detected(
     ns: &str,
     name: &str,
     other: impl Lock,
-) -> (String, u64, lockguard::lock::LockGuard) {
+) -> (String, u64, lockguard_lock::LockGuard) {
     let mut holder = Cli::lock(&[name, "--backend", backend, "--namespace", ns, "--ttl", "3"]);
     let (key, old_token) = holder.held(Duration::from_secs(10));
     holder.signal(libc::SIGSTOP);

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use etcd_client::{PutOptions, Txn, TxnOp};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams};
-use lockguard::lock::etcd::{EtcdLock, fence};
-use lockguard::lock::lease::LeaseLock;
-use lockguard::lock::{Lock, LockOptions, unique_identity};
+use lockguard_lock::etcd::{EtcdLock, fence};
+use lockguard_lock::lease::LeaseLock;
+use lockguard_lock::{Lock, LockOptions, unique_identity};
 use support::{Cli, etcd_client, eventually, kube_client, lock_etcd, namespace, unique};
 
 fn options(ttl: u32, timeout_s: u64) -> LockOptions {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use lockguard::api::{Claim, Pool};
 use lockguard::audit::history::Recorder;
-use lockguard::lock::etcd::EtcdLock;
-use lockguard::lock::{Lock, LockOptions};
+use lockguard_lock::etcd::EtcdLock;
+use lockguard_lock::{Lock, LockOptions};
 use serde_json::json;
 use support::{
     Replicas, audit, create_claim, etcd_client, eventually, history_violations, install, kube_client,

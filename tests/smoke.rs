@@ -131,8 +131,8 @@ fn harness_processes_die_with_their_owner() {
 
 #[tokio::test]
 async fn a_three_member_etcd_cluster_serves_locks_and_survives_losing_its_leader() {
-    use lockguard::lock::etcd::{EtcdConfig, EtcdLock};
-    use lockguard::lock::{Lock, LockOptions};
+    use lockguard_lock::etcd::{EtcdConfig, EtcdLock};
+    use lockguard_lock::{Lock, LockOptions};
     lockguard::telemetry::init(lockguard::telemetry::LogFormat::Text);
     let dir = devenv::run_dir("smoke-cluster").expect("dir");
     let mut cluster = devenv::EtcdCluster::start(&dir, "member", 3).expect("3-member cluster");

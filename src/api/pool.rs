@@ -3,7 +3,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::lock::Backend;
+use lockguard_lock::Backend;
 
 /// Largest pool: a range of this many items. The ledger stores item indices as compressed
 /// ranges ("0-99,120") for at most `ledger::MAX_CLAIMS_PER_POOL` claims with names of at most

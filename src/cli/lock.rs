@@ -7,9 +7,11 @@ use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::EtcdArgs;
-use crate::lock::etcd::{EtcdConfig, EtcdLock};
-use crate::lock::lease::LeaseLock;
-use crate::lock::{Backend, Lock, LockConfig, LockError, LockGuard, LockOptions, host_name, unique_identity};
+use lockguard_lock::etcd::{EtcdConfig, EtcdLock};
+use lockguard_lock::lease::LeaseLock;
+use lockguard_lock::{
+    Backend, Lock, LockConfig, LockError, LockGuard, LockOptions, host_name, unique_identity,
+};
 
 /// Exit codes besides the command's own.
 pub const EXIT_ERROR: u8 = 1;
@@ -106,7 +108,7 @@ async fn hold(lock: impl Lock, args: &LockArgs, options: LockOptions) -> ExitCod
         code = signals.recv() => {
             // Dropping the acquisition withdraws our key in the background; wait for that,
             // or the runtime ends first and the key blocks the queue until its lease expires.
-            crate::lock::drain(Duration::from_secs(5)).await;
+            lockguard_lock::drain(Duration::from_secs(5)).await;
             return ExitCode::from(code);
         }
     };
@@ -143,7 +145,7 @@ async fn hold(lock: impl Lock, args: &LockArgs, options: LockOptions) -> ExitCod
 /// the margin between the holder's loss deadline and the lease's expiry on the server, so
 /// the command is gone before the next holder can get the lock (if this process runs).
 pub fn loss_grace(options: LockOptions) -> Duration {
-    (options.ttl() - crate::lock::lost_deadline(options.ttl())) / 2
+    (options.ttl() - lockguard_lock::lost_deadline(options.ttl())) / 2
 }
 
 /// How long a command may take to stop after SIGINT/SIGTERM; the lock is still held then.

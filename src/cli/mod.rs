@@ -6,7 +6,7 @@ pub mod run;
 
 use std::path::PathBuf;
 
-use crate::lock::etcd::EtcdConfig;
+use lockguard_lock::etcd::EtcdConfig;
 
 /// How to reach the lock etcd, shared by every subcommand that talks to it.
 #[derive(Debug, Clone, clap::Args)]

@@ -17,10 +17,10 @@ use crate::controller::{self, Locks, Settings};
 /// of a reconcile is waiting for the API server, so this is well above the cores.
 pub const DEFAULT_CONCURRENCY: u16 = 16;
 use crate::health::{self, Health};
-use crate::lock::{
+use crate::metrics::Metrics;
+use lockguard_lock::{
     Backend, Lock, LockConfig, LockError, LockGuard, LockOptions, MAX_TIMEOUT, host_name, unique_identity,
 };
-use crate::metrics::Metrics;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {

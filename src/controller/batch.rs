@@ -20,7 +20,7 @@ use super::pool_ledger::{is_deleting, is_protected, ledger_of, lock_pool, write_
 use super::{Error, FINALIZER, backoff, get_existing};
 use crate::api::{Claim, Pool};
 use crate::ledger::Ledger;
-use crate::lock::LockGuard;
+use lockguard_lock::LockGuard;
 
 /// How often a replica waiting for a pool's lock looks whether its caches show the work
 /// done by the holder, so that it can stop waiting.

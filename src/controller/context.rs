@@ -15,8 +15,8 @@ use super::Settings;
 use super::batch::{Batches, newest_pool};
 use crate::api::{Claim, LockSpec, Pool};
 use crate::ledger::Ledger;
-use crate::lock::{AnyLock, Backend, Lock, LockConfig, LockError, LockGuard, LockOptions};
 use crate::metrics::{Metrics, by};
+use lockguard_lock::{AnyLock, Backend, Lock, LockConfig, LockError, LockGuard, LockOptions};
 
 /// The locks of both backends, connected on first use and again after a failure, so a lock
 /// service that is down at start-up does not stop the operator.

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 
 use crate::api::{Claim, Pool};
 use crate::ledger::LedgerError;
-use crate::lock::LockError;
+use lockguard_lock::LockError;
 
 /// The finalizer that returns a claim's items before the claim goes away.
 pub const FINALIZER: &str = "lockguard.dev/release-items";
@@ -58,7 +58,7 @@ pub enum Error {
     #[error(
         "pool {pool}: its lock backend changed to {wanted:?} while this replica held the {held:?} lock; retrying under the new lock"
     )]
-    BackendChanged { pool: String, held: crate::lock::Backend, wanted: crate::lock::Backend },
+    BackendChanged { pool: String, held: lockguard_lock::Backend, wanted: lockguard_lock::Backend },
     #[error(
         "pool {pool}: a new lock service opens a new epoch once the old one was quiet for a TTL; {wait:?} to go"
     )]

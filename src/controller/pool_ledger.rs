@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::api::{FenceRule, Pool, PoolStatus, condition, set_condition};
 use crate::failpoint;
 use crate::ledger::{Ledger, LedgerError};
-use crate::lock::LockGuard;
 use crate::metrics::by as by_backend;
+use lockguard_lock::LockGuard;
 
 pub const READY: &str = "Ready";
 pub const LEDGER_CORRUPT: &str = "LedgerCorrupt";

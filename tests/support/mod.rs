@@ -466,7 +466,7 @@ pub async fn namespace(prefix: &str) -> String {
 }
 
 pub async fn etcd_client(endpoints: &str) -> etcd_client::Client {
-    lockguard::lock::etcd::EtcdConfig::from_list(endpoints)
+    lockguard_lock::etcd::EtcdConfig::from_list(endpoints)
         .connect(Duration::from_secs(5))
         .await
         .expect("connect to etcd")

@@ -327,7 +327,7 @@ mod tests {
                 )),
             ),
             (
-                "2026-11-29T03:27:25.780795Z  WARN lockguard::lock::hold: lock lost lock=lockguard/pools/demo-ports reason=no successful keep-alive within 4.5s",
+                "2026-11-29T03:27:25.780795Z  WARN lockguard_lock::hold: lock lost lock=lockguard/pools/demo-ports reason=no successful keep-alive within 4.5s",
                 Some((
                     "lock lost",
                     &[
@@ -423,13 +423,13 @@ mod tests {
                 )),
             ),
             (
-                r#"{"timestamp":"2026-11-29T03:27:25.780795Z","level":"WARN","fields":{"message":"lock lost","lock":"lockguard-pool-demo-vlans"},"target":"lockguard::lock::hold"}"#,
+                r#"{"timestamp":"2026-11-29T03:27:25.780795Z","level":"WARN","fields":{"message":"lock lost","lock":"lockguard-pool-demo-vlans"},"target":"lockguard_lock::hold"}"#,
                 Some((
                     "lock lost",
                     &[
                         ("lock", "lockguard-pool-demo-vlans"),
                         ("level", "WARN"),
-                        ("target", "lockguard::lock::hold"),
+                        ("target", "lockguard_lock::hold"),
                         ("timestamp", "2026-11-29T03:27:25.780795Z"),
                     ],
                 )),

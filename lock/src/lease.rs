@@ -50,7 +50,7 @@ impl LeaseLock {
     /// ```no_run
     /// # async fn run() -> Result<(), kube::Error> {
     /// let client = kube::Client::try_default().await?;
-    /// let lock = lockguard::lock::lease::LeaseLock::new(client, "default", "reporter-1");
+    /// let lock = lockguard_lock::lease::LeaseLock::new(client, "default", "reporter-1");
     /// # Ok(())
     /// # }
     /// ```

@@ -1,4 +1,6 @@
-//! Distributed locks with fencing tokens: one interface, two backends.
+//! Distributed locks with fencing tokens: one interface, two backends, each behind a cargo
+//! feature of its own (`etcd`, `lease`; both by default). See the crate's README for the
+//! guarantees and limits.
 //!
 //! - [`etcd::EtcdLock`]: a lease per acquisition and the key layout of etcd's lock service
 //!   (`NAME/<lease-hex>`, lowest create revision holds), so it excludes `etcdctl lock NAME`.
@@ -16,10 +18,10 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use lockguard::lock::etcd::EtcdConfig;
-//! use lockguard::lock::{Backend, Lock, LockConfig, LockOptions, unique_identity};
+//! use lockguard_lock::etcd::EtcdConfig;
+//! use lockguard_lock::{Backend, Lock, LockConfig, LockOptions, unique_identity};
 //!
-//! # async fn run() -> Result<(), lockguard::lock::LockError> {
+//! # async fn run() -> Result<(), lockguard_lock::LockError> {
 //! let config = LockConfig::new(unique_identity("reporter"))
 //!     .with_etcd(EtcdConfig::from_list("http://127.0.0.1:2379"));
 //! let lock = config.connect(Backend::Etcd, Duration::from_secs(5)).await?;
@@ -32,8 +34,18 @@
 //! # }
 //! ```
 
+/// The README's example, compiled as a doctest.
+#[cfg(all(doctest, feature = "etcd"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExample;
+
+#[cfg(not(any(feature = "etcd", feature = "lease")))]
+compile_error!("lockguard-lock needs a backend: enable the cargo feature \"etcd\", \"lease\" or both");
+
+#[cfg(feature = "etcd")]
 pub mod etcd;
 mod hold;
+#[cfg(feature = "lease")]
 pub mod lease;
 
 use std::future::Future;
@@ -47,20 +59,9 @@ pub use hold::{drain, lost_deadline, renew_interval};
 /// Which lock implementation a caller asks for: the one type the CLI flags, a Pool's
 /// `spec.lock.backend`, the metrics' `backend` label and the logs all use. It is written
 /// `Etcd`/`Lease` in resources and `etcd`/`lease` on the command line, in logs and metrics.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-    clap::ValueEnum,
-)]
-#[schemars(transform = without_description)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(transform = without_description))]
 pub enum Backend {
     /// An etcd lease lock on the lock etcd (`--etcd-endpoints`).
     #[default]
@@ -70,6 +71,7 @@ pub enum Backend {
 }
 
 /// A resource's own field docs describe the backend there, not this type's Rust docs.
+#[cfg(feature = "schemars")]
 fn without_description(schema: &mut schemars::Schema) {
     schema.remove("description");
 }
@@ -109,7 +111,7 @@ impl LockOptions {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use lockguard::lock::LockOptions;
+    /// use lockguard_lock::LockOptions;
     ///
     /// let options = LockOptions::new(9, Duration::from_secs(30)).unwrap();
     /// assert_eq!(options.renew_interval(), Duration::from_secs(3));
@@ -171,8 +173,10 @@ pub enum LockError {
     Timeout { name: String, waited: Duration, holder: String },
     #[error("{backend} did not answer within {after:?} ({during})")]
     Unresponsive { backend: Backend, during: &'static str, after: Duration },
+    #[cfg(feature = "etcd")]
     #[error("etcd: {source}")]
     Etcd { failure: EtcdFailure, source: etcd_client::Error },
+    #[cfg(feature = "lease")]
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("lock {name} was lost while waiting for it: {reason}")]
@@ -186,6 +190,7 @@ pub enum LockError {
 }
 
 /// What an etcd error means to a lock, decided once where it enters, from its gRPC code.
+#[cfg(feature = "etcd")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EtcdFailure {
     /// No leader, a leader change, a request timed out inside etcd, a member or the
@@ -197,6 +202,7 @@ pub enum EtcdFailure {
     Other,
 }
 
+#[cfg(feature = "etcd")]
 impl EtcdFailure {
     pub fn of(error: &etcd_client::Error) -> Self {
         match error {
@@ -214,6 +220,7 @@ impl EtcdFailure {
     }
 }
 
+#[cfg(feature = "etcd")]
 fn is_transport(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
@@ -225,6 +232,7 @@ fn is_transport(status: &tonic::Status) -> bool {
     false
 }
 
+#[cfg(feature = "etcd")]
 impl From<etcd_client::Error> for LockError {
     fn from(source: etcd_client::Error) -> Self {
         LockError::Etcd { failure: EtcdFailure::of(&source), source }
@@ -235,7 +243,14 @@ impl LockError {
     /// True when the lock service could not be reached or did not answer; the caller may
     /// retry later.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, LockError::Unresponsive { .. } | LockError::Etcd { .. } | LockError::Kube(_))
+        match self {
+            LockError::Unresponsive { .. } => true,
+            #[cfg(feature = "etcd")]
+            LockError::Etcd { .. } => true,
+            #[cfg(feature = "lease")]
+            LockError::Kube(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -257,7 +272,7 @@ pub trait Lock: Send + Sync {
     ///
     /// ```no_run
     /// # use std::time::Duration;
-    /// # use lockguard::lock::{Lock, LockError, LockOptions};
+    /// # use lockguard_lock::{Lock, LockError, LockOptions};
     /// # async fn run(lock: impl Lock) -> Result<(), LockError> {
     /// match lock.try_acquire("pools/ports", LockOptions::new(10, Duration::from_secs(5))?).await {
     ///     Ok(guard) => { /* operate */ guard.release().await? }
@@ -277,28 +292,36 @@ pub trait Lock: Send + Sync {
 /// Either backend behind one type, as [`LockConfig::connect`] makes it.
 #[derive(Clone)]
 pub enum AnyLock {
+    #[cfg(feature = "etcd")]
     Etcd(Box<etcd::EtcdLock>),
+    #[cfg(feature = "lease")]
     Lease(Box<lease::LeaseLock>),
 }
 
 impl Lock for AnyLock {
     fn backend(&self) -> Backend {
         match self {
+            #[cfg(feature = "etcd")]
             AnyLock::Etcd(lock) => lock.backend(),
+            #[cfg(feature = "lease")]
             AnyLock::Lease(lock) => lock.backend(),
         }
     }
 
     async fn acquire(&self, name: &str, options: LockOptions) -> Result<LockGuard, LockError> {
         match self {
+            #[cfg(feature = "etcd")]
             AnyLock::Etcd(lock) => lock.acquire(name, options).await,
+            #[cfg(feature = "lease")]
             AnyLock::Lease(lock) => lock.acquire(name, options).await,
         }
     }
 
     async fn try_acquire(&self, name: &str, options: LockOptions) -> Result<LockGuard, LockError> {
         match self {
+            #[cfg(feature = "etcd")]
             AnyLock::Etcd(lock) => lock.try_acquire(name, options).await,
+            #[cfg(feature = "lease")]
             AnyLock::Lease(lock) => lock.try_acquire(name, options).await,
         }
     }
@@ -311,23 +334,36 @@ pub struct LockConfig {
     /// Stored with each acquisition, so listings show holders; see [`unique_identity`].
     pub identity: String,
     /// The lock etcd; the etcd backend fails with [`LockError::Invalid`] without it.
+    #[cfg(feature = "etcd")]
     pub etcd: Option<etcd::EtcdConfig>,
     /// The namespace of the Leases.
+    #[cfg(feature = "lease")]
     pub lease_namespace: String,
     /// The cluster of the Leases; `None` reads KUBECONFIG or the in-cluster config.
+    #[cfg(feature = "lease")]
     pub kube: Option<kube::Client>,
 }
 
 impl LockConfig {
     pub fn new(identity: impl Into<String>) -> Self {
-        Self { identity: identity.into(), etcd: None, lease_namespace: "default".into(), kube: None }
+        Self {
+            identity: identity.into(),
+            #[cfg(feature = "etcd")]
+            etcd: None,
+            #[cfg(feature = "lease")]
+            lease_namespace: "default".into(),
+            #[cfg(feature = "lease")]
+            kube: None,
+        }
     }
 
+    #[cfg(feature = "etcd")]
     pub fn with_etcd(mut self, etcd: etcd::EtcdConfig) -> Self {
         self.etcd = Some(etcd);
         self
     }
 
+    #[cfg(feature = "lease")]
     pub fn with_leases(mut self, client: kube::Client, namespace: impl Into<String>) -> Self {
         self.kube = Some(client);
         self.lease_namespace = namespace.into();
@@ -338,6 +374,7 @@ impl LockConfig {
     /// answers).
     pub async fn connect(&self, backend: Backend, timeout: Duration) -> Result<AnyLock, LockError> {
         match backend {
+            #[cfg(feature = "etcd")]
             Backend::Etcd => {
                 let Some(config) = &self.etcd else {
                     return Err(LockError::Invalid(
@@ -347,6 +384,7 @@ impl LockConfig {
                 let client = config.connect(timeout).await?;
                 Ok(AnyLock::Etcd(Box::new(etcd::EtcdLock::new(client, self.identity.clone()))))
             }
+            #[cfg(feature = "lease")]
             Backend::Lease => {
                 let client = match &self.kube {
                     Some(client) => client.clone(),
@@ -358,6 +396,10 @@ impl LockConfig {
                     self.identity.clone(),
                 ))))
             }
+            #[allow(unreachable_patterns)] // both features on: every backend is matched above
+            backend => Err(LockError::Invalid(format!(
+                "the {backend} backend is not compiled into this program (cargo feature \"{backend}\" of lockguard-lock)"
+            ))),
         }
     }
 }
@@ -421,7 +463,7 @@ impl LockGuard {
     /// Work done under the lock should stop when it fires:
     ///
     /// ```no_run
-    /// # async fn run(guard: lockguard::lock::LockGuard, work: impl std::future::Future<Output = ()>) {
+    /// # async fn run(guard: lockguard_lock::LockGuard, work: impl std::future::Future<Output = ()>) {
     /// tokio::select! {
     ///     _ = work => {}
     ///     _ = guard.lost() => eprintln!("lock {} lost; stopping", guard.name()),
@@ -463,9 +505,9 @@ impl Drop for LockGuard {
 /// not mistake a lock held by its previous life for its own.
 ///
 /// ```
-/// let identity = lockguard::lock::unique_identity("replica");
+/// let identity = lockguard_lock::unique_identity("replica");
 /// assert!(identity.starts_with("replica-") && identity.len() == "replica-".len() + 8);
-/// assert_ne!(identity, lockguard::lock::unique_identity("replica"));
+/// assert_ne!(identity, lockguard_lock::unique_identity("replica"));
 /// ```
 pub fn unique_identity(base: &str) -> String {
     let mut bytes = [0u8; 4];
@@ -541,6 +583,7 @@ mod tests {
         assert!(options.with_renew_interval(Duration::from_secs(2)).is_ok());
     }
 
+    #[cfg(feature = "etcd")]
     #[test]
     fn etcd_errors_are_classified_by_their_grpc_code() {
         use tonic::{Code, Status};

@@ -115,7 +115,7 @@ impl EtcdLock {
     ///
     /// ```no_run
     /// # use std::time::Duration;
-    /// # use lockguard::lock::{LockError, etcd::{EtcdConfig, EtcdLock}};
+    /// # use lockguard_lock::{LockError, etcd::{EtcdConfig, EtcdLock}};
     /// # async fn run() -> Result<(), LockError> {
     /// let client = EtcdConfig::from_list("http://127.0.0.1:2379").connect(Duration::from_secs(5)).await?;
     /// let lock = EtcdLock::new(client, "reporter-1");
@@ -150,7 +150,7 @@ impl EtcdLock {
     ///
     /// ```no_run
     /// # use etcd_client::TxnOp;
-    /// # use lockguard::lock::{Lock, LockError, LockGuard, etcd::EtcdLock};
+    /// # use lockguard_lock::{Lock, LockError, LockGuard, etcd::EtcdLock};
     /// # async fn run(lock: EtcdLock, guard: LockGuard) -> Result<(), LockError> {
     /// match lock.fenced_txn(&guard, vec![TxnOp::put("reports/last", "2026-11-29", None)]).await {
     ///     Ok(_) => println!("written under token {}", guard.fencing_token()),
@@ -599,7 +599,7 @@ impl Renewal for EtcdRenewal {
 ///
 /// ```no_run
 /// # use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
-/// # use lockguard::lock::{LockGuard, etcd::is_owner};
+/// # use lockguard_lock::{LockGuard, etcd::is_owner};
 /// # async fn run(mut client: Client, guard: LockGuard) -> Result<(), etcd_client::Error> {
 /// // Advance a counter from 41 to 42, only while holding the lock; else read it.
 /// let txn = Txn::new()

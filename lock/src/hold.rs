@@ -23,7 +23,7 @@ pub fn renew_interval(ttl_seconds: u32) -> Duration {
 ///
 /// ```
 /// use std::time::Duration;
-/// use lockguard::lock::lost_deadline;
+/// use lockguard_lock::lost_deadline;
 ///
 /// assert_eq!(lost_deadline(Duration::from_secs(10)), Duration::from_secs(9));
 /// assert_eq!(lost_deadline(Duration::from_secs(2)), Duration::from_millis(1800));
@@ -126,6 +126,8 @@ impl Session {
         self.lost.is_cancelled()
     }
 
+    /// Only the etcd backend waits on a session (a lease lost while queued).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub async fn lost(&self) {
         self.lost.cancelled().await
     }
