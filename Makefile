@@ -75,7 +75,7 @@ bench: bench-lock ## All benchmarks: locks, then claims bound per second, latenc
 	$(CARGO) bench --bench throughput
 
 demo: deps tools ## The story on a local control plane (Ctrl-C stops; DEMO_SECONDS=N stops by itself)
-	$(CARGO) build -q --workspace --bins
+	$(CARGO) build -q --workspace --bins --features lockguard/failpoints
 	DEMO_SECONDS=$(DEMO_SECONDS) hack/demo.sh
 
 crds: ## Regenerate crds/ from the Rust types

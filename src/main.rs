@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lockguard::cli;
 use lockguard::telemetry::{self, LogFormat};
+use lockguard::{cli, failpoint};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +47,11 @@ fn main() -> ExitCode {
 async fn run() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    let failpoints = std::env::var(failpoint::ENV).ok();
+    if let Some(refusal) = failpoint::refusal(failpoints.as_deref(), failpoint::COMPILED) {
+        eprintln!("lockguard: {refusal}");
+        return ExitCode::from(cli::lock::EXIT_ERROR);
+    }
     match cli.command {
         Command::Lock(args) => cli::lock::lock(args).await,
         Command::Locks(args) => cli::lock::locks(args).await,

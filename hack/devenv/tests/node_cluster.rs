@@ -304,6 +304,7 @@ async fn the_readme_install_runs_lockguard_on_one_real_node() {
     user_kubectl(&node, &[ns[0], ns[1], "rollout", "status", "deployment/lockguard", "--timeout=180s"]);
     user_kubectl(&node, &[ns[0], ns[1], "rollout", "status", "statefulset/lockguard-etcd", "--timeout=180s"]);
     eprintln!("survived an operator pod and an etcd pod deleted");
+    the_image_refuses_failpoints(&node);
 
     // The README's uninstall (make undeploy): claims first, while the operator runs.
     user_kubectl(&node, &["delete", "claims", "--all", "-A", "--wait=true", "--timeout=120s"]);
@@ -315,6 +316,50 @@ async fn the_readme_install_runs_lockguard_on_one_real_node() {
     assert!(!left.contains("lockguard"), "left behind by the uninstall:\n{left}");
 
     stop_clean(node, &dir);
+}
+
+/// The image's binary is the release build without failpoints: asked for one, it refuses to
+/// start instead of running without the fault (or with the fence off).
+fn the_image_refuses_failpoints(node: &Node) {
+    let image = user_kubectl(
+        node,
+        &[
+            "-n",
+            "lockguard-system",
+            "get",
+            "deployment/lockguard",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    );
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: failpoint-refused, namespace: default}}
+spec:
+  restartPolicy: Never
+  securityContext: {{runAsNonRoot: true, runAsUser: 65532, seccompProfile: {{type: RuntimeDefault}}}}
+  containers:
+  - name: lockguard
+    image: {image}
+    imagePullPolicy: Never
+    args: [run]
+    env: [{{name: LOCKGUARD_FAILPOINT, value: fence-off}}]
+    securityContext: {{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {{drop: [ALL]}}}}
+"#
+    );
+    node.kubectl_run(&["apply", "-f", "-"], Some(&pod)).unwrap();
+    user_kubectl(
+        node,
+        &["wait", "--for=jsonpath={.status.phase}=Failed", "pod/failpoint-refused", "--timeout=120s"],
+    );
+    let logs = user_kubectl(node, &["logs", "pod/failpoint-refused"]);
+    assert!(
+        logs.contains("LOCKGUARD_FAILPOINT=fence-off is set, but this binary was built without failpoints"),
+        "the image's binary did not refuse the failpoint:\n{logs}"
+    );
+    user_kubectl(node, &["delete", "pod/failpoint-refused", "--wait=true"]);
+    eprintln!("the image refuses LOCKGUARD_FAILPOINT");
 }
 
 /// The repository root, where a user runs the README's commands.
