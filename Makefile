@@ -12,7 +12,18 @@ IMAGE_ARCHIVE ?= target/image/lockguard.oci.tar
 OCI_RUNTIME ?= runc
 export PATH := $(CURDIR)/bin:$(PATH)
 
+DEPS_PACKAGES := protobuf-compiler iproute2
 NODE_PACKAGES := containerd runc containernetworking-plugins nftables busybox-static gcc libc6-dev
+IMAGE_PACKAGES := buildah podman runc debootstrap
+
+# $(call apt_install,PACKAGES[,APT OPTIONS]): installs those of PACKAGES that are missing;
+# the package lists are updated only when an install fails (a fresh machine has none).
+define apt_install
+missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+if [ -n "$$missing" ]; then echo "installing" $$missing; \
+  $(SUDO) apt-get install -y -qq $(2) $$missing >/dev/null 2>&1 || \
+  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(2) $$missing; }; fi
+endef
 
 .PHONY: help deps tools node-deps node-tools node-up e2e-cluster build lint test chaos audit bench bench-lock demo \
 	crds install deploy undeploy run clean image-deps base-images image image-archive e2e-image image-clean
@@ -21,22 +32,14 @@ help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 deps: ## Install what a fresh machine lacks (protoc for etcd-client's build, iproute2 for the chaos suite)
-	@command -v protoc >/dev/null || { echo "installing protobuf-compiler"; \
-	  $(SUDO) apt-get install -y -qq protobuf-compiler >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq protobuf-compiler; }; }
-	@command -v ip >/dev/null || { echo "installing iproute2 (the chaos suite's network namespace)"; \
-	  $(SUDO) apt-get install -y -qq iproute2 >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2; }; }
+	@$(call apt_install,$(DEPS_PACKAGES))
 	@command -v go >/dev/null || { echo "Go is required to build kube-apiserver and etcd (hack/)"; exit 1; }
 
 tools: ## Build kube-apiserver, kubectl, etcd, etcdctl, promtool into bin/ (cached in ~/.cache/lockguard)
 	@hack/tools.sh
 
 node-deps: ## Debian packages of the one-node cluster (containerd, runc, CNI plugins, nftables, busybox-static, gcc)
-	@missing=$$(for p in $(NODE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then echo "installing $$missing"; \
-	  $(SUDO) apt-get install -y -qq $$missing >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; }; fi
+	@$(call apt_install,$(NODE_PACKAGES))
 
 node-tools: node-deps tools ## Build kubelet, kube-scheduler, kube-controller-manager, kube-proxy, CoreDNS, pause (cached like the other tools)
 	@hack/tools.sh node
@@ -94,10 +97,7 @@ undeploy: ## Remove claims first (their finalizers need the operator), then the 
 	kubectl delete -k deploy/ --ignore-not-found
 
 image-deps: ## Install buildah, podman, runc and debootstrap from Debian when missing
-	@missing=""; for tool in buildah podman runc debootstrap; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
-	[ -z "$$missing" ] || { echo "installing$$missing"; \
-	  $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; }; }
+	@$(call apt_install,$(IMAGE_PACKAGES),--no-install-recommends)
 
 base-images: image-deps ## Local stand-ins for the Dockerfile's base images (rust:1.95-bookworm, distroless/cc), if missing or stale
 	@$(SUDO) BUILDAH_RUNTIME=$(OCI_RUNTIME) hack/image/base-images.sh
