@@ -1,6 +1,11 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use kube::{CustomResource, KubeSchema, ResourceExt};
 use serde::{Deserialize, Serialize};
+
+use super::conditions::BOUND;
+
+/// The finalizer that returns a claim's items before the claim goes away.
+pub const FINALIZER: &str = "lockguard.dev/release-items";
 
 /// A request for `count` unique items from a pool.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -27,7 +32,7 @@ pub struct ClaimSpec {
     #[schemars(length(min = 1, max = 253))]
     pub pool_ref: String,
     /// How many items. Changing it grows or shrinks the allocation, keeping the lowest items.
-    #[schemars(range(min = 1, max = super::MAX_POOL_ITEMS))]
+    #[schemars(range(min = 1, max = super::pool::MAX_POOL_ITEMS))]
     pub count: i32,
 }
 
@@ -47,4 +52,29 @@ pub struct ClaimStatus {
     pub fencing_token: Option<i64>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+impl Claim {
+    /// `namespace/name`, the claim's key in a pool's ledger.
+    pub fn ledger_key(&self) -> String {
+        format!("{}/{}", self.namespace().unwrap_or_default(), self.name_any())
+    }
+
+    pub fn bound_condition(&self) -> Option<&Condition> {
+        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == BOUND)
+    }
+
+    pub fn is_bound(&self) -> bool {
+        self.bound_condition().is_some_and(|c| c.status == "True")
+    }
+
+    /// The items its status shows.
+    pub fn shown_items(&self) -> &[String] {
+        self.status.as_ref().map(|s| s.items.as_slice()).unwrap_or_default()
+    }
+
+    /// Whether it carries the finalizer that returns its items.
+    pub fn has_finalizer(&self) -> bool {
+        self.finalizers().iter().any(|f| f == FINALIZER)
+    }
 }

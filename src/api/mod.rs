@@ -8,13 +8,19 @@
 mod claim;
 mod conditions;
 mod pool;
+mod reason;
 
-pub use claim::{Claim, ClaimSpec, ClaimStatus};
-pub use conditions::{condition, is_true, set_condition};
-pub use pool::{
-    Allocation, FenceRule, ItemRange, LockSpec, MAX_LIST_ITEMS, MAX_POOL_ITEMS, Pool, PoolItems, PoolSpec,
-    PoolStatus,
+pub use crate::ledger::Allocation;
+pub use claim::{Claim, ClaimSpec, ClaimStatus, FINALIZER};
+pub use conditions::{
+    BOUND, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, READY, condition, is_true, same_conditions,
+    set_condition,
 };
+pub use pool::{
+    FenceRule, ItemRange, LockSpec, MAX_LIST_ITEMS, MAX_POOL_ITEMS, POOL_FINALIZER, Pool, PoolItems,
+    PoolSpec, PoolStatus,
+};
+pub use reason::Reason;
 
 use kube::CustomResourceExt;
 

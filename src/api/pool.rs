@@ -1,12 +1,18 @@
+use std::sync::Arc;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::{Allocation, Ledger, LedgerError, MAX_CLAIMS_PER_POOL, runs};
 use lockguard_lock::Backend;
 
+/// The finalizer that keeps a pool while claims hold its items.
+pub const POOL_FINALIZER: &str = "lockguard.dev/pool-in-use";
+
 /// Largest pool: a range of this many items. The ledger stores item indices as compressed
-/// ranges ("0-99,120") for at most `ledger::MAX_CLAIMS_PER_POOL` claims with names of at most
+/// ranges ("0-99,120") for at most [`MAX_CLAIMS_PER_POOL`] claims with names of at most
 /// 63 characters, so even a fully fragmented ledger of this size stays under 1.3 MB, inside
 /// etcd's 1.5 MiB request limit (a unit test builds that worst case).
 pub const MAX_POOL_ITEMS: u32 = 65_536;
@@ -112,7 +118,7 @@ impl PoolItems {
     pub fn describe(&self, indices: &[u32]) -> (Vec<String>, String) {
         let items: Vec<String> = indices.iter().filter_map(|&i| self.item(i)).collect();
         let summary = match &self.range {
-            Some(r) => crate::ledger::runs(indices)
+            Some(r) => runs(indices)
                 .iter()
                 .map(|&(a, b)| {
                     let (a, b) = (r.start + i64::from(a), r.start + i64::from(b));
@@ -233,21 +239,47 @@ pub struct PoolStatus {
     pub lock_holder: Option<String>,
     /// Which claim holds which items (item indices as compressed ranges).
     #[serde(default)]
-    #[schemars(length(max = crate::ledger::MAX_CLAIMS_PER_POOL), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["claim"]))]
+    #[schemars(length(max = MAX_CLAIMS_PER_POOL), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["claim"]))]
     pub ledger: Vec<Allocation>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Allocation {
-    /// `namespace/name` of the claim.
-    pub claim: String,
-    /// The claim's UID: a claim re-created under the same name is a different claim.
-    pub uid: String,
-    /// Item indices, e.g. `0-9,15`.
-    pub items: String,
+impl Pool {
+    /// The ledger its status holds, checked against its capacity.
+    pub fn ledger(&self) -> Result<Ledger, LedgerError> {
+        let allocations = self.status.as_ref().map(|s| s.ledger.as_slice()).unwrap_or_default();
+        Ledger::from_status(allocations, self.spec.items.capacity())
+    }
+
+    pub fn is_deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+
+    /// Whether it carries its deletion protection.
+    pub fn is_protected(&self) -> bool {
+        self.finalizers().iter().any(|f| f == POOL_FINALIZER)
+    }
+
+    /// Claims get items only from a pool that is not being deleted and carries its
+    /// deletion protection: a pool that could vanish with its ledger would leave its claims
+    /// holding items nobody records.
+    pub fn may_grow(&self) -> bool {
+        !self.is_deleting() && self.is_protected()
+    }
+
+    /// Its resourceVersion as a number (one etcd orders them).
+    pub fn version(&self) -> u64 {
+        self.resource_version().and_then(|v| v.parse().ok()).unwrap_or_default()
+    }
+
+    /// The newer of two copies of a pool (by resourceVersion).
+    pub fn newest(a: Option<Arc<Pool>>, b: Option<Arc<Pool>>) -> Option<Arc<Pool>> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if b.version() > a.version() { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -272,5 +304,27 @@ mod tests {
         for rule in FenceRule::ALL {
             assert!(crd.contains(rule.message()), "{rule:?} missing from the CRD");
         }
+    }
+
+    #[test]
+    fn a_full_fragmented_ledger_of_the_largest_pool_fits_one_object() {
+        // Worst case: the most claims, with the longest names (63 + 63), and every one of the
+        // 65,536 items in a run of its own.
+        let capacity = MAX_POOL_ITEMS;
+        let claims = MAX_CLAIMS_PER_POOL as u32;
+        let per_claim = capacity / claims;
+        let allocations: Vec<Allocation> = (0..claims)
+            .map(|c| Allocation {
+                claim: format!("{:0>63}/{:0>63}", c, c),
+                uid: "01234567-89ab-cdef-0123-456789abcdef".into(),
+                items: crate::ledger::format_indices(
+                    &(0..per_claim).map(|k| c + k * claims).collect::<Vec<_>>(),
+                ),
+            })
+            .collect();
+        let ledger = Ledger::from_status(&allocations, capacity).unwrap();
+        assert_eq!(ledger.free(), 0);
+        let bytes = serde_json::to_vec(&ledger.to_status()).unwrap().len();
+        assert!(bytes < 1_300_000, "ledger JSON is {bytes} bytes; etcd accepts 1.5 MiB per object");
     }
 }

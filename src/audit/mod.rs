@@ -128,14 +128,14 @@ pub fn check_pool(pool: &Pool, claims: &[&Claim], scope: Scope) -> (u64, Vec<Vio
         Err(e) => return (0, vec![violation(Kind::CorruptLedger, None, e.to_string())]),
     };
     let mut found = Vec::new();
-    if ledger.allocated() > 0 && !pool.finalizers().iter().any(|f| f == crate::controller::POOL_FINALIZER) {
+    if ledger.allocated() > 0 && !pool.finalizers().iter().any(|f| f == crate::api::POOL_FINALIZER) {
         found.push(violation(
             Kind::Unprotected,
             None,
             format!(
                 "the ledger gives out {} items but the pool lacks finalizer {}",
                 ledger.allocated(),
-                crate::controller::POOL_FINALIZER
+                crate::api::POOL_FINALIZER
             ),
         ));
     }
@@ -177,7 +177,7 @@ pub fn check_pool(pool: &Pool, claims: &[&Claim], scope: Scope) -> (u64, Vec<Vio
                 ),
             ));
         }
-        if scope == Scope::Full && is_bound(claim) {
+        if scope == Scope::Full && claim.is_bound() {
             let count = u64::try_from(claim.spec.count).unwrap_or_default();
             let exact = shown.len() == ledger_items.len() && ahead.is_empty();
             if !exact || ledger_items.len() as u64 != count {
@@ -224,10 +224,6 @@ fn status_items(claim: &Claim) -> Vec<String> {
     claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default()
 }
 
-fn is_bound(claim: &Claim) -> bool {
-    claim.status.as_ref().is_some_and(|s| crate::api::is_true(&s.conditions, "Bound"))
-}
-
 /// The first few of `items`, and how many there are.
 fn preview<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let all: Vec<&str> = items.collect();
@@ -241,7 +237,8 @@ fn preview<'a>(items: impl Iterator<Item = &'a str>) -> String {
 mod tests {
     use super::*;
     use crate::api::{
-        Allocation, ClaimSpec, ClaimStatus, ItemRange, PoolItems, PoolSpec, PoolStatus, condition,
+        Allocation, BOUND, ClaimSpec, ClaimStatus, ItemRange, PoolItems, PoolSpec, PoolStatus, Reason,
+        condition,
     };
     use crate::ledger::format_indices;
 
@@ -266,7 +263,7 @@ mod tests {
             .collect();
         let allocated =
             Ledger::from_status(&ledger, capacity).map(|l| l.allocated() as i32).unwrap_or_default();
-        pool.metadata.finalizers = Some(vec![crate::controller::POOL_FINALIZER.to_string()]);
+        pool.metadata.finalizers = Some(vec![crate::api::POOL_FINALIZER.to_string()]);
         pool.status = Some(PoolStatus {
             capacity: capacity as i32,
             allocated,
@@ -284,7 +281,7 @@ mod tests {
         claim.metadata.uid = Some(uid.into());
         claim.status = Some(ClaimStatus {
             items: items.iter().map(u32::to_string).collect(),
-            conditions: vec![condition("Bound", bound, "Allocated", "", None)],
+            conditions: vec![condition(BOUND, bound, Reason::Allocated, "", None)],
             ..Default::default()
         });
         claim

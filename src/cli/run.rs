@@ -83,7 +83,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let config =
         LockConfig { etcd, ..LockConfig::new(&identity).with_leases(client.clone(), &args.lease_namespace) };
-    let locks = Locks::new(config.clone());
+    let locks = Locks::new(config.clone(), metrics.clone());
     let settings = Settings { identity: identity.clone(), concurrency: args.concurrency.max(1) };
     let controllers = controller::run(client.clone(), locks, settings, metrics, ready);
     if !args.leader_elect {

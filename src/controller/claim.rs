@@ -17,25 +17,23 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::batch;
-use super::context::{Context, Deferred};
-use super::decide::{Decision, NotBound, RESYNC, Recheck, Step, decide, next_step, pool_not_found, waiting};
+use super::context::Context;
+use super::decide::{Decision, NotBound, Recheck, Step, decide, next_step, pool_not_found, waiting};
+use super::defer::Deferred;
+use super::error::Error;
+use super::fetch::get_existing;
+use super::hold;
+use super::policy::{CLAIM_RESYNC, PENDING_RECHECK, POOL_MISSING_RECHECK, retry_delay};
 use super::pool_ledger::ledger_of;
-use super::{Error, FINALIZER, backoff, get_existing, timed};
-use crate::api::{Claim, ClaimStatus, Pool, condition, set_condition};
+use crate::api::{BOUND, Claim, ClaimStatus, FINALIZER, Pool, Reason, condition, set_condition};
 use crate::failpoint;
 use crate::ledger::Ledger;
 
-pub const BOUND: &str = "Bound";
-/// A claim waiting for a hold of its pool looks again after this long at the latest (its
-/// pool's ledger write wakes it sooner).
-const PENDING_RECHECK: Duration = Duration::from_secs(2);
-
 /// Not bound for a reason that only a change of the pool can clear.
 pub fn waits_for_pool(claim: &Claim) -> bool {
-    let reasons =
-        ["PoolNotFound", "PoolNotReady", "PoolTooSmall", "PoolExhausted", "PoolDeleting", "LedgerCorrupt"];
-    bound_condition(claim).is_some_and(|c| c.status == "False" && reasons.contains(&c.reason.as_str()))
+    claim
+        .bound_condition()
+        .is_some_and(|c| c.status == "False" && Reason::parse(&c.reason).is_some_and(Reason::waits_for_pool))
 }
 
 /// Whether a change of `pool` concerns `claim`: it waits for the pool, or its status does
@@ -45,38 +43,27 @@ pub fn affected_by(claim: &Claim, pool: &Pool, ledger: Option<&Ledger>) -> bool 
         return true;
     }
     let Some(ledger) = ledger else { return false };
-    let given = ledger.given(&ledger_key(claim), &claim.uid().unwrap_or_default());
-    let shown = claim.status.as_ref().map(|s| s.items.as_slice()).unwrap_or_default();
-    shown != pool.spec.items.describe(given).0.as_slice()
-}
-
-/// `namespace/name`, the claim's key in a ledger.
-pub fn ledger_key(claim: &Claim) -> String {
-    format!("{}/{}", claim.namespace().unwrap_or_default(), claim.name_any())
-}
-
-pub fn bound_condition(claim: &Claim) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    claim.status.as_ref()?.conditions.iter().find(|c| c.type_ == BOUND)
+    let given = ledger.given(&claim.ledger_key(), &claim.uid().unwrap_or_default());
+    claim.shown_items() != pool.spec.items.describe(given).0.as_slice()
 }
 
 /// Every log line of a claim's reconcile carries `claim=` and `pool=` from its span.
-#[tracing::instrument(name = "reconcile", skip_all, fields(claim = %ledger_key(&claim), pool = %claim.spec.pool_ref))]
+#[tracing::instrument(name = "reconcile", skip_all, fields(claim = %claim.ledger_key(), pool = %claim.spec.pool_ref))]
 pub async fn reconcile(claim: Arc<Claim>, ctx: Arc<Context>) -> Result<Action, Error> {
-    timed(&ctx, "claim", reconcile_claim(claim, &ctx)).await
+    ctx.timed("claim", reconcile_claim(claim, &ctx)).await
 }
 
 async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action, Error> {
     if claim.metadata.deletion_timestamp.is_some() {
         // kube's finalizer helper would remove the finalizer as soon as a cleanup returns;
         // this one stays until the pool's task has freed the items.
-        let ours = claim.finalizers().iter().any(|f| f == FINALIZER);
-        let action = if ours { release(&claim, ctx).await? } else { Action::await_change() };
-        ctx.succeeded(&ledger_key(&claim));
+        let action = if claim.has_finalizer() { release(&claim, ctx).await? } else { Action::await_change() };
+        ctx.failures.succeeded(&claim.ledger_key());
         return Ok(action);
     }
-    let key = ledger_key(&claim);
-    if claim.finalizers().iter().any(|f| f == FINALIZER) {
-        ctx.done(&key, Deferred::Finalizer);
+    let key = claim.ledger_key();
+    if claim.has_finalizer() {
+        ctx.deferrals.done(&key, Deferred::Finalizer);
     } else if let Some(pool) = ctx.cached_pool(&claim.spec.pool_ref)
         && let Some(wait) = ctx.defer(&key, Deferred::Finalizer, &pool)
     {
@@ -93,13 +80,13 @@ async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action
     .await;
     match result {
         Ok(action) => {
-            ctx.succeeded(&ledger_key(&claim));
+            ctx.failures.succeeded(&key);
             Ok(action)
         }
         Err(FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e)) => Err(e),
         // Another replica added it first (the helper's JSON patch tests the list it read).
         Err(FinalizerError::AddFinalizer(kube::Error::Api(e))) if e.code == 409 || e.code == 422 => {
-            Err(Error::Changed { claim: ledger_key(&claim) })
+            Err(Error::Changed { claim: key })
         }
         Err(FinalizerError::AddFinalizer(source)) => Err(Error::Finalizer { action: "add", source }),
         Err(FinalizerError::RemoveFinalizer(source)) => Err(Error::Finalizer { action: "remove", source }),
@@ -110,16 +97,8 @@ async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action
 }
 
 pub fn error_policy(claim: Arc<Claim>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = ctx.failed(&ledger_key(&claim));
-    let delay = match error {
-        // Another replica holds the lock now, or wrote the claim: retry soon, from a fresh read.
-        Error::Fenced { .. } | Error::Changed { .. } | Error::BackendChanged { .. } => {
-            Duration::from_millis(200)
-        }
-        Error::EpochWait { wait, .. } => *wait + Duration::from_millis(100),
-        _ => backoff(failures, Duration::from_secs(30)),
-    };
-    warn!(claim = %ledger_key(&claim), pool = %claim.spec.pool_ref, error = %error, kind = error.kind(), retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+    let delay = retry_delay(error, ctx.failures.failed(&claim.ledger_key()));
+    warn!(claim = %claim.ledger_key(), pool = %claim.spec.pool_ref, error = %error, kind = error.kind(), retry_in_ms = delay.as_millis() as u64, "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -151,9 +130,9 @@ async fn apply(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
             };
             // The pool's task plans for every claim its cache shows, this one included; the
             // ledger write wakes this claim (through the pool watch) to show its items.
-            ctx.batches.request(ctx, pool_name);
+            hold::request(ctx, pool_name);
             let failure = ctx.batches.failure(pool_name);
-            let outcome = ctx.batches.outcome(pool_name, &ledger_key(&claim), batch::version(&pool));
+            let outcome = ctx.batches.outcome(pool_name, &claim.ledger_key(), pool.version());
             match waiting(&claim, &pool, failure.as_ref(), outcome.as_ref()) {
                 Some((state, recheck)) => not_bound(&claim, ctx, state, None, recheck).await,
                 // Planned or about to be: the ledger write wakes it; this is only a safety net.
@@ -179,10 +158,10 @@ fn action(recheck: Recheck) -> Action {
 async fn revoke(claim: &Claim, ctx: &Context, pool_name: &str) -> Result<Action, Error> {
     let pools: Api<Pool> = Api::all(ctx.client.clone());
     let Some(pool) = get_existing(&pools, pool_name).await? else {
-        let recheck = Recheck::After(Duration::from_secs(60));
+        let recheck = Recheck::After(POOL_MISSING_RECHECK);
         return not_bound(claim, ctx, pool_not_found(pool_name), Some(Vec::new()), recheck).await;
     };
-    let (key, uid) = (ledger_key(claim), claim.uid().unwrap_or_default());
+    let (key, uid) = (claim.ledger_key(), claim.uid().unwrap_or_default());
     let given = ledger_of(&pool)?.given(&key, &uid).to_vec();
     let given_items = pool.spec.items.describe(&given).0;
     let shown = claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default();
@@ -200,16 +179,18 @@ async fn revoke(claim: &Claim, ctx: &Context, pool_name: &str) -> Result<Action,
         kept = kept.len(),
         "status lists items the ledger does not give; taking them back"
     );
-    ctx.event(&claim.object_ref(&()), EventType::Warning, "ItemsRevoked", message.clone()).await;
+    ctx.events
+        .publish(&claim.object_ref(&()), EventType::Warning, Reason::ItemsRevoked, message.clone())
+        .await;
     let recheck = Recheck::After(Duration::from_millis(100));
-    not_bound(claim, ctx, NotBound { reason: "ItemsRevoked", message }, Some(kept), recheck).await
+    not_bound(claim, ctx, NotBound { reason: Reason::ItemsRevoked, message }, Some(kept), recheck).await
 }
 
 /// The ledger gives the claim what it asks for: its status shows it. The replica that
 /// wrote the ledger writes the statuses of its hold; the others leave them to it for a
 /// moment, and only write those still not shown after it (that replica may have died).
 async fn show(claim: &Claim, ctx: &Context, pool: &Pool, given: &[u32]) -> Result<Action, Error> {
-    let key = ledger_key(claim);
+    let key = claim.ledger_key();
     let status = bound_status(claim, pool, given);
     if claim.status.as_ref() != Some(&status) {
         if let Some(wait) = ctx.defer(&key, Deferred::Status, pool) {
@@ -217,14 +198,14 @@ async fn show(claim: &Claim, ctx: &Context, pool: &Pool, given: &[u32]) -> Resul
         }
         write_bound(claim, ctx, status).await?;
     }
-    ctx.done(&key, Deferred::Status);
-    Ok(Action::requeue(RESYNC))
+    ctx.deferrals.done(&key, Deferred::Status);
+    Ok(Action::requeue(CLAIM_RESYNC))
 }
 
 /// A claim being deleted: its status lets go of the items, the pool's task frees them in
 /// the ledger, and only then does the finalizer go (checked against a fresh read).
 async fn release(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
-    let key = ledger_key(claim);
+    let key = claim.ledger_key();
     let pool_name = &claim.spec.pool_ref;
     let uid = claim.uid().unwrap_or_default();
     let cached = ctx.pool(pool_name).await?;
@@ -242,16 +223,16 @@ async fn release(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
         };
         if held.is_empty() {
             remove_finalizer(claim, ctx).await?;
-            ctx.done(&key, Deferred::Status);
+            ctx.deferrals.done(&key, Deferred::Status);
             return Ok(Action::await_change());
         }
     }
     // The status lets go of the items before the ledger frees them.
     if claim.status.as_ref().is_some_and(|s| !s.items.is_empty()) {
         let message = "the claim is being deleted; its items are returned to the pool".to_string();
-        set_not_bound(claim, ctx, NotBound { reason: "Releasing", message }, Some(Vec::new())).await?;
+        set_not_bound(claim, ctx, NotBound { reason: Reason::Releasing, message }, Some(Vec::new())).await?;
     }
-    ctx.batches.request(ctx, pool_name);
+    hold::request(ctx, pool_name);
     Ok(Action::requeue(PENDING_RECHECK))
 }
 
@@ -270,7 +251,7 @@ async fn remove_finalizer(claim: &Claim, ctx: &Context) -> Result<(), Error> {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
-            Err(Error::Changed { claim: ledger_key(claim) })
+            Err(Error::Changed { claim: claim.ledger_key() })
         }
         Err(e) => Err(e.into()),
     }
@@ -289,7 +270,7 @@ fn bound_status(claim: &Claim, pool: &Pool, indices: &[u32]) -> ClaimStatus {
     };
     let mut conditions = previous.map(|s| s.conditions.clone()).unwrap_or_default();
     let message = format!("{} items from pool {}: {summary}", items.len(), claim.spec.pool_ref);
-    set_condition(&mut conditions, condition(BOUND, true, "Allocated", message, generation));
+    set_condition(&mut conditions, condition(BOUND, true, Reason::Allocated, message, generation));
     ClaimStatus {
         observed_generation: generation,
         items,
@@ -313,7 +294,7 @@ async fn show_bound(claim: &Claim, ctx: &Context, pool: &Pool, indices: &[u32]) 
 /// these Events), and the claim's `Bound` condition says what it holds.
 async fn write_bound(claim: &Claim, ctx: &Context, status: ClaimStatus) -> Result<Claim, Error> {
     if claim.status.as_ref().is_none_or(|s| s.items != status.items) {
-        failpoint::before_status_write(&ledger_key(claim));
+        failpoint::before_status_write(&claim.ledger_key());
     }
     write_status(claim, ctx, &status).await
 }
@@ -357,10 +338,10 @@ async fn set_not_bound(
         claim.clone()
     };
     // ItemsRevoked has its own Event already; Releasing is followed by Freed.
-    let quiet = ["ItemsRevoked", "Releasing"].contains(&state.reason);
-    if previous.as_deref() != Some(state.reason) && !quiet {
-        info!(reason = state.reason, "not bound");
-        ctx.event(&claim.object_ref(&()), EventType::Warning, state.reason, state.message).await;
+    let quiet = [Reason::ItemsRevoked, Reason::Releasing].contains(&state.reason);
+    if previous.as_deref() != Some(state.reason.as_str()) && !quiet {
+        info!(reason = %state.reason, "not bound");
+        ctx.events.publish(&claim.object_ref(&()), EventType::Warning, state.reason, state.message).await;
     }
     Ok(written)
 }
@@ -375,7 +356,7 @@ async fn write_status(claim: &Claim, ctx: &Context, status: &ClaimStatus) -> Res
     });
     match api.patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(written) => Ok(written),
-        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Changed { claim: ledger_key(claim) }),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Changed { claim: claim.ledger_key() }),
         Err(e) => Err(e.into()),
     }
 }

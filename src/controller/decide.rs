@@ -7,22 +7,26 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use super::batch::Failure;
-use super::claim::{bound_condition, ledger_key};
 use super::plan::Outcome;
-use super::pool_ledger::{is_deleting, is_protected};
-use crate::api::{Claim, Pool};
+use super::policy::{
+    CLAIM_RESYNC, EXHAUSTED_RECHECK, LOCK_UNAVAILABLE_RECHECK, POOL_MISSING_RECHECK, POOL_NOT_READY_RECHECK,
+};
+use crate::api::{Claim, Pool, Reason};
 use crate::ledger::{AllocError, Ledger, LedgerError};
-
-/// A bound claim is checked against its pool's ledger at least this often, so nothing
-/// depends on one missed event.
-pub const RESYNC: Duration = Duration::from_secs(300);
 
 /// What a claim's status should say when it is not bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotBound {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
+}
+
+/// Why the holds of a pool fail, for the claims that wait for them.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub message: String,
+    /// The lock could not be taken (the claims say `LockUnavailable`).
+    pub lock_unavailable: bool,
 }
 
 /// When to look at a claim again.
@@ -56,37 +60,38 @@ pub type LedgerRead<'a> = Result<&'a Ledger, &'a LedgerError>;
 pub fn decide(claim: &Claim, pool: Option<(&Pool, LedgerRead<'_>)>) -> Decision {
     let pool_name = &claim.spec.pool_ref;
     let Some((pool, ledger)) = pool else {
-        return not_bound(pool_not_found(pool_name), Some(Vec::new()), Recheck::After(secs(60)));
+        return not_bound(pool_not_found(pool_name), Some(Vec::new()), Recheck::After(POOL_MISSING_RECHECK));
     };
     let ledger = match ledger {
         Ok(ledger) => ledger,
         // Nothing can be verified against an unreadable ledger: leave a bound claim as it
         // is, tell a waiting one why; the pool's repair wakes it.
-        Err(e) if is_bound(claim) => {
+        Err(e) if claim.is_bound() => {
             let warning = format!("the ledger of pool {pool_name} is corrupt ({e}); not checking this claim");
-            return Decision::Leave { warning, recheck: Recheck::After(RESYNC) };
+            return Decision::Leave { warning, recheck: Recheck::After(CLAIM_RESYNC) };
         }
         Err(e) => {
-            let state = NotBound { reason: "LedgerCorrupt", message: format!("pool {pool_name}: {e}") };
+            let state = NotBound { reason: Reason::LedgerCorrupt, message: format!("pool {pool_name}: {e}") };
             return not_bound(state, None, Recheck::OnChange);
         }
     };
     let count = claim.spec.count.max(0) as u32;
-    let given = ledger.given(&ledger_key(claim), &claim.uid().unwrap_or_default());
+    let given = ledger.given(&claim.ledger_key(), &claim.uid().unwrap_or_default());
     let given_items = pool.spec.items.describe(given).0;
-    let shown = claim.status.as_ref().map(|s| s.items.as_slice()).unwrap_or_default();
-    match next_step(shown, given, &given_items, count) {
+    match next_step(claim.shown_items(), given, &given_items, count) {
         Step::Revoke { .. } => return Decision::Revoke,
         Step::Show => return Decision::Show { given: given.to_vec() },
         Step::Allocate => {}
     }
-    if is_deleting(pool) {
+    if pool.is_deleting() {
         let message = format!("pool {pool_name} is being deleted; the claim binds once it is created again");
-        return not_bound(NotBound { reason: "PoolDeleting", message }, None, Recheck::After(secs(60)));
+        let state = NotBound { reason: Reason::PoolDeleting, message };
+        return not_bound(state, None, Recheck::After(POOL_MISSING_RECHECK));
     }
-    if !is_protected(pool) {
+    if !pool.is_protected() {
         let message = format!("pool {pool_name} is not ready yet (its deletion protection is being set up)");
-        return not_bound(NotBound { reason: "PoolNotReady", message }, None, Recheck::After(secs(5)));
+        let state = NotBound { reason: Reason::PoolNotReady, message };
+        return not_bound(state, None, Recheck::After(POOL_NOT_READY_RECHECK));
     }
     let capacity = pool.spec.items.capacity();
     if count > capacity {
@@ -109,7 +114,10 @@ pub fn waiting(
     if let Some(failure) = failure.filter(|f| f.lock_unavailable) {
         let backend = pool.spec.lock.backend.as_str();
         let message = format!("{backend} lock of pool {pool_name} unavailable: {}", failure.message);
-        return Some((NotBound { reason: "LockUnavailable", message }, Recheck::After(secs(5))));
+        return Some((
+            NotBound { reason: Reason::LockUnavailable, message },
+            Recheck::After(LOCK_UNAVAILABLE_RECHECK),
+        ));
     }
     let count = claim.spec.count.max(0) as u32;
     let state = match outcome? {
@@ -118,39 +126,31 @@ pub fn waiting(
         }
         Outcome::Refused(e) => {
             let message = format!("pool {pool_name}: {e}; the claim binds when items are freed");
-            NotBound { reason: "PoolExhausted", message }
+            NotBound { reason: Reason::PoolExhausted, message }
         }
         Outcome::Behind { older } => {
             let message = format!(
                 "pool {pool_name} has too few free items for the older claim {older}, which is served first; this claim binds after it"
             );
-            NotBound { reason: "PoolExhausted", message }
+            NotBound { reason: Reason::PoolExhausted, message }
         }
         _ => return None,
     };
-    Some((state, Recheck::After(secs(30))))
+    Some((state, Recheck::After(EXHAUSTED_RECHECK)))
 }
 
 pub fn pool_not_found(pool: &str) -> NotBound {
     let message = format!("pool {pool} does not exist; the claim binds once it is created");
-    NotBound { reason: "PoolNotFound", message }
+    NotBound { reason: Reason::PoolNotFound, message }
 }
 
 fn too_small(pool: &str, count: u32, capacity: u32) -> NotBound {
     let message = format!("the claim asks for {count} items but pool {pool} only has {capacity}");
-    NotBound { reason: "PoolTooSmall", message }
+    NotBound { reason: Reason::PoolTooSmall, message }
 }
 
 fn not_bound(state: NotBound, items: Option<Vec<String>>, recheck: Recheck) -> Decision {
     Decision::NotBound { state, items, recheck }
-}
-
-fn is_bound(claim: &Claim) -> bool {
-    bound_condition(claim).is_some_and(|c| c.status == "True")
-}
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
 }
 
 /// How the status compares with what the ledger gives the claim.
@@ -180,9 +180,9 @@ pub fn next_step(shown: &[String], given: &[u32], given_items: &[String], count:
 mod tests {
     use super::*;
     use crate::api::{
-        Allocation, ClaimSpec, ClaimStatus, ItemRange, LockSpec, PoolItems, PoolSpec, condition,
+        Allocation, BOUND, ClaimSpec, ClaimStatus, ItemRange, LockSpec, POOL_FINALIZER, PoolItems, PoolSpec,
+        condition,
     };
-    use crate::controller::claim::BOUND;
 
     fn items(v: &[u32]) -> Vec<String> {
         v.iter().map(|i| (1000 + i).to_string()).collect()
@@ -193,7 +193,7 @@ mod tests {
         let range = Some(ItemRange { start: 1000, end: 1009 });
         let mut pool =
             Pool::new("p", PoolSpec { items: PoolItems { range, list: None }, lock: LockSpec::default() });
-        pool.metadata.finalizers = Some(vec![super::super::POOL_FINALIZER.to_string()]);
+        pool.metadata.finalizers = Some(vec![POOL_FINALIZER.to_string()]);
         pool
     }
 
@@ -202,7 +202,7 @@ mod tests {
         claim.metadata.namespace = Some("ns".into());
         claim.metadata.uid = Some("u1".into());
         if !shown.is_empty() {
-            let bound = condition(BOUND, true, "Allocated", String::new(), None);
+            let bound = condition(BOUND, true, Reason::Allocated, String::new(), None);
             claim.status =
                 Some(ClaimStatus { items: items(shown), conditions: vec![bound], ..ClaimStatus::default() });
         }
@@ -216,7 +216,7 @@ mod tests {
         Ledger::from_status(&allocations, 10).expect("ledger")
     }
 
-    fn reason(decision: &Decision) -> &'static str {
+    fn reason(decision: &Decision) -> Reason {
         match decision {
             Decision::NotBound { state, .. } => state.reason,
             other => panic!("expected NotBound, got {other:?}"),
@@ -232,7 +232,7 @@ mod tests {
         let mut unprotected = pool();
         unprotected.metadata.finalizers = None;
 
-        assert_eq!(reason(&decide(&claim(1, &[]), None)), "PoolNotFound");
+        assert_eq!(reason(&decide(&claim(1, &[]), None)), Reason::PoolNotFound);
         assert_eq!(
             decide(&claim(2, &[1, 2]), Some((&p, Ok(&one_two)))),
             Decision::Show { given: vec![1, 2] }
@@ -248,9 +248,9 @@ mod tests {
             decide(&claim(1, &[1, 2]), Some((&p, Ok(&one_two)))),
             Decision::Allocate { shrink_to: Some(vec![1]) }
         );
-        assert_eq!(reason(&decide(&claim(1, &[]), Some((&deleting, Ok(&empty))))), "PoolDeleting");
-        assert_eq!(reason(&decide(&claim(1, &[]), Some((&unprotected, Ok(&empty))))), "PoolNotReady");
-        assert_eq!(reason(&decide(&claim(11, &[]), Some((&p, Ok(&empty))))), "PoolTooSmall");
+        assert_eq!(reason(&decide(&claim(1, &[]), Some((&deleting, Ok(&empty))))), Reason::PoolDeleting);
+        assert_eq!(reason(&decide(&claim(1, &[]), Some((&unprotected, Ok(&empty))))), Reason::PoolNotReady);
+        assert_eq!(reason(&decide(&claim(11, &[]), Some((&p, Ok(&empty))))), Reason::PoolTooSmall);
         // A pool being deleted still lets a claim show what the ledger gives it.
         assert_eq!(
             decide(&claim(2, &[1, 2]), Some((&deleting, Ok(&one_two)))),
@@ -263,10 +263,10 @@ mod tests {
         let p = pool();
         let corrupt = LedgerError::Duplicate { index: 1, first: "a/x".into(), second: "b/y".into() };
         let waiting_claim = decide(&claim(1, &[]), Some((&p, Err(&corrupt))));
-        assert_eq!(reason(&waiting_claim), "LedgerCorrupt");
+        assert_eq!(reason(&waiting_claim), Reason::LedgerCorrupt);
         assert!(matches!(
             decide(&claim(1, &[1]), Some((&p, Err(&corrupt)))),
-            Decision::Leave { recheck: Recheck::After(RESYNC), .. }
+            Decision::Leave { recheck: Recheck::After(CLAIM_RESYNC), .. }
         ));
     }
 
@@ -276,14 +276,14 @@ mod tests {
         let unavailable = Failure { message: "connection refused".into(), lock_unavailable: true };
         let other_failure = Failure { message: "conflict".into(), lock_unavailable: false };
         let why = |failure, outcome| waiting(&c, &p, failure, outcome).map(|(s, _)| s.reason);
-        assert_eq!(why(Some(&unavailable), None), Some("LockUnavailable"));
+        assert_eq!(why(Some(&unavailable), None), Some(Reason::LockUnavailable));
         assert_eq!(why(Some(&other_failure), None), None);
         let exhausted = Outcome::Refused(AllocError::Exhausted { needed: 3, free: 1 });
-        assert_eq!(why(None, Some(&exhausted)), Some("PoolExhausted"));
+        assert_eq!(why(None, Some(&exhausted)), Some(Reason::PoolExhausted));
         let behind = Outcome::Behind { older: "ns/a".into() };
-        assert_eq!(why(None, Some(&behind)), Some("PoolExhausted"));
+        assert_eq!(why(None, Some(&behind)), Some(Reason::PoolExhausted));
         let too_small = Outcome::Refused(AllocError::TooSmall { count: 30, capacity: 10 });
-        assert_eq!(why(None, Some(&too_small)), Some("PoolTooSmall"));
+        assert_eq!(why(None, Some(&too_small)), Some(Reason::PoolTooSmall));
         assert_eq!(why(None, Some(&Outcome::Unchanged)), None);
         assert_eq!(why(None, None), None);
     }

@@ -3,45 +3,55 @@
 //! dashboards take the max over replicas.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 
-use super::claim::bound_condition;
-use crate::api::{Claim, Pool};
+use crate::api::{Claim, Pool, Reason};
 use crate::metrics::{ByPool, ByReason, Metrics};
 
 /// How often the gauges are brought up to date.
 pub const INTERVAL: Duration = Duration::from_secs(2);
 
-/// Every reason a claim's `Bound` condition can have, so each series exists from the
-/// start (an alert's `for:` restarts when a series vanishes for a scrape). `Pending`: no
-/// condition yet; `Other`: a reason this operator does not write.
-pub const REASONS: [&str; 12] = [
-    "Allocated",
-    "Pending",
-    "PoolNotFound",
-    "PoolNotReady",
-    "PoolTooSmall",
-    "PoolExhausted",
-    "PoolDeleting",
-    "LedgerCorrupt",
-    "LockUnavailable",
-    "ItemsRevoked",
-    "Releasing",
-    "Other",
-];
+/// The label of claims without a `Bound` condition yet.
+const PENDING: &str = "Pending";
+/// The label of a reason this operator does not write.
+const OTHER: &str = "Other";
 
-/// Claims per reason, every reason of [`REASONS`] present.
+/// Every label of the claims gauge, so each series exists from the start (an alert's `for:`
+/// restarts when a series vanishes for a scrape).
+pub fn reasons() -> impl Iterator<Item = &'static str> {
+    Reason::BOUND.into_iter().map(Reason::as_str).chain([PENDING, OTHER])
+}
+
+/// Claims per reason, every label of [`reasons`] present.
 pub fn reason_counts<'a>(claims: impl IntoIterator<Item = &'a Claim>) -> BTreeMap<&'static str, i64> {
-    let mut counts: BTreeMap<&'static str, i64> = REASONS.iter().map(|r| (*r, 0)).collect();
+    let mut counts: BTreeMap<&'static str, i64> = reasons().map(|r| (r, 0)).collect();
     for claim in claims {
-        let reason = bound_condition(claim)
-            .map_or("Pending", |c| REASONS.iter().copied().find(|r| *r == c.reason).unwrap_or("Other"));
+        let reason = claim.bound_condition().map_or(PENDING, |c| {
+            Reason::parse(&c.reason).filter(|r| Reason::BOUND.contains(r)).map_or(OTHER, Reason::as_str)
+        });
         *counts.entry(reason).or_default() += 1;
     }
     counts
+}
+
+/// The pools whose ledger cannot be read, for their gauge.
+#[derive(Default)]
+pub struct CorruptPools(Mutex<HashSet<String>>);
+
+impl CorruptPools {
+    pub fn set(&self, metrics: &Metrics, name: &str, corrupt: bool) {
+        let mut pools = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if corrupt {
+            pools.insert(name.to_string());
+        } else {
+            pools.remove(name);
+        }
+        metrics.pools_ledger_corrupt.set(pools.len() as i64);
+    }
 }
 
 /// Sets the gauges from the caches; returns the pools it set, so the next call can drop
@@ -75,13 +85,13 @@ pub fn observe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ClaimSpec, ClaimStatus, condition};
-    use crate::controller::claim::BOUND;
+    use crate::api::{BOUND, ClaimSpec, ClaimStatus, condition};
 
     fn claim(reason: Option<&str>) -> Claim {
         let mut claim = Claim::new("c", ClaimSpec { pool_ref: "p".into(), count: 1 });
         if let Some(reason) = reason {
-            let bound = condition(BOUND, reason == "Allocated", reason, String::new(), None);
+            let mut bound = condition(BOUND, reason == "Allocated", Reason::Allocated, String::new(), None);
+            bound.reason = reason.to_string();
             claim.status = Some(ClaimStatus { conditions: vec![bound], ..ClaimStatus::default() });
         }
         claim
@@ -97,7 +107,7 @@ mod tests {
             claim(Some("LockUnavailable")),
         ];
         let counts = reason_counts(&claims);
-        assert_eq!(counts.len(), REASONS.len());
+        assert_eq!(counts.len(), 12);
         assert_eq!(counts["Allocated"], 2);
         assert_eq!(counts["Pending"], 1);
         assert_eq!(counts["Other"], 1);

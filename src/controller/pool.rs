@@ -3,7 +3,6 @@
 //! its deletion while claims hold its items, and report a ledger that cannot be read.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -14,22 +13,19 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::context::Context;
-use super::pool_ledger::{
-    READY, is_deleting, ledger_of, lock_pool, read_ledger, report_corrupt, write_ledger,
+use super::error::Error;
+use super::fetch::get_existing;
+use super::policy::{DELETION_RECHECK, POOL_RESYNC, retry_delay};
+use super::pool_ledger::{ledger_of, lock_pool, report_corrupt, write_ledger};
+use crate::api::{
+    Claim, LEDGER_CORRUPT, POOL_FINALIZER, Pool, PoolStatus, READY, Reason, condition, set_condition,
 };
-use super::{Error, POOL_FINALIZER, backoff, get_existing, timed};
-use crate::api::{Claim, Pool, PoolStatus, condition, set_condition};
 use crate::ledger::Ledger;
-
-/// How often a pool is checked for entries of vanished claims.
-const RESYNC: Duration = Duration::from_secs(60);
-/// How often a pool whose deletion waits for its claims looks again.
-const DELETION_RECHECK: Duration = Duration::from_secs(15);
 
 /// Every log line of a pool's reconcile carries `pool=` from its span.
 #[tracing::instrument(name = "reconcile", skip_all, fields(pool = %pool.name_any()))]
 pub async fn reconcile(pool: Arc<Pool>, ctx: Arc<Context>) -> Result<Action, Error> {
-    timed(&ctx, "pool", reconcile_pool(&pool, &ctx)).await
+    ctx.timed("pool", reconcile_pool(&pool, &ctx)).await
 }
 
 /// The Ready condition a readable ledger calls for.
@@ -38,11 +34,11 @@ fn ready_condition(
     ledger: &Ledger,
 ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
     let generation = pool.metadata.generation;
-    if !is_deleting(pool) {
+    if !pool.is_deleting() {
         // No counts here: they are in status.free, and a message that changed with every
         // allocation would make every allocation rewrite the pool's status once more.
         let message = "the ledger is readable and its counters agree with it";
-        return condition(READY, true, "LedgerConsistent", message, generation);
+        return condition(READY, true, Reason::LedgerConsistent, message, generation);
     }
     let holders: Vec<&str> = ledger.claims().map(|(key, _)| key).collect();
     let shown = holders.iter().take(5).copied().collect::<Vec<_>>().join(", ");
@@ -52,7 +48,7 @@ fn ready_condition(
         holders.len(),
         ledger.allocated()
     );
-    condition(READY, false, "DeletionBlocked", message, generation)
+    condition(READY, false, Reason::DeletionBlocked, message, generation)
 }
 
 /// Whether the status already says what the spec and ledger call for.
@@ -67,43 +63,42 @@ fn status_is_current(pool: &Pool, ledger: &Ledger) -> bool {
         && ready.is_some_and(|c| {
             c.status == wanted.status
                 && c.reason == wanted.reason
-                && (!is_deleting(pool) || c.message == wanted.message)
+                && (!pool.is_deleting() || c.message == wanted.message)
         })
-        && status
-            .conditions
-            .iter()
-            .all(|c| c.type_ != super::pool_ledger::LEDGER_CORRUPT || c.status == "False")
+        && status.conditions.iter().all(|c| c.type_ != LEDGER_CORRUPT || c.status == "False")
 }
 
 async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
     let name = pool.name_any();
-    let ledger = match read_ledger(pool) {
+    let ledger = match pool.ledger() {
         Ok(l) => l,
         Err(e) => {
-            ctx.set_corrupt(&name, true);
+            ctx.corrupt.set(&ctx.metrics, &name, true);
             report_corrupt(ctx, pool, &e).await?;
-            return Ok(Action::requeue(RESYNC));
+            return Ok(Action::requeue(POOL_RESYNC));
         }
     };
-    ctx.set_corrupt(&name, false);
-    if !is_deleting(pool) && !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
+    ctx.corrupt.set(&ctx.metrics, &name, false);
+    if !pool.is_deleting() && !pool.is_protected() {
         add_finalizer(ctx, pool).await?;
         return Ok(Action::await_change());
     }
     let gone = vanished_claims(&ledger, ctx).await?;
-    if is_deleting(pool) && gone.len() == ledger.claims().count() {
+    if pool.is_deleting() && gone.len() == ledger.claims().count() {
         return release_deletion(ctx, pool, &ledger, gone.len()).await;
     }
     if status_is_current(pool, &ledger) && gone.is_empty() {
-        ctx.succeeded(&name);
-        return Ok(Action::requeue(if is_deleting(pool) { DELETION_RECHECK } else { RESYNC }));
+        ctx.failures.succeeded(&name);
+        return Ok(Action::requeue(if pool.is_deleting() { DELETION_RECHECK } else { POOL_RESYNC }));
     }
 
     let guard = match lock_pool(ctx, pool).await {
         Ok(g) => g,
         Err(e) => {
             warn!(error = %e, "pool lock unavailable");
-            ctx.event(&pool.object_ref(&()), EventType::Warning, "LockUnavailable", e.to_string()).await;
+            ctx.events
+                .publish(&pool.object_ref(&()), EventType::Warning, Reason::LockUnavailable, e.to_string())
+                .await;
             return Err(e);
         }
     };
@@ -125,9 +120,9 @@ async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
             set_condition(
                 &mut status.conditions,
                 condition(
-                    super::pool_ledger::LEDGER_CORRUPT,
+                    LEDGER_CORRUPT,
                     false,
-                    "LedgerReadable",
+                    Reason::LedgerReadable,
                     "the ledger reads cleanly",
                     fresh.metadata.generation,
                 ),
@@ -137,32 +132,35 @@ async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
         Ok((freed, written))
     }
     .await;
-    ctx.unlock(guard).await;
+    ctx.locks.unlock(guard).await;
     if let Err(Error::Fenced { token, by, .. }) = &result {
         let note = format!(
             "status write with token {token} rejected by the API server ({by}); this replica had lost its lock"
         );
-        ctx.event(&pool.object_ref(&()), EventType::Warning, "FencedWriteRejected", note).await;
+        ctx.events
+            .publish(&pool.object_ref(&()), EventType::Warning, Reason::FencedWriteRejected, note)
+            .await;
     }
     let (freed, written) = result?;
     if freed > 0 {
         let note = format!("freed {freed} items of claims that no longer exist");
-        ctx.event(&pool.object_ref(&()), EventType::Normal, "Freed", note).await;
+        ctx.events.publish(&pool.object_ref(&()), EventType::Normal, Reason::Freed, note).await;
     }
-    if is_deleting(&written) {
+    if written.is_deleting() {
         let blocked =
             written.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY).cloned());
-        let was_blocked = pool
-            .status
-            .as_ref()
-            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.reason == "DeletionBlocked"));
+        let was_blocked = pool.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == READY && c.reason == Reason::DeletionBlocked.as_str())
+        });
         if let Some(c) = blocked.filter(|_| !was_blocked) {
             warn!("{}", c.message);
-            ctx.event(&pool.object_ref(&()), EventType::Warning, "DeletionBlocked", c.message).await;
+            ctx.events
+                .publish(&pool.object_ref(&()), EventType::Warning, Reason::DeletionBlocked, c.message)
+                .await;
         }
     }
-    ctx.succeeded(&name);
-    Ok(Action::requeue(if is_deleting(&written) { DELETION_RECHECK } else { RESYNC }))
+    ctx.failures.succeeded(&name);
+    Ok(Action::requeue(if written.is_deleting() { DELETION_RECHECK } else { POOL_RESYNC }))
 }
 
 /// A pool being deleted whose ledger holds nothing of a live claim: let it go. Claims
@@ -226,11 +224,7 @@ async fn set_finalizers(ctx: &Context, pool: &Pool, finalizers: Vec<String>) -> 
 }
 
 pub fn error_policy(pool: Arc<Pool>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = match error {
-        Error::Changed { .. } => Duration::from_millis(200),
-        Error::EpochWait { wait, .. } => *wait + Duration::from_millis(100),
-        _ => backoff(ctx.failed(&pool.name_any()), Duration::from_secs(30)),
-    };
+    let delay = retry_delay(error, ctx.failures.failed(&pool.name_any()));
     warn!(pool = %pool.name_any(), error = %error, retry_in_ms = delay.as_millis() as u64, "pool reconcile failed");
     Action::requeue(delay)
 }

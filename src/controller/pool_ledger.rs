@@ -7,59 +7,27 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::Error;
-use super::context::Context;
 use std::time::Duration;
 
-use crate::api::{FenceRule, Pool, PoolStatus, condition, set_condition};
+use super::context::Context;
+use super::epoch::next_epoch;
+use super::error::Error;
+use crate::api::{
+    FenceRule, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, Pool, PoolStatus, READY, Reason, condition,
+    same_conditions, set_condition,
+};
 use crate::failpoint;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::by as by_backend;
 use lockguard_lock::LockGuard;
 
-pub const READY: &str = "Ready";
-pub const LEDGER_CORRUPT: &str = "LedgerCorrupt";
-pub const LOCK_EPOCH: &str = "LockEpoch";
-const EPOCH_ADVANCED: &str = "EpochAdvanced";
-
-/// The epoch a write under a lock of `service` carries, given what the status stores.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Epoch {
-    pub number: i64,
-    /// The lock service changed: this write opens a new epoch.
-    pub advance: bool,
-}
-
-pub fn next_epoch(stored: Option<i64>, stored_service: Option<&str>, service: &str) -> Epoch {
-    match (stored, stored_service) {
-        (Some(n), Some(s)) if s == service => Epoch { number: n, advance: false },
-        (Some(n), _) => Epoch { number: n + 1, advance: true },
-        // A pool never written, or written before epochs existed: the first epoch.
-        (None, _) => Epoch { number: 1, advance: false },
-    }
-}
-
 pub async fn lock_pool(ctx: &Context, pool: &Pool) -> Result<LockGuard, Error> {
-    Ok(ctx.lock(&pool.name_any(), &pool.spec.lock).await?)
+    Ok(ctx.locks.lock(&pool.name_any(), &pool.spec.lock).await?)
 }
 
+/// The pool's ledger, or an error that names the pool.
 pub fn ledger_of(pool: &Pool) -> Result<Ledger, Error> {
-    read_ledger(pool).map_err(|source| Error::Ledger { pool: pool.name_any(), source })
-}
-
-pub fn read_ledger(pool: &Pool) -> Result<Ledger, LedgerError> {
-    let capacity = pool.spec.items.capacity();
-    let allocations = pool.status.as_ref().map(|s| s.ledger.as_slice()).unwrap_or_default();
-    Ledger::from_status(allocations, capacity)
-}
-
-pub fn is_deleting(pool: &Pool) -> bool {
-    pool.metadata.deletion_timestamp.is_some()
-}
-
-/// Whether the pool carries its deletion protection.
-pub fn is_protected(pool: &Pool) -> bool {
-    pool.finalizers().iter().any(|f| f == super::POOL_FINALIZER)
+    pool.ledger().map_err(|source| Error::Ledger { pool: pool.name_any(), source })
 }
 
 /// Writes `ledger` into the pool's status with the lock's token and the resourceVersion it
@@ -83,7 +51,7 @@ pub async fn write_ledger(
     let epoch = next_epoch(stored.lock_epoch, stored.lock_service.as_deref(), guard.token_space());
     if epoch.advance {
         let ttl = Duration::from_secs(pool.spec.lock.ttl_seconds.max(0) as u64);
-        let quiet = ctx.unchanged_for(&pool.name_any(), &pool.resource_version().unwrap_or_default());
+        let quiet = ctx.quiet.unchanged_for(&pool.name_any(), &pool.resource_version().unwrap_or_default());
         if quiet < ttl {
             return Err(Error::EpochWait { pool: pool.name_any(), wait: ttl - quiet });
         }
@@ -102,7 +70,7 @@ pub async fn write_ledger(
         );
         set_condition(
             &mut status.conditions,
-            condition(LOCK_EPOCH, true, EPOCH_ADVANCED, message, pool.metadata.generation),
+            condition(LOCK_EPOCH, true, Reason::EpochAdvanced, message, pool.metadata.generation),
         );
     }
     status.ledger = ledger.to_status();
@@ -115,9 +83,9 @@ pub async fn write_ledger(
     set_condition(
         &mut status.conditions,
         condition(
-            "LockHealthy",
+            LOCK_HEALTHY,
             true,
-            "LockAcquired",
+            Reason::LockAcquired,
             format!("ledger written under token {}", guard.fencing_token()),
             pool.metadata.generation,
         ),
@@ -141,7 +109,9 @@ pub async fn write_ledger(
                     epoch.number - 1
                 );
                 info!(pool = %pool.name_any(), epoch = epoch.number, service = guard.token_space(), "{note}");
-                ctx.event(&pool.object_ref(&()), EventType::Normal, "LockEpochAdvanced", note).await;
+                ctx.events
+                    .publish(&pool.object_ref(&()), EventType::Normal, Reason::LockEpochAdvanced, note)
+                    .await;
             }
             return Ok(written);
         }
@@ -178,10 +148,13 @@ pub async fn report_corrupt(ctx: &Context, pool: &Pool, error: &LedgerError) -> 
     let generation = pool.metadata.generation;
     let mut conditions = pool.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let before = conditions.clone();
-    set_condition(&mut conditions, condition(READY, false, LEDGER_CORRUPT, message.clone(), generation));
     set_condition(
         &mut conditions,
-        condition(LEDGER_CORRUPT, true, LEDGER_CORRUPT, message.clone(), generation),
+        condition(READY, false, Reason::LedgerCorrupt, message.clone(), generation),
+    );
+    set_condition(
+        &mut conditions,
+        condition(LEDGER_CORRUPT, true, Reason::LedgerCorrupt, message.clone(), generation),
     );
     if same_conditions(&before, &conditions) {
         return Ok(());
@@ -192,30 +165,6 @@ pub async fn report_corrupt(ctx: &Context, pool: &Pool, error: &LedgerError) -> 
     Api::<Pool>::all(ctx.client.clone())
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    ctx.event(&pool.object_ref(&()), EventType::Warning, LEDGER_CORRUPT, message).await;
+    ctx.events.publish(&pool.object_ref(&()), EventType::Warning, Reason::LedgerCorrupt, message).await;
     Ok(())
-}
-
-/// Equal but for transition times.
-pub fn same_conditions(
-    a: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    b: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-) -> bool {
-    let key = |c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition| {
-        (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone(), c.observed_generation)
-    };
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_epoch_advances_exactly_when_the_lock_service_changes() {
-        assert_eq!(next_epoch(None, None, "etcd:a"), Epoch { number: 1, advance: false });
-        assert_eq!(next_epoch(Some(3), Some("etcd:a"), "etcd:a"), Epoch { number: 3, advance: false });
-        assert_eq!(next_epoch(Some(3), Some("etcd:a"), "lease:u"), Epoch { number: 4, advance: true });
-        assert_eq!(next_epoch(Some(3), None, "etcd:a"), Epoch { number: 4, advance: true });
-    }
 }

@@ -4,107 +4,34 @@
 //! another replica, and runs one hold per pool at a time, in a task of the pool's own:
 //! claims ask for a hold and go on, and the next hold serves all who asked meanwhile.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
 
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use super::claim::ledger_key;
+use super::batches::PoolBatch;
 use super::context::Context;
-use super::plan::{Outcome, Plan, Want, plan};
-use super::pool_ledger::{is_deleting, is_protected, ledger_of, lock_pool, write_ledger};
-use super::{Error, FINALIZER, backoff, get_existing};
-use crate::api::{Claim, Pool};
+use super::decide::Failure;
+use super::error::Error;
+use super::fetch::get_existing;
+use super::plan::{Plan, Want, plan};
+use super::policy::{LOCK_WAIT_RECHECK, retry_delay};
+use super::pool_ledger::{ledger_of, lock_pool, write_ledger};
+use crate::api::{Claim, Pool, Reason};
 use crate::ledger::Ledger;
+use crate::metrics::by;
 use lockguard_lock::LockGuard;
 
-/// How often a replica waiting for a pool's lock looks whether its caches show the work
-/// done by the holder, so that it can stop waiting.
-const RECHECK: Duration = Duration::from_millis(50);
-
-/// Per pool on this replica: a task that runs the pool's holds one after another, woken by
-/// the claims that need one. A claim's reconcile asks and goes on; the hold's ledger write
-/// wakes the claims it served (through the pool watch), and they show their items.
-#[derive(Default)]
-pub struct Batches {
-    pools: Mutex<HashMap<String, Arc<PoolBatch>>>,
-}
-
-#[derive(Default)]
-struct PoolBatch {
-    wake: tokio::sync::Notify,
-    state: Mutex<BatchState>,
-}
-
-#[derive(Default)]
-struct BatchState {
-    /// The pool as this replica last read or wrote it under the lock: newer than the caches
-    /// until a watch delivers it.
-    written: Option<Arc<Pool>>,
-    /// Each claim's outcome in the last plan, and the pool version it was planned on.
-    outcomes: Arc<BTreeMap<String, Outcome>>,
-    planned_at: u64,
-    /// Why the last hold failed, while it keeps failing.
-    failure: Option<Failure>,
-}
-
-/// Why the holds of a pool fail, for the claims that wait for them.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub message: String,
-    /// The lock could not be taken (the claims say `LockUnavailable`).
-    pub lock_unavailable: bool,
-}
-
-impl Batches {
-    /// Asks for a hold of pool `name` on this replica: the pool's task runs one soon (at
-    /// once if idle), planned from the caches as they are then.
-    pub fn request(&self, ctx: &Arc<Context>, name: &str) {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        let batch = pools.entry(name.to_string()).or_insert_with(|| {
-            let batch = Arc::new(PoolBatch::default());
-            tokio::spawn(run(ctx.clone(), name.to_string(), batch.clone()));
-            batch
-        });
-        batch.wake.notify_one();
-    }
-
-    fn get(&self, name: &str) -> Option<Arc<PoolBatch>> {
-        self.pools.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
-    }
-
-    /// The pool as this replica last read or wrote it under its lock.
-    pub fn written(&self, name: &str) -> Option<Arc<Pool>> {
-        self.get(name)?.state().written.clone()
-    }
-
-    /// Claim `key`'s outcome in the last plan of pool `name`, if that plan was made on
-    /// version `at` of the pool or a newer one.
-    pub fn outcome(&self, name: &str, key: &str, at: u64) -> Option<Outcome> {
-        let batch = self.get(name)?;
-        let state = batch.state();
-        (state.planned_at >= at).then(|| state.outcomes.get(key).cloned()).flatten()
-    }
-
-    pub fn failure(&self, name: &str) -> Option<Failure> {
-        self.get(name)?.state().failure.clone()
-    }
-}
-
-impl PoolBatch {
-    fn state(&self) -> std::sync::MutexGuard<'_, BatchState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn planned(&self, pool: &Pool, planned: &Plan) {
-        let mut state = self.state();
-        state.outcomes = Arc::new(planned.outcomes.clone());
-        state.planned_at = version(pool);
-    }
+/// Asks for a hold of pool `name` on this replica: the pool's task runs one soon (at once
+/// if idle), planned from the caches as they are then.
+pub fn request(ctx: &Arc<Context>, name: &str) {
+    ctx.batches.request(name, |batch| {
+        tokio::spawn(run(ctx.clone(), name.to_string(), batch));
+    });
 }
 
 enum Round {
@@ -120,7 +47,7 @@ enum Round {
 async fn run(ctx: Arc<Context>, name: String, batch: Arc<PoolBatch>) {
     let mut failures = 0;
     loop {
-        batch.wake.notified().await;
+        batch.requested().await;
         loop {
             match round(&ctx, &name, &batch).await {
                 Ok(Round::Wrote) => {
@@ -133,7 +60,7 @@ async fn run(ctx: Arc<Context>, name: String, batch: Arc<PoolBatch>) {
                     break;
                 }
                 Ok(Round::NoPool) => {
-                    ctx.batches.pools.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+                    ctx.batches.ended(&name);
                     return;
                 }
                 Err(error) => {
@@ -149,23 +76,12 @@ async fn run(ctx: Arc<Context>, name: String, batch: Arc<PoolBatch>) {
     }
 }
 
-fn retry_delay(error: &Error, failures: u32) -> Duration {
-    match error {
-        // Another replica holds the lock now, or wrote the pool: soon, from a fresh read.
-        Error::Fenced { .. } | Error::Changed { .. } | Error::BackendChanged { .. } => {
-            Duration::from_millis(200)
-        }
-        Error::EpochWait { wait, .. } => *wait + Duration::from_millis(100),
-        _ => backoff(failures, Duration::from_secs(30)),
-    }
-}
-
 /// One round: plan from the caches; if that changes anything, take the lock (unless the
 /// caches show the work done meanwhile) and hold it once.
 async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Error> {
     let written = batch.state().written.clone();
-    let Some(pool) = newest_pool(ctx.pool(name).await?, written) else { return Ok(Round::NoPool) };
-    let planned = plan(&*ctx.ledger(&pool)?, &wants(ctx, &pool), may_grow(&pool));
+    let Some(pool) = Pool::newest(ctx.pool(name).await?, written) else { return Ok(Round::NoPool) };
+    let planned = plan(&*ctx.ledger(&pool)?, &wants(ctx, &pool), pool.may_grow());
     batch.planned(&pool, &planned);
     if !has_work(&planned) {
         return Ok(Round::Idle);
@@ -173,7 +89,7 @@ async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Er
     let Some(guard) = acquire_unless_done(ctx, &pool, batch).await? else { return Ok(Round::Idle) };
     let result = hold(ctx, name, &guard).await;
     let lost = guard.is_lost();
-    ctx.unlock(guard).await;
+    ctx.locks.unlock(guard).await;
     match result {
         Ok(Some(held)) => {
             batch.planned(&held.pool, &held.plan);
@@ -185,7 +101,9 @@ async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Er
             let note = format!(
                 "ledger write of pool {name} with token {token} rejected by the API server ({by}); this replica had lost its lock (lost={lost})"
             );
-            ctx.event(&pool.object_ref(&()), EventType::Warning, "FencedWriteRejected", note).await;
+            ctx.events
+                .publish(&pool.object_ref(&()), EventType::Warning, Reason::FencedWriteRejected, note)
+                .await;
             Err(Error::Fenced { pool: name.to_string(), token, by })
         }
         Err(e) => Err(e),
@@ -205,13 +123,13 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
     let Some(pool) = get_existing(&pools, name).await? else { return Ok(None) };
     let mut ledger = ledger_of(&pool)?;
     let wants = live_shrinks(ctx, &pool, &ledger, wants(ctx, &pool)).await?;
-    let mut planned = plan(&ledger, &wants, may_grow(&pool));
+    let mut planned = plan(&ledger, &wants, pool.may_grow());
     let stale = stale_entries(ctx, &planned, &wants).await?;
     if !stale.is_empty() {
         for key in &stale {
             ledger.remove(key);
         }
-        planned = plan(&ledger, &wants, may_grow(&pool));
+        planned = plan(&ledger, &wants, pool.may_grow());
     }
     if !planned.changes() && stale.is_empty() {
         // Another replica did it while this one waited.
@@ -224,7 +142,7 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
         guard.fencing_token(),
         planned.ledger.free()
     );
-    ctx.event(&written.object_ref(&()), EventType::Normal, "Allocated", note).await;
+    ctx.events.publish(&written.object_ref(&()), EventType::Normal, Reason::Allocated, note).await;
     Ok(Some(Held { pool: written, plan: planned, wrote: true }))
 }
 
@@ -289,7 +207,7 @@ fn log_changes(ctx: &Context, pool: &Pool, planned: &Plan, guard: &LockGuard) ->
             info!(claim = key, pool = %name, backend, token, wait_ms, hold_ms, items, "allocated");
         }
     }
-    ctx.metrics.ledger_writes.get_or_create(&crate::metrics::by(guard.backend())).inc();
+    ctx.metrics.ledger_writes.get_or_create(&by(guard.backend())).inc();
     ctx.metrics.batch_claims.observe((given + freed) as f64);
     info!(pool = %name, backend, token, wait_ms, hold_ms, claims = given + freed, free = planned.ledger.free(), "ledger written");
     (given, freed)
@@ -306,9 +224,10 @@ async fn acquire_unless_done(
     let name = name.as_str();
     let acquire = lock_pool(ctx, pool);
     tokio::pin!(acquire);
-    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    let mut recheck =
+        tokio::time::interval_at(tokio::time::Instant::now() + LOCK_WAIT_RECHECK, LOCK_WAIT_RECHECK);
     let started = Instant::now();
-    let mut checked = version(pool);
+    let mut checked = pool.version();
     loop {
         tokio::select! {
             guard = &mut acquire => return guard.map(Some),
@@ -316,9 +235,9 @@ async fn acquire_unless_done(
                 let written = batch.state().written.clone();
                 // Only another replica's ledger write can do the work: look again only when
                 // the pool changed (planning thousands of claims costs milliseconds).
-                let Some(pool) = newest_pool(ctx.cached_pool(name), written).filter(|p| version(p) != checked) else { continue };
-                checked = version(&pool);
-                if !has_work(&plan(&*ctx.ledger(&pool)?, &wants(ctx, &pool), may_grow(&pool))) {
+                let Some(pool) = Pool::newest(ctx.cached_pool(name), written).filter(|p| p.version() != checked) else { continue };
+                checked = pool.version();
+                if !has_work(&plan(&*ctx.ledger(&pool)?, &wants(ctx, &pool), pool.may_grow())) {
                     ctx.metrics.lock_waits_abandoned.inc();
                     tracing::debug!(pool = name, waited_ms = started.elapsed().as_millis() as u64, "another replica did the work; not waiting for the lock");
                     return Ok(None);
@@ -332,51 +251,26 @@ fn has_work(planned: &Plan) -> bool {
     planned.changes() || planned.conflicts().next().is_some()
 }
 
-/// Claims get items only from a pool that is not being deleted and carries its deletion
-/// protection: a pool that could vanish with its ledger would leave its claims holding
-/// items nobody records.
-pub fn may_grow(pool: &Pool) -> bool {
-    !is_deleting(pool) && is_protected(pool)
-}
-
 /// What the cached claims of `pool` want, oldest first. Only claims that carry the
 /// finalizer take part: a claim without it could go without giving its items back.
 fn wants(ctx: &Context, pool: &Pool) -> Vec<Want> {
     let name = pool.name_any();
-    let mut claims: Vec<Arc<Claim>> = ctx
-        .claims
-        .state()
-        .into_iter()
-        .filter(|c| c.spec.pool_ref == name && c.finalizers().iter().any(|f| f == FINALIZER))
-        .collect();
-    claims.sort_by_cached_key(|c| (c.metadata.creation_timestamp.as_ref().map(|t| t.0), ledger_key(c)));
+    let mut claims: Vec<Arc<Claim>> =
+        ctx.claims.state().into_iter().filter(|c| c.spec.pool_ref == name && c.has_finalizer()).collect();
+    claims.sort_by_cached_key(|c| (c.metadata.creation_timestamp.as_ref().map(|t| t.0), c.ledger_key()));
     let Ok(ledger) = ctx.ledger(pool) else { return Vec::new() };
     claims.iter().map(|c| want_of(c, pool, &ledger)).collect()
-}
-
-/// A pool's resourceVersion as a number (one etcd orders them).
-pub fn version(pool: &Pool) -> u64 {
-    pool.resource_version().and_then(|v| v.parse().ok()).unwrap_or_default()
-}
-
-/// The newer of two copies of a pool (by resourceVersion).
-pub fn newest_pool(a: Option<Arc<Pool>>, b: Option<Arc<Pool>>) -> Option<Arc<Pool>> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if version(&b) > version(&a) { b } else { a }),
-        (a, b) => a.or(b),
-    }
 }
 
 /// A claim's want: its count, whether it is being deleted, and whether its status shows
 /// no more than it keeps after the change (so that the ledger may take the rest back).
 fn want_of(claim: &Claim, pool: &Pool, ledger: &Ledger) -> Want {
-    let (key, uid) = (ledger_key(claim), claim.uid().unwrap_or_default());
+    let (key, uid) = (claim.ledger_key(), claim.uid().unwrap_or_default());
     let deleting = claim.metadata.deletion_timestamp.is_some();
     let count = claim.spec.count.max(0) as u32;
     let given = ledger.given(&key, &uid);
     let keeps = if deleting { &[][..] } else { &given[..given.len().min(count as usize)] };
     let kept: HashSet<String> = pool.spec.items.describe(keeps).0.into_iter().collect();
-    let shown = claim.status.as_ref().map(|s| s.items.as_slice()).unwrap_or_default();
-    let status_ready = shown.iter().all(|item| kept.contains(item));
+    let status_ready = claim.shown_items().iter().all(|item| kept.contains(item));
     Want { key, uid, count, deleting, status_ready }
 }

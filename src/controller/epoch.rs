@@ -1,0 +1,64 @@
+//! Lock epochs: a fencing token compares only with tokens of the same lock service, so the
+//! first write under another service (a backend switch, a re-created Lease, a replaced lock
+//! etcd) opens a new epoch, after the old one was quiet for a TTL.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The epoch a write under a lock of `service` carries, given what the status stores.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Epoch {
+    pub number: i64,
+    /// The lock service changed: this write opens a new epoch.
+    pub advance: bool,
+}
+
+pub fn next_epoch(stored: Option<i64>, stored_service: Option<&str>, service: &str) -> Epoch {
+    match (stored, stored_service) {
+        (Some(n), Some(s)) if s == service => Epoch { number: n, advance: false },
+        (Some(n), _) => Epoch { number: n + 1, advance: true },
+        // A pool never written, or written before epochs existed: the first epoch.
+        (None, _) => Epoch { number: 1, advance: false },
+    }
+}
+
+/// Per pool: the resourceVersion last seen under the lock and since when, by the local
+/// clock (like a Lease's expiry), to tell how long the old epoch has been quiet.
+#[derive(Default)]
+pub struct Quiet(Mutex<HashMap<String, (String, Instant)>>);
+
+impl Quiet {
+    /// How long this replica has seen pool `name` at `resource_version` (zero the first time).
+    pub fn unchanged_for(&self, name: &str, resource_version: &str) -> Duration {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let entry =
+            seen.entry(name.to_string()).or_insert_with(|| (resource_version.to_string(), Instant::now()));
+        if entry.0 != resource_version {
+            *entry = (resource_version.to_string(), Instant::now());
+        }
+        entry.1.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_epoch_advances_exactly_when_the_lock_service_changes() {
+        assert_eq!(next_epoch(None, None, "etcd:a"), Epoch { number: 1, advance: false });
+        assert_eq!(next_epoch(Some(3), Some("etcd:a"), "etcd:a"), Epoch { number: 3, advance: false });
+        assert_eq!(next_epoch(Some(3), Some("etcd:a"), "lease:u"), Epoch { number: 4, advance: true });
+        assert_eq!(next_epoch(Some(3), None, "etcd:a"), Epoch { number: 4, advance: true });
+    }
+
+    #[test]
+    fn quiet_time_restarts_when_the_version_changes() {
+        let quiet = Quiet::default();
+        assert!(quiet.unchanged_for("p", "1") < Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(quiet.unchanged_for("p", "1") >= Duration::from_millis(20));
+        assert!(quiet.unchanged_for("p", "2") < Duration::from_millis(20));
+    }
+}
