@@ -81,20 +81,11 @@ impl Reason {
 
     /// The reason a condition carries, if it is one of these.
     pub fn parse(text: &str) -> Option<Reason> {
-        Self::ALL.into_iter().find(|r| r.as_str() == text)
+        Self::all().find(|r| r.as_str() == text)
     }
 
-    const ALL: [Reason; 18] = [
-        Reason::Allocated,
-        Reason::PoolNotFound,
-        Reason::PoolNotReady,
-        Reason::PoolTooSmall,
-        Reason::PoolExhausted,
-        Reason::PoolDeleting,
-        Reason::LedgerCorrupt,
-        Reason::LockUnavailable,
-        Reason::ItemsRevoked,
-        Reason::Releasing,
+    /// The reasons of a pool's conditions and of Events only.
+    const OTHERS: [Reason; 8] = [
         Reason::LedgerConsistent,
         Reason::LedgerReadable,
         Reason::DeletionBlocked,
@@ -104,6 +95,10 @@ impl Reason {
         Reason::FencedWriteRejected,
         Reason::LockEpochAdvanced,
     ];
+
+    fn all() -> impl Iterator<Item = Reason> {
+        Self::BOUND.into_iter().chain(Self::OTHERS)
+    }
 }
 
 impl std::fmt::Display for Reason {
@@ -118,7 +113,7 @@ mod tests {
 
     #[test]
     fn every_reason_reads_back_from_its_text() {
-        for reason in Reason::ALL {
+        for reason in Reason::all() {
             assert_eq!(Reason::parse(reason.as_str()), Some(reason));
             assert_eq!(reason.to_string(), format!("{reason:?}"), "the text is the variant's name");
         }
