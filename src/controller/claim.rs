@@ -7,7 +7,6 @@
 //! write prepared from an older read is refused instead of overwriting a newer one.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -23,7 +22,9 @@ use super::defer::Deferred;
 use super::error::Error;
 use super::fetch::get_existing;
 use super::hold;
-use super::policy::{CLAIM_RESYNC, PENDING_RECHECK, POOL_MISSING_RECHECK, retry_delay};
+use super::policy::{
+    AGAIN_SOON, CLAIM_RESYNC, FRESH_READ, PENDING_RECHECK, POOL_MISSING_RECHECK, retry_delay,
+};
 use super::pool_ledger::ledger_of;
 use crate::api::{BOUND, Claim, ClaimStatus, FINALIZER, Pool, Reason, condition, set_condition};
 use crate::failpoint;
@@ -74,7 +75,7 @@ async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action
         match event {
             Finalize::Apply(claim) => apply(&claim, ctx).await,
             // Deletion is handled above; a claim deleted since it was read comes back.
-            Finalize::Cleanup(_) => Ok(Action::requeue(Duration::from_millis(100))),
+            Finalize::Cleanup(_) => Ok(Action::requeue(AGAIN_SOON)),
         }
     })
     .await;
@@ -167,7 +168,7 @@ async fn revoke(claim: &Claim, ctx: &Context, pool_name: &str) -> Result<Action,
     let shown = claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default();
     let Step::Revoke { keep } = next_step(&shown, &given, &given_items, claim.spec.count.max(0) as u32)
     else {
-        return Ok(Action::requeue(Duration::from_millis(200))); // the cache was behind
+        return Ok(Action::requeue(FRESH_READ)); // the cache was behind
     };
     let (kept, _) = pool.spec.items.describe(&keep);
     let message = format!(
@@ -182,7 +183,7 @@ async fn revoke(claim: &Claim, ctx: &Context, pool_name: &str) -> Result<Action,
     ctx.events
         .publish(&claim.object_ref(&()), EventType::Warning, Reason::ItemsRevoked, message.clone())
         .await;
-    let recheck = Recheck::After(Duration::from_millis(100));
+    let recheck = Recheck::After(AGAIN_SOON);
     not_bound(claim, ctx, NotBound { reason: Reason::ItemsRevoked, message }, Some(kept), recheck).await
 }
 

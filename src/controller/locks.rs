@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use lockguard_lock::{AnyLock, Backend, Lock, LockConfig, LockError, LockGuard, LockOptions};
 
+use super::policy::LOCK_CONNECT_TIMEOUT;
 use crate::api::LockSpec;
 use crate::metrics::{Metrics, by};
 
@@ -98,7 +99,7 @@ impl Locks {
         if let Some(lock) = slot.as_ref() {
             return Ok(lock.clone());
         }
-        let lock = self.config.connect(backend, timeout.min(Duration::from_secs(5))).await?;
+        let lock = self.config.connect(backend, timeout.min(LOCK_CONNECT_TIMEOUT)).await?;
         *slot = Some(lock.clone());
         Ok(lock)
     }

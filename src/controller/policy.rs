@@ -32,8 +32,13 @@ pub const LOCK_WAIT_RECHECK: Duration = Duration::from_millis(50);
 /// ledger, and how often it looks meanwhile.
 pub const DEFER: Duration = Duration::from_secs(3);
 pub const DEFER_RECHECK: Duration = Duration::from_millis(500);
-/// A retry that only needs a fresh read: another replica holds the lock or wrote the object.
-const FRESH_READ: Duration = Duration::from_millis(200);
+/// A retry that only needs a fresh read: another replica holds the lock or wrote the object,
+/// or the cache was behind.
+pub const FRESH_READ: Duration = Duration::from_millis(200);
+/// A claim looks again this soon after a write of its own changed what it decides next.
+pub const AGAIN_SOON: Duration = Duration::from_millis(100);
+/// The longest a connection to a lock service may take before the reconcile gives up.
+pub const LOCK_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest backoff after repeated failures.
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
