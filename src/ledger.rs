@@ -7,7 +7,8 @@ use std::fmt::Write;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A ledger entry as a pool's status stores it (`status.ledger[]`).
+// A ledger entry as a pool's status stores it (`status.ledger[]`); no doc comment, which
+// would become a description in the CRD.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Allocation {
