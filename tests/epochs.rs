@@ -10,56 +10,44 @@ use std::time::Duration;
 use support::epochs::{
     TTL, epoch_after, frozen_writer, pool_status, pool_yaml, refused_when_thawed, set_backend,
 };
-use support::{
-    Replicas, all_bound, audit, create_claim, event_reasons, install, kubectl_ok, namespace, unique,
-};
+use support::{Operator, apply, audit, event_reasons};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_the_backend_back_and_forth_while_claims_bind_opens_new_epochs() {
-    let kubeconfig = install().await;
-    let mut replicas = Replicas::none(&kubeconfig, &support::lock_etcd(), &[]);
-    let pool = unique("switch");
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "Etcd")));
-    let ns = namespace("switch").await;
-    let frozen = frozen_writer(&mut replicas, &ns, &pool).await;
-    replicas.add();
-    replicas.add();
+    let mut op = Operator::start(0, "switch").await;
+    apply(&pool_yaml(&op.pool, "Etcd"));
+    let frozen = frozen_writer(&mut op).await;
+    op.replicas.add();
+    op.replicas.add();
     // The first epoch, under etcd, is written once the frozen replica's lease has expired.
-    assert!(
-        epoch_after(&pool, 0, Duration::from_secs(30)).await.is_some(),
-        "a first epoch\n{}",
-        replicas.tails()
-    );
+    epoch_after(&op, 0, Duration::from_secs(30), "a first epoch").await;
     for i in 0..100 {
-        create_claim(&ns, &format!("c{i}"), &pool, 1 + (i % 3)).await;
+        op.claim(&format!("c{i}"), 1 + (i % 3)).await;
         let switch_to = match i {
             30 => "Lease",
             60 => "Etcd",
             _ => continue,
         };
-        let epoch = pool_status(&pool).await.lock_epoch.unwrap_or_default();
-        set_backend(&pool, switch_to).await;
-        let took = epoch_after(&pool, epoch, Duration::from_secs(30)).await;
+        let epoch = pool_status(&op.pool).await.lock_epoch.unwrap_or_default();
+        set_backend(&op.pool, switch_to).await;
+        let took =
+            epoch_after(&op, epoch, Duration::from_secs(30), &format!("switch to {switch_to}: no new epoch"))
+                .await;
         assert!(
-            took.is_some_and(|t| t < Duration::from_secs(TTL + 3)),
+            took < Duration::from_secs(TTL + 3),
             "switch to {switch_to} took {took:?}\n{}",
-            replicas.tails()
+            op.replicas.tails()
         );
         eprintln!("switch to {switch_to}: new epoch after {took:?}");
         if i == 30 {
-            refused_when_thawed(&replicas, frozen).await;
+            refused_when_thawed(&op.replicas, frozen).await;
         }
     }
-    let namespaces = [ns.clone()];
-    assert!(
-        all_bound(&namespaces, 101, Duration::from_secs(90)).await,
-        "every claim bound\n{}",
-        replicas.tails()
-    );
-    assert!(audit(&[&pool]).await.is_ok(), "{:?}", audit(&[&pool]).await);
-    let status = pool_status(&pool).await;
+    op.bound_exactly(101, Duration::from_secs(90), "every claim bound").await;
+    assert!(audit(&[&op.pool]).await.is_ok(), "{:?}", audit(&[&op.pool]).await);
+    let status = pool_status(&op.pool).await;
     assert!(status.lock_service.as_deref().is_some_and(|s| s.starts_with("etcd:")), "{status:?}");
     assert!(status.lock_epoch >= Some(3), "two switches, two new epochs: {status:?}");
-    let events = event_reasons(&pool);
+    let events = event_reasons(&op.pool);
     assert!(events.contains("LockEpochAdvanced"), "{events}");
 }

@@ -8,28 +8,24 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams};
 use support::epochs::{epoch_after, frozen_writer, pool_status, pool_yaml, refused_then_all_bound};
-use support::{Replicas, create_claim, install, kube_client, kubectl_ok, namespace, unique};
+use support::{Operator, apply, kube_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_lease_opens_a_new_epoch_by_itself() {
-    let kubeconfig = install().await;
-    let mut replicas = Replicas::none(&kubeconfig, &support::lock_etcd(), &[]);
-    let pool = unique("lease-gone");
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "Lease")));
-    let ns = namespace("lease-gone").await;
-    let frozen = frozen_writer(&mut replicas, &ns, &pool).await;
-    replicas.add();
-    let before = pool_status(&pool).await.lock_epoch.unwrap_or_default();
+    let mut op = Operator::start(0, "lease-gone").await;
+    apply(&pool_yaml(&op.pool, "Lease"));
+    let frozen = frozen_writer(&mut op).await;
+    op.replicas.add();
+    let before = pool_status(&op.pool).await.lock_epoch.unwrap_or_default();
     let leases: Api<Lease> = Api::namespaced(kube_client().await, support::OPERATOR_NAMESPACE);
     leases
-        .delete(&format!("lockguard-pool-{pool}"), &DeleteParams::default())
+        .delete(&format!("lockguard-pool-{}", op.pool), &DeleteParams::default())
         .await
         .expect("delete the pool's Lease");
     for i in 0..20 {
-        create_claim(&ns, &format!("c{i}"), &pool, 2).await;
+        op.claim(&format!("c{i}"), 2).await;
     }
-    let took = epoch_after(&pool, before, Duration::from_secs(30)).await;
-    assert!(took.is_some(), "a new epoch under the new Lease\n{}", replicas.tails());
-    refused_then_all_bound(&replicas, frozen, &ns, 21, &pool).await;
+    let took = epoch_after(&op, before, Duration::from_secs(30), "a new epoch under the new Lease").await;
+    refused_then_all_bound(&op, frozen, 21).await;
     eprintln!("a deleted Lease: new epoch after {took:?}");
 }

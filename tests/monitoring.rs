@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use support::{
-    Cli, Replicas, all_bound, create_claim, eventually, install, kubectl_ok, lock_etcd, namespace, unique,
-};
+use support::{Cli, Operator, apply, create_claim, unique};
 
 fn monitoring() -> PathBuf {
     support::repo().join("deploy/monitoring")
@@ -126,10 +124,8 @@ async fn the_dashboard_and_the_alert_rules_use_only_metrics_the_operator_exports
     //    writes with its old token and is refused (lost lock, fenced write, reconcile error);
     // 2. a claim on a Lease pool is bound (the Lease backend's lock series);
     // 3. a shell holds an Etcd pool's lock, so acquisitions time out (acquire errors).
-    let kubeconfig = install().await;
-    let mut replicas = Replicas::none(&kubeconfig, &lock_etcd(), &[]);
-    replicas.add_with(&[("LOCKGUARD_FAILPOINT", "stop-before-ledger-write")]);
-    let ns = namespace("monitoring").await;
+    let mut op = Operator::start(0, "monitoring").await;
+    op.replicas.add_with(&[("LOCKGUARD_FAILPOINT", "stop-before-ledger-write")]);
     let pool = |name: &str, backend: &str, acquire: u32| {
         format!(
             "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {name}}}\n\
@@ -137,42 +133,36 @@ async fn the_dashboard_and_the_alert_rules_use_only_metrics_the_operator_exports
              lock: {{backend: {backend}, ttlSeconds: 2, acquireTimeoutSeconds: {acquire}}}}}\n"
         )
     };
-    let fenced = unique("metrics-fenced");
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool(&fenced, "Etcd", 20)));
-    create_claim(&ns, "fenced", &fenced, 2).await;
-    let stopped =
-        eventually(Duration::from_secs(30), || async { replicas.is_stopped(0).then_some(()) }).await;
-    assert!(stopped.is_some(), "the failpoint stopped replica 0\n{}", replicas.tails());
-    replicas.add();
+    // The fixture's pool is the one whose stale write is fenced.
+    apply(&pool(&op.pool, "Etcd", 20));
+    op.claim("fenced", 2).await;
+    op.replicas.until_stopped(0, Duration::from_secs(30)).await;
+    op.replicas.add();
     let lease = unique("metrics-lease");
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool(&lease, "Lease", 20)));
-    create_claim(&ns, "lease", &lease, 2).await;
-    assert!(
-        all_bound(std::slice::from_ref(&ns), 2, Duration::from_secs(60)).await,
-        "the claims were not bound\n{}",
-        replicas.tails()
-    );
-    replicas.signal(0, libc::SIGCONT);
-    let refused = eventually(Duration::from_secs(30), || async {
-        (replicas.metric_sum("lockguard_fenced_writes_rejected_total") >= 1.0).then_some(())
-    })
-    .await;
-    assert!(refused.is_some(), "replica 0's stale write was refused\n{}", replicas.tails());
+    apply(&pool(&lease, "Lease", 20));
+    create_claim(&op.ns, "lease", &lease, 2).await;
+    op.bound_exactly(2, Duration::from_secs(60), "the claims were not bound").await;
+    op.replicas.signal(0, libc::SIGCONT);
+    op.replicas
+        .eventually(Duration::from_secs(30), "replica 0's stale write was refused", || async {
+            (op.replicas.metric_sum("lockguard_fenced_writes_rejected_total") >= 1.0).then_some(())
+        })
+        .await;
 
     let busy = unique("metrics-busy");
     let holder = Cli::lock(&[&format!("lockguard/pools/{busy}"), "--ttl", "30"]);
     holder.held(Duration::from_secs(10));
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool(&busy, "Etcd", 1)));
-    create_claim(&ns, "busy", &busy, 1).await;
-    let timed_out = eventually(Duration::from_secs(30), || async {
-        (replicas.metric_sum("lockguard_lock_acquire_errors_total") >= 1.0).then_some(())
-    })
-    .await;
-    assert!(timed_out.is_some(), "an acquisition timed out\n{}", replicas.tails());
+    apply(&pool(&busy, "Etcd", 1));
+    create_claim(&op.ns, "busy", &busy, 1).await;
+    op.replicas
+        .eventually(Duration::from_secs(30), "an acquisition timed out", || async {
+            (op.replicas.metric_sum("lockguard_lock_acquire_errors_total") >= 1.0).then_some(())
+        })
+        .await;
 
     let mut scrape = String::new();
-    for i in 0..replicas.len() {
-        let addr = replicas.metrics_addr(i).expect("the replica logs its metrics address");
+    for i in 0..op.replicas.len() {
+        let addr = op.replicas.metrics_addr(i).expect("the replica logs its metrics address");
         let (status, body) = devenv::http_get(&addr, "/metrics").expect("scrape /metrics");
         assert_eq!(status, 200, "{body}");
         scrape.push_str(&body);

@@ -9,44 +9,37 @@ use std::time::Duration;
 use kube::api::{Api, DeleteParams};
 use lockguard::api::{Claim, Pool};
 use support::{
-    Replicas, all_bound, audit, claims_in, create_claim, event_reasons, eventually, install, kube_client,
-    kubectl, kubectl_ok, lock_etcd, namespace, pool_yaml, reason_of, unique,
+    Operator, Replicas, apply, audit, bound_exactly, claims_in, create_claim, event_reasons, eventually,
+    install, kube_client, kubectl, kubectl_ok, lock_etcd, namespace, pool_yaml, unique,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_bind_300_claims_uniquely_and_free_them_on_delete() {
-    let kubeconfig = install().await;
-    let mut replicas = Replicas::start(3, &kubeconfig, &lock_etcd());
-    let (ports, vlans) = (unique("ports"), unique("vlans"));
-    kubectl_ok(
-        &["apply", "-f", "-"],
-        Some(&pool_yaml(&ports, "{range: {start: 30000, end: 30499}}", "Etcd")),
-    );
+    let mut op = Operator::start(3, "claims").await;
+    let (ports, vlans) = (&op.pool, unique("vlans"));
+    op.apply_pool("{range: {start: 30000, end: 30499}}", "Etcd");
     let names: Vec<String> = (0..400).map(|i| format!("vlan-{i}")).collect();
-    kubectl_ok(
-        &["apply", "-f", "-"],
-        Some(&pool_yaml(&vlans, &format!("{{list: [{}]}}", names.join(",")), "Lease")),
-    );
+    apply(&pool_yaml(&vlans, &format!("{{list: [{}]}}", names.join(",")), "Lease"));
 
-    let mut namespaces = Vec::new();
-    for _ in 0..5 {
+    let mut namespaces = vec![op.ns.clone()];
+    for _ in 1..5 {
         namespaces.push(namespace("claims").await);
     }
     // 300 claims: 60 per namespace, alternating pools, 1 or 2 items each.
     for i in 0..300 {
-        let pool = if i % 2 == 0 { &ports } else { &vlans };
+        let pool = if i % 2 == 0 { ports } else { &vlans };
         create_claim(&namespaces[i % 5], &format!("c{i}"), pool, 1 + (i % 2) as i32).await;
     }
-    assert!(
-        all_bound(&namespaces, 300, Duration::from_secs(120)).await,
-        "not all 300 claims bound in time\n{}",
-        replicas.tails()
-    );
-    assert_eq!(audit(&[&ports, &vlans]).await, Ok(150 + 300));
-    assert!(replicas.all_alive(), "a replica died\n{}", replicas.tails());
+    op.replicas
+        .eventually(Duration::from_secs(120), "not all 300 claims bound in time", || {
+            bound_exactly(&namespaces, 300)
+        })
+        .await;
+    assert_eq!(audit(&[ports, &vlans]).await, Ok(150 + 300));
+    assert!(op.replicas.all_alive(), "a replica died\n{}", op.replicas.tails());
     // Every replica says it is ready (the Deployment's readinessProbe) once its caches synced.
     for i in 0..3 {
-        let addr = replicas.metrics_addr(i).expect("the replica logs its metrics address");
+        let addr = op.replicas.metrics_addr(i).expect("the replica logs its metrics address");
         for path in ["/healthz", "/readyz"] {
             let answer = devenv::http_get(&addr, path);
             assert_eq!(answer.as_ref().map(|a| a.0), Some(200), "replica {i} {path}: {answer:?}");
@@ -56,9 +49,9 @@ async fn three_replicas_bind_300_claims_uniquely_and_free_them_on_delete() {
     // The work was shared: every replica allocated something.
     for i in 0..3 {
         assert!(
-            replicas.log(i).contains("allocated claim="),
+            op.replicas.log(i).contains("allocated claim="),
             "replica {i} never allocated\n{}",
-            replicas.tails()
+            op.replicas.tails()
         );
     }
     let items: HashSet<String> = claims_in(&namespaces)
@@ -73,78 +66,47 @@ async fn three_replicas_bind_300_claims_uniquely_and_free_them_on_delete() {
         let api: Api<Claim> = Api::namespaced(kube_client().await, &namespaces[i % 5]);
         api.delete(&format!("c{i}"), &DeleteParams::default()).await.expect("delete claim");
     }
-    let freed = eventually(Duration::from_secs(60), || async {
-        let remaining = claims_in(&namespaces).await.len();
-        let pools: Api<Pool> = Api::all(kube_client().await);
-        let free_ports = pools.get(&ports).await.ok()?.status?.free;
-        let free_vlans = pools.get(&vlans).await.ok()?.status?.free;
-        (remaining == 200 && free_ports == 500 - 100 && free_vlans == 400 - 200).then_some(())
-    })
-    .await;
-    assert!(freed.is_some(), "items of deleted claims not freed\n{}", replicas.tails());
-    assert_eq!(audit(&[&ports, &vlans]).await, Ok(100 + 200));
-    assert!(replicas.all_alive());
+    op.replicas
+        .eventually(Duration::from_secs(60), "items of deleted claims not freed", || async {
+            let remaining = claims_in(&namespaces).await.len();
+            let pools: Api<Pool> = Api::all(kube_client().await);
+            let free_ports = pools.get(ports).await.ok()?.status?.free;
+            let free_vlans = pools.get(&vlans).await.ok()?.status?.free;
+            (remaining == 200 && free_ports == 500 - 100 && free_vlans == 400 - 200).then_some(())
+        })
+        .await;
+    assert_eq!(audit(&[ports, &vlans]).await, Ok(100 + 200));
+    assert!(op.replicas.all_alive());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_binds_the_waiting_claim_once_items_are_freed() {
-    let kubeconfig = install().await;
-    let replicas = Replicas::start(2, &kubeconfig, &lock_etcd());
-    let pool = unique("small");
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "{list: [a, b, c]}", "Etcd")));
-    let ns = namespace("exhausted").await;
-    create_claim(&ns, "first", &pool, 2).await;
-    let claims: Api<Claim> = Api::namespaced(kube_client().await, &ns);
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            reason_of(&ns, "first").await.filter(|(s, _)| s == "True")
-        })
-        .await
-        .is_some()
-    );
+    let op = Operator::start(2, "exhausted").await;
+    op.apply_pool("{list: [a, b, c]}", "Etcd");
+    op.claim("first", 2).await;
+    op.bound("first", Duration::from_secs(30), "the first claim binds").await;
 
-    create_claim(&ns, "second", &pool, 2).await;
-    let waiting = eventually(Duration::from_secs(30), || async {
-        reason_of(&ns, "second").await.filter(|(_, r)| r == "PoolExhausted")
-    })
-    .await;
-    assert!(waiting.is_some(), "the second claim reports PoolExhausted\n{}", replicas.tails());
-    let events = kubectl_ok(&["get", "events", "-n", &ns, "-o", "jsonpath={.items[*].reason}"], None);
+    op.claim("second", 2).await;
+    op.reports("second", "PoolExhausted", Duration::from_secs(30), "the second claim reports PoolExhausted")
+        .await;
+    let events = kubectl_ok(&["get", "events", "-n", &op.ns, "-o", "jsonpath={.items[*].reason}"], None);
     assert!(events.contains("PoolExhausted"), "an Event says why: {events}");
 
+    let claims: Api<Claim> = Api::namespaced(kube_client().await, &op.ns);
     claims.delete("first", &DeleteParams::default()).await.expect("delete first");
-    let bound = eventually(Duration::from_secs(30), || async {
-        reason_of(&ns, "second").await.filter(|(s, _)| s == "True")
-    })
-    .await;
-    assert!(bound.is_some(), "the waiting claim binds once items are freed\n{}", replicas.tails());
-    assert_eq!(audit(&[&pool]).await, Ok(2));
+    op.bound("second", Duration::from_secs(30), "the waiting claim binds once items are freed").await;
+    assert_eq!(audit(&[&op.pool]).await, Ok(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_too_small_pool_is_reported_and_bound_once_fixed() {
-    let kubeconfig = install().await;
-    let replicas = Replicas::start(1, &kubeconfig, &lock_etcd());
-    let ns = namespace("missing").await;
-    let pool = unique("later");
-    create_claim(&ns, "early", &pool, 3).await;
-    create_claim(&ns, "huge", &pool, 50).await;
-    let missing = eventually(Duration::from_secs(30), || async {
-        reason_of(&ns, "early").await.filter(|(_, r)| r == "PoolNotFound")
-    })
-    .await;
-    assert!(missing.is_some(), "PoolNotFound\n{}", replicas.tails());
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "{range: {start: 1, end: 10}}", "Lease")));
-    let bound = eventually(Duration::from_secs(30), || async {
-        reason_of(&ns, "early").await.filter(|(s, _)| s == "True")
-    })
-    .await;
-    assert!(bound.is_some(), "bound once the pool exists\n{}", replicas.tails());
-    let small = eventually(Duration::from_secs(30), || async {
-        reason_of(&ns, "huge").await.filter(|(_, r)| r == "PoolTooSmall")
-    })
-    .await;
-    assert!(small.is_some(), "PoolTooSmall\n{}", replicas.tails());
+    let op = Operator::start(1, "missing").await;
+    op.claim("early", 3).await;
+    op.claim("huge", 50).await;
+    op.reports("early", "PoolNotFound", Duration::from_secs(30), "PoolNotFound").await;
+    op.apply_pool("{range: {start: 1, end: 10}}", "Lease");
+    op.bound("early", Duration::from_secs(30), "bound once the pool exists").await;
+    op.reports("huge", "PoolTooSmall", Duration::from_secs(30), "PoolTooSmall").await;
 }
 
 /// Each invalid input is refused by `kubectl apply` with its own message.
@@ -451,37 +413,28 @@ async fn the_claim_roles_aggregate_into_edit_admin_and_view_and_grant_claims_onl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hold_serves_many_claims_and_a_burst_binds_uniquely() {
     use futures::{StreamExt, stream};
-    let kubeconfig = install().await;
-    let replicas = Replicas::start(3, &kubeconfig, &lock_etcd());
-    let pool = unique("burst");
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "{range: {start: 1, end: 1000}}", "Etcd")));
-    let ns = namespace("burst").await;
+    let op = Operator::start(3, "burst").await;
+    op.apply_pool("{range: {start: 1, end: 1000}}", "Etcd");
     // 200 claims at once, as `kubectl apply -f` of a directory does.
+    let op = &op;
     stream::iter(0..200)
-        .map(|i| {
-            let (ns, pool) = (ns.clone(), pool.clone());
-            async move { create_claim(&ns, &format!("c{i}"), &pool, 1 + i % 3).await }
-        })
+        .map(|i| async move { op.claim(&format!("c{i}"), 1 + i % 3).await })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
-    assert!(
-        all_bound(std::slice::from_ref(&ns), 200, Duration::from_secs(90)).await,
-        "not all 200 claims bound\n{}",
-        replicas.tails()
-    );
-    assert_eq!(audit(&[&pool]).await, Ok((0..200).map(|i| 1 + i % 3).sum::<usize>()));
+    op.bound_exactly(200, Duration::from_secs(90), "not all 200 claims bound").await;
+    assert_eq!(audit(&[&op.pool]).await, Ok((0..200).map(|i| 1 + i % 3).sum::<usize>()));
 
     // Each ledger write served many claims: far fewer writes than claims.
-    let writes = replicas.metric_sum("lockguard_ledger_writes_total");
-    assert!(writes >= 1.0, "the metric counts ledger writes\n{}", replicas.tails());
+    let writes = op.replicas.metric_sum("lockguard_ledger_writes_total");
+    assert!(writes >= 1.0, "the metric counts ledger writes\n{}", op.replicas.tails());
     assert!(
         writes <= 50.0,
         "{writes} ledger writes for 200 claims: holds are not batched\n{}",
-        replicas.tails()
+        op.replicas.tails()
     );
     // The pool's Event counts the claims of each write.
-    let events = event_reasons(&pool);
+    let events = event_reasons(&op.pool);
     assert!(events.contains("Allocated"), "the pool has Allocated Events: {events}");
 }
 

@@ -8,57 +8,40 @@ use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use lockguard::api::Claim;
-use lockguard::audit::history::Recorder;
 use serde_json::json;
-use support::{
-    Replicas, audit, create_claim, eventually, history_violations, install, kube_client, kubectl_ok,
-    lock_etcd, namespace, pool_yaml, reason_of, unique,
-};
-
-async fn bound(ns: &str, name: &str, timeout: Duration) -> bool {
-    eventually(timeout, || async { reason_of(ns, name).await.filter(|(s, _)| s == "True") }).await.is_some()
-}
+use support::{Operator, audit, history_violations, kube_client, record_history};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shrink_and_a_late_status_write_never_show_items_the_ledger_does_not_give() {
-    let kubeconfig = install().await;
-    let recorder = Recorder::start(kube_client().await);
-    let mut replicas = Replicas::none(&kubeconfig, &lock_etcd(), &[]);
-    replicas.add_with(&[("LOCKGUARD_FAILPOINT", "stop-before-status-write")]);
-    let pool = unique("shrink");
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "{range: {start: 1, end: 6}}", "Etcd")));
-    let ns = namespace("shrink").await;
-    create_claim(&ns, "c", &pool, 4).await;
+    let recorder = record_history().await;
+    let mut op = Operator::start(0, "shrink").await;
+    op.replicas.add_with(&[("LOCKGUARD_FAILPOINT", "stop-before-status-write")]);
+    op.apply_pool("{range: {start: 1, end: 6}}", "Etcd");
+    op.claim("c", 4).await;
     // Replica 0 allocated c and stopped before writing c's status.
-    let stopped =
-        eventually(Duration::from_secs(30), || async { replicas.is_stopped(0).then_some(()) }).await;
-    assert!(stopped.is_some(), "the failpoint stopped replica 0\n{}", replicas.tails());
-    replicas.add();
-    assert!(
-        bound(&ns, "c", Duration::from_secs(30)).await,
-        "replica 1 writes c's status\n{}",
-        replicas.tails()
-    );
+    op.replicas.until_stopped(0, Duration::from_secs(30)).await;
+    op.replicas.add();
+    op.bound("c", Duration::from_secs(30), "replica 1 writes c's status").await;
 
-    let claims: Api<Claim> = Api::namespaced(kube_client().await, &ns);
+    let claims: Api<Claim> = Api::namespaced(kube_client().await, &op.ns);
     claims
         .patch("c", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "count": 2 } })))
         .await
         .expect("shrink");
-    let shrunk = eventually(Duration::from_secs(30), || async {
-        let c = claims.get("c").await.ok()?;
-        (c.status?.items.len() == 2).then_some(())
-    })
-    .await;
-    assert!(shrunk.is_some(), "c shrinks to 2\n{}", replicas.tails());
-    create_claim(&ns, "d", &pool, 2).await;
-    assert!(bound(&ns, "d", Duration::from_secs(30)).await, "d binds the freed items\n{}", replicas.tails());
+    op.replicas
+        .eventually(Duration::from_secs(30), "c shrinks to 2", || async {
+            let c = claims.get("c").await.ok()?;
+            (c.status?.items.len() == 2).then_some(())
+        })
+        .await;
+    op.claim("d", 2).await;
+    op.bound("d", Duration::from_secs(30), "d binds the freed items").await;
 
     // Thawed, replica 0 goes on with the status write it had prepared for 4 items.
-    replicas.signal(0, libc::SIGCONT);
+    op.replicas.signal(0, libc::SIGCONT);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(bound(&ns, "c", Duration::from_secs(30)).await);
-    assert_eq!(audit(&[&pool]).await, Ok(4));
-    let seen = history_violations(&recorder.finish(), &[&pool]);
-    assert!(seen.is_empty(), "safety violations:\n{}\n{}", seen.join("\n"), replicas.tails());
+    op.bound("c", Duration::from_secs(30), "c stays bound after the thawed write").await;
+    assert_eq!(audit(&[&op.pool]).await, Ok(4));
+    let seen = history_violations(&recorder.finish(), &[&op.pool]);
+    assert!(seen.is_empty(), "safety violations:\n{}\n{}", seen.join("\n"), op.replicas.tails());
 }

@@ -9,18 +9,13 @@ use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use lockguard::api::{Claim, Pool};
-use lockguard::audit::history::Recorder;
 use lockguard_lock::etcd::EtcdLock;
 use lockguard_lock::{Lock, LockOptions};
 use serde_json::json;
 use support::{
-    Replicas, audit, create_claim, etcd_client, eventually, history_violations, install, kube_client,
-    kubectl, kubectl_ok, lock_etcd, namespace, pool_yaml, reason_of, unique,
+    Operator, apply, audit, create_claim, etcd_client, eventually, history_violations, kube_client, kubectl,
+    kubectl_ok, lock_etcd, pool_yaml, reason_of, record_history, unique,
 };
-
-async fn bound(ns: &str, name: &str, timeout: Duration) -> bool {
-    eventually(timeout, || async { reason_of(ns, name).await.filter(|(s, _)| s == "True") }).await.is_some()
-}
 
 async fn pool_condition(pool: &str, type_: &str) -> Option<(String, String, String)> {
     let pool = Api::<Pool>::all(kube_client().await).get_opt(pool).await.ok()??;
@@ -57,219 +52,187 @@ async fn claim_uid(ns: &str, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_in_use_is_not_deleted_until_its_claims_are_gone() {
-    let kubeconfig = install().await;
-    let recorder = Recorder::start(kube_client().await);
-    let replicas = Replicas::start(2, &kubeconfig, &lock_etcd());
-    let pool = unique("re");
-    let yaml = pool_yaml(&pool, "{range: {start: 1000, end: 1005}}", "Etcd");
-    kubectl_ok(&["apply", "-f", "-"], Some(&yaml));
-    let ns = namespace("re").await;
+    let recorder = record_history().await;
+    let op = Operator::start(2, "re").await;
+    let yaml = op.pool_yaml("{range: {start: 1000, end: 1005}}", "Etcd");
+    apply(&yaml);
     for name in ["r1", "r2", "r3"] {
-        create_claim(&ns, name, &pool, 2).await;
+        op.claim(name, 2).await;
     }
     for name in ["r1", "r2", "r3"] {
-        assert!(bound(&ns, name, Duration::from_secs(30)).await, "{name} bound\n{}", replicas.tails());
+        op.bound(name, Duration::from_secs(30), &format!("{name} bound")).await;
     }
 
     // A GitOps prune: the pool is deleted while its items are allocated. It stays, says why.
-    kubectl_ok(&["delete", "pool", &pool, "--wait=false"], None);
-    let blocked = eventually(Duration::from_secs(20), || async {
-        pool_condition(&pool, "Ready").await.filter(|(s, r, _)| s == "False" && r == "DeletionBlocked")
-    })
-    .await;
-    let (_, _, message) = blocked
-        .unwrap_or_else(|| panic!("the pool stays, Ready=False DeletionBlocked\n{}", replicas.tails()));
+    kubectl_ok(&["delete", "pool", &op.pool, "--wait=false"], None);
+    let (_, _, message) = op
+        .replicas
+        .eventually(Duration::from_secs(20), "the pool stays, Ready=False DeletionBlocked", || async {
+            pool_condition(&op.pool, "Ready").await.filter(|(s, r, _)| s == "False" && r == "DeletionBlocked")
+        })
+        .await;
     assert!(
-        message.contains(&format!("{ns}/r1")) && message.contains("delete"),
+        message.contains(&format!("{}/r1", op.ns)) && message.contains("delete"),
         "says which claims and what to do: {message}"
     );
-    assert!(events_of(None, &pool).contains("DeletionBlocked"), "an Event says why");
+    assert!(events_of(None, &op.pool).contains("DeletionBlocked"), "an Event says why");
     // The re-sync cannot re-create it while it is being deleted; a new claim does not bind.
     let again = kubectl(&["create", "-f", "-"], Some(&yaml));
     assert!(!again.status.success(), "the pool still exists while it is being deleted");
-    create_claim(&ns, "r4", &pool, 2).await;
-    let waits = eventually(Duration::from_secs(20), || async {
-        reason_of(&ns, "r4").await.filter(|(_, r)| r == "PoolDeleting")
-    })
-    .await;
-    assert!(waits.is_some(), "a claim on a deleting pool waits\n{}", replicas.tails());
+    op.claim("r4", 2).await;
+    op.reports("r4", "PoolDeleting", Duration::from_secs(20), "a claim on a deleting pool waits").await;
 
     // Once its claims are gone, the pool goes; re-created, it serves the waiting claim.
-    let claims: Api<Claim> = Api::namespaced(kube_client().await, &ns);
+    let claims: Api<Claim> = Api::namespaced(kube_client().await, &op.ns);
     for name in ["r1", "r2", "r3"] {
         claims.delete(name, &DeleteParams::default()).await.expect("delete claim");
     }
-    let gone = eventually(Duration::from_secs(30), || async {
-        Api::<Pool>::all(kube_client().await)
-            .get_opt(&pool)
-            .await
-            .ok()
-            .and_then(|p| p.is_none().then_some(()))
-    })
-    .await;
-    assert!(gone.is_some(), "the pool goes once its claims are gone\n{}", replicas.tails());
-    kubectl_ok(&["apply", "-f", "-"], Some(&yaml));
+    op.replicas
+        .eventually(Duration::from_secs(30), "the pool goes once its claims are gone", || async {
+            Api::<Pool>::all(kube_client().await)
+                .get_opt(&op.pool)
+                .await
+                .ok()
+                .and_then(|p| p.is_none().then_some(()))
+        })
+        .await;
+    apply(&yaml);
     for name in ["r5", "r6"] {
-        create_claim(&ns, name, &pool, 2).await;
+        op.claim(name, 2).await;
     }
     for name in ["r4", "r5", "r6"] {
-        assert!(bound(&ns, name, Duration::from_secs(30)).await, "{name} bound\n{}", replicas.tails());
+        op.bound(name, Duration::from_secs(30), &format!("{name} bound")).await;
     }
-    assert_eq!(audit(&[&pool]).await, Ok(6));
-    let seen = history_violations(&recorder.finish(), &[&pool]);
+    assert_eq!(audit(&[&op.pool]).await, Ok(6));
+    let seen = history_violations(&recorder.finish(), &[&op.pool]);
     assert!(seen.is_empty(), "safety violations:\n{}", seen.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bound_claims_follow_the_ledger_when_a_pool_is_restored_without_its_ledger() {
-    let kubeconfig = install().await;
-    let replicas = Replicas::start(2, &kubeconfig, &lock_etcd());
-    let pool = unique("restored");
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "{range: {start: 1, end: 6}}", "Lease")));
-    let ns = namespace("restored").await;
+    let op = Operator::start(2, "restored").await;
+    op.apply_pool("{range: {start: 1, end: 6}}", "Lease");
     for name in ["a", "b", "c"] {
-        create_claim(&ns, name, &pool, 1).await;
+        op.claim(name, 1).await;
     }
     for name in ["a", "b", "c"] {
-        assert!(bound(&ns, name, Duration::from_secs(30)).await, "{name} bound\n{}", replicas.tails());
+        op.bound(name, Duration::from_secs(30), &format!("{name} bound")).await;
     }
     // A restore from a backup taken before the claims: the ledger is empty again (the
     // fencing token is kept, as the API server demands).
-    patch_pool_status(&pool, json!({ "ledger": [], "allocated": 0, "free": 6 })).await;
-    create_claim(&ns, "d", &pool, 2).await;
+    patch_pool_status(&op.pool, json!({ "ledger": [], "allocated": 0, "free": 6 })).await;
+    op.claim("d", 2).await;
     let healed = eventually(Duration::from_secs(40), || async {
         for name in ["a", "b", "c", "d"] {
-            reason_of(&ns, name).await.filter(|(s, _)| s == "True")?;
+            reason_of(&op.ns, name).await.filter(|(s, _)| s == "True")?;
         }
-        audit(&[&pool]).await.ok()
+        audit(&[&op.pool]).await.ok()
     })
     .await;
-    assert_eq!(
-        healed,
-        Some(5),
-        "every claim re-bound from the ledger: {:?}\n{}",
-        audit(&[&pool]).await,
-        replicas.tails()
-    );
-    assert!(events_of(Some(&ns), "a").contains("ItemsRevoked"), "an Event says the items were taken back");
+    if healed != Some(5) {
+        // The audit as it is now says what is wrong.
+        let now = audit(&[&op.pool]).await;
+        op.replicas.fail(&format!("every claim re-bound from the ledger: {healed:?}, audit {now:?}"));
+    }
+    assert!(events_of(Some(&op.ns), "a").contains("ItemsRevoked"), "an Event says the items were taken back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_ledger_stops_only_its_pool_and_no_replica_balloons() {
-    let kubeconfig = install().await;
-    let mut replicas = Replicas::none(&kubeconfig, &lock_etcd(), &[]);
+    let mut op = Operator::start(0, "corrupt").await;
     // As a container memory limit would: 1 GiB of address space is many times the need.
-    replicas.limit_memory(1 << 30);
-    replicas.add();
-    replicas.add();
-    let (bad, good) = (unique("corrupt"), unique("healthy"));
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&bad, "{range: {start: 1, end: 6}}", "Etcd")));
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&good, "{range: {start: 1, end: 6}}", "Etcd")));
-    let ns = namespace("corrupt").await;
-    create_claim(&ns, "x", &bad, 1).await;
-    assert!(bound(&ns, "x", Duration::from_secs(30)).await, "x bound\n{}", replicas.tails());
-    let uid = claim_uid(&ns, "x").await;
+    op.replicas.limit_memory(1 << 30);
+    op.replicas.add();
+    op.replicas.add();
+    let (bad, good) = (&op.pool, unique("healthy"));
+    op.apply_pool("{range: {start: 1, end: 6}}", "Etcd");
+    apply(&pool_yaml(&good, "{range: {start: 1, end: 6}}", "Etcd"));
+    op.claim("x", 1).await;
+    op.bound("x", Duration::from_secs(30), "x bound").await;
+    let uid = claim_uid(&op.ns, "x").await;
 
     // A hand edit: an entry that spans the whole u32 range.
-    let entry = |items: &str| json!([{ "claim": format!("{ns}/x"), "uid": uid, "items": items }]);
-    patch_pool_status(&bad, json!({ "ledger": entry("0-4294967295") })).await;
-    let corrupt = eventually(Duration::from_secs(20), || async {
-        pool_condition(&bad, "Ready").await.filter(|(s, r, _)| s == "False" && r == "LedgerCorrupt")
-    })
-    .await;
-    let (_, _, message) =
-        corrupt.unwrap_or_else(|| panic!("Ready=False LedgerCorrupt\n{}", replicas.tails()));
-    assert!(message.contains(&format!("{ns}/x")), "the message names the entry: {message}");
-    assert!(events_of(None, &bad).contains("LedgerCorrupt"), "an Event");
+    let entry = |items: &str| json!([{ "claim": format!("{}/x", op.ns), "uid": uid, "items": items }]);
+    patch_pool_status(bad, json!({ "ledger": entry("0-4294967295") })).await;
+    let (_, _, message) = op
+        .replicas
+        .eventually(Duration::from_secs(20), "Ready=False LedgerCorrupt", || async {
+            pool_condition(bad, "Ready").await.filter(|(s, r, _)| s == "False" && r == "LedgerCorrupt")
+        })
+        .await;
+    assert!(message.contains(&format!("{}/x", op.ns)), "the message names the entry: {message}");
+    assert!(events_of(None, bad).contains("LedgerCorrupt"), "an Event");
 
     // Other pools go on; nobody crashed or grew.
-    create_claim(&ns, "y", &good, 2).await;
-    assert!(bound(&ns, "y", Duration::from_secs(30)).await, "the healthy pool serves\n{}", replicas.tails());
-    create_claim(&ns, "z", &bad, 1).await;
+    create_claim(&op.ns, "y", &good, 2).await;
+    op.bound("y", Duration::from_secs(30), "the healthy pool serves").await;
+    op.claim("z", 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(replicas.all_alive(), "a replica died\n{}", replicas.tails());
+    assert!(op.replicas.all_alive(), "a replica died\n{}", op.replicas.tails());
     for i in 0..2 {
-        let rss = replicas.rss_kib(i).unwrap_or(u64::MAX);
+        let rss = op.replicas.rss_kib(i).unwrap_or(u64::MAX);
         assert!(rss < 200 * 1024, "replica {i} uses {rss} KiB");
     }
     assert_ne!(
-        reason_of(&ns, "z").await.map(|(s, _)| s),
+        reason_of(&op.ns, "z").await.map(|(s, _)| s),
         Some("True".to_string()),
         "no allocation from a corrupt ledger"
     );
-    let metrics = devenv::http_get(&replicas.metrics_addr(0).expect("metrics address"), "/metrics")
+    let metrics = devenv::http_get(&op.replicas.metrics_addr(0).expect("metrics address"), "/metrics")
         .map(|(_, body)| body)
         .unwrap_or_default();
     assert!(metrics.contains("lockguard_pools_ledger_corrupt 1"), "{metrics}");
 
     // The repair the README describes: fix the entry on the status subresource.
-    patch_pool_status(&bad, json!({ "ledger": entry("0") })).await;
-    assert!(
-        bound(&ns, "z", Duration::from_secs(30)).await,
-        "repaired, the pool serves again\n{}",
-        replicas.tails()
-    );
-    assert_eq!(audit(&[&bad, &good]).await, Ok(4));
+    patch_pool_status(bad, json!({ "ledger": entry("0") })).await;
+    op.bound("z", Duration::from_secs(30), "repaired, the pool serves again").await;
+    assert_eq!(audit(&[bad, &good]).await, Ok(4));
 }
 
 /// A reconcile of a claim that waits for the lock while the claim is deleted and created
 /// again under the same name must not touch the new claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_claims_late_reconcile_never_touches_its_successor() {
-    let kubeconfig = install().await;
-    let recorder = Recorder::start(kube_client().await);
-    let mut replicas = Replicas::start(2, &kubeconfig, &lock_etcd());
-    let pool = unique("late");
-    let yaml = pool_yaml(&pool, "{range: {start: 1, end: 6}}", "Etcd")
+    let recorder = record_history().await;
+    let mut op = Operator::start(2, "late").await;
+    let yaml = op
+        .pool_yaml("{range: {start: 1, end: 6}}", "Etcd")
         .replace("acquireTimeoutSeconds: 20", "acquireTimeoutSeconds: 90");
-    kubectl_ok(&["apply", "-f", "-"], Some(&yaml));
+    apply(&yaml);
     // Let the pool controller settle before the test holds the pool's lock.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let lock = EtcdLock::new(etcd_client(&lock_etcd()).await, "test");
-    let name = format!("lockguard/pools/{pool}");
+    let name = format!("lockguard/pools/{}", op.pool);
     let held = lock
         .acquire(&name, LockOptions::new(30, Duration::from_secs(10)).expect("options"))
         .await
         .expect("lock");
-    let queued = |n: usize| {
-        let (lock, name) = (lock.clone(), name.clone());
-        async move {
-            eventually(Duration::from_secs(30), || async {
-                (lock.queue(&name).await.ok()?.len() >= n).then_some(())
-            })
-            .await
-            .is_some()
-        }
-    };
 
-    let ns = namespace("late").await;
-    create_claim(&ns, "c", &pool, 1).await;
-    assert!(queued(3).await, "both replicas wait for the lock\n{}", replicas.tails());
+    op.claim("c", 1).await;
+    op.replicas
+        .eventually(Duration::from_secs(30), "both replicas wait for the lock", || async {
+            (lock.queue(&name).await.ok()?.len() >= 3).then_some(())
+        })
+        .await;
     // Both replicas are busy with c; a fresh replica runs its finalizer (nothing allocated).
-    Api::<Claim>::namespaced(kube_client().await, &ns)
-        .delete("c", &DeleteParams::default())
-        .await
-        .expect("delete");
-    replicas.kill(1);
-    replicas.add();
-    let gone = eventually(Duration::from_secs(30), || async {
-        Api::<Claim>::namespaced(kube_client().await, &ns)
-            .get_opt("c")
-            .await
-            .ok()
-            .and_then(|c| c.is_none().then_some(()))
-    })
-    .await;
-    assert!(gone.is_some(), "the first c is gone\n{}", replicas.tails());
-    create_claim(&ns, "c", &pool, 1).await;
-    let successor = claim_uid(&ns, "c").await;
+    let claims: Api<Claim> = Api::namespaced(kube_client().await, &op.ns);
+    claims.delete("c", &DeleteParams::default()).await.expect("delete");
+    op.replicas.kill(1);
+    op.replicas.add();
+    op.replicas
+        .eventually(Duration::from_secs(30), "the first c is gone", || async {
+            claims.get_opt("c").await.ok().and_then(|c| c.is_none().then_some(()))
+        })
+        .await;
+    op.claim("c", 1).await;
+    let successor = claim_uid(&op.ns, "c").await;
     held.release().await.expect("release");
 
-    assert!(bound(&ns, "c", Duration::from_secs(60)).await, "the new c binds\n{}", replicas.tails());
-    assert_eq!(claim_uid(&ns, "c").await, successor);
-    assert_eq!(audit(&[&pool]).await, Ok(1));
-    let seen = history_violations(&recorder.finish(), &[&pool]);
-    assert!(seen.is_empty(), "safety violations:\n{}\n{}", seen.join("\n"), replicas.tails());
+    op.bound("c", Duration::from_secs(60), "the new c binds").await;
+    assert_eq!(claim_uid(&op.ns, "c").await, successor);
+    assert_eq!(audit(&[&op.pool]).await, Ok(1));
+    let seen = history_violations(&recorder.finish(), &[&op.pool]);
+    assert!(seen.is_empty(), "safety violations:\n{}\n{}", seen.join("\n"), op.replicas.tails());
 }
 
 /// A pool created together with many claims: no item is given out before the pool carries
@@ -277,24 +240,18 @@ async fn a_deleted_claims_late_reconcile_never_touches_its_successor() {
 /// with its ledger and leave its claims holding items nobody records).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_created_under_load_is_protected_before_it_gives_out_items() {
-    let kubeconfig = install().await;
-    let recorder = Recorder::start(kube_client().await);
-    let replicas = Replicas::start(3, &kubeconfig, &lock_etcd());
+    let recorder = record_history().await;
+    let op = Operator::start(3, "busy-from-birth").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pool = unique("busy-from-birth");
-    let ns = namespace("busy-from-birth").await;
-    kubectl_ok(&["apply", "-f", "-"], Some(&pool_yaml(&pool, "{range: {start: 1, end: 200}}", "Etcd")));
+    op.apply_pool("{range: {start: 1, end: 200}}", "Etcd");
     for i in 0..40 {
-        create_claim(&ns, &format!("c{i}"), &pool, 1).await;
+        op.claim(&format!("c{i}"), 1).await;
     }
     for i in 0..40 {
-        assert!(
-            bound(&ns, &format!("c{i}"), Duration::from_secs(60)).await,
-            "c{i} bound\n{}",
-            replicas.tails()
-        );
+        let name = format!("c{i}");
+        op.bound(&name, Duration::from_secs(60), &format!("{name} bound")).await;
     }
-    assert_eq!(audit(&[&pool]).await, Ok(40));
-    let seen = history_violations(&recorder.finish(), &[&pool]);
+    assert_eq!(audit(&[&op.pool]).await, Ok(40));
+    let seen = history_violations(&recorder.finish(), &[&op.pool]);
     assert!(seen.is_empty(), "safety violations:\n{}", seen.join("\n"));
 }

@@ -13,10 +13,13 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use lockguard::api::{Claim, ClaimSpec, Pool};
+use lockguard::audit::history::Recorder;
 
 pub use devenv::shared;
+pub use operator::Operator;
 
 pub mod epochs;
+mod operator;
 
 /// The `lockguard` binary under test: `$LOCKGUARD_BIN` (e.g. an older build, to show a
 /// test failing before a fix), else the one cargo built for this test.
@@ -50,6 +53,11 @@ pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `kubectl apply` of `yaml`, which must succeed.
+pub fn apply(yaml: &str) {
+    kubectl_ok(&["apply", "-f", "-"], Some(yaml));
+}
+
 pub const OPERATOR_NAMESPACE: &str = "lockguard-system";
 
 /// Installs what the operator needs the way a user does: the CRDs (waiting until they are
@@ -59,6 +67,13 @@ pub const OPERATOR_NAMESPACE: &str = "lockguard-system";
 pub async fn install() -> PathBuf {
     static INSTALLED: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
     INSTALLED.get_or_init(install_once).await.clone()
+}
+
+/// A recorder of every Pool and Claim change (the history the safety checks replay), started
+/// after `install` so that its watches find the CRDs.
+pub async fn record_history() -> Recorder {
+    install().await;
+    Recorder::start(kube_client().await)
 }
 
 async fn install_once() -> PathBuf {
@@ -265,7 +280,6 @@ impl Replicas {
         self.pid(i).and_then(|pid| proc_field(pid, "State:")).is_some_and(|s| s.starts_with('T'))
     }
 
-    /// Resident memory of replica `i`, in KiB.
     /// The sum of a metric's samples over every replica's /metrics.
     pub fn metric_sum(&self, metric: &str) -> f64 {
         (0..self.len())
@@ -280,6 +294,14 @@ impl Replicas {
             .sum()
     }
 
+    /// Waits until replica `i` is stopped (a failpoint that stops itself); fails with the logs
+    /// if it is not within `timeout`.
+    pub async fn until_stopped(&self, i: usize, timeout: Duration) {
+        let what = format!("the failpoint stopped replica {i}");
+        self.eventually(timeout, &what, || async { self.is_stopped(i).then_some(()) }).await;
+    }
+
+    /// Resident memory of replica `i`, in KiB.
     pub fn rss_kib(&self, i: usize) -> Option<u64> {
         self.pid(i)
             .and_then(|pid| proc_field(pid, "VmRSS:"))
@@ -317,6 +339,26 @@ impl Replicas {
             .collect::<Vec<_>>()
             .join("\n")
     }
+
+    /// Fails the test with `what` and the last lines of every replica's log.
+    #[track_caller]
+    pub fn fail(&self, what: &str) -> ! {
+        panic!("{what}\n{}", self.tails())
+    }
+
+    /// [`eventually`] that must come true: on timeout the test fails with `what` and the last
+    /// lines of every replica's log.
+    pub async fn eventually<T, F: Future<Output = Option<T>>>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl FnMut() -> F,
+    ) -> T {
+        match eventually(timeout, check).await {
+            Some(value) => value,
+            None => self.fail(what),
+        }
+    }
 }
 
 impl Drop for Replicas {
@@ -341,7 +383,16 @@ fn proc_field(pid: u32, field: &str) -> Option<String> {
 }
 
 /// Polls `check` every 250 ms until it returns Some or `timeout` passes.
-pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    timeout: Duration,
+    check: impl FnMut() -> F,
+) -> Option<T> {
+    poll(Duration::from_millis(250), timeout, check).await
+}
+
+/// Polls `check` every `every` until it returns Some or `timeout` passes.
+pub async fn poll<T, F: Future<Output = Option<T>>>(
+    every: Duration,
     timeout: Duration,
     mut check: impl FnMut() -> F,
 ) -> Option<T> {
@@ -353,7 +404,7 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
         if Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -369,23 +420,19 @@ pub async fn reason_of(namespace: &str, name: &str) -> Option<(String, String)> 
 }
 
 /// `reason_of` for several claims; a claim without the condition gives an empty pair.
-pub async fn reasons(namespace: &str, names: &[String]) -> Vec<(String, String)> {
+pub async fn reasons(namespace: &str, names: &[impl AsRef<str>]) -> Vec<(String, String)> {
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        out.push(reason_of(namespace, name).await.unwrap_or_default());
+        out.push(reason_of(namespace, name.as_ref()).await.unwrap_or_default());
     }
     out
 }
 
-/// Waits (at most `limit`) until exactly `n` claims in `namespaces` are bound.
-pub async fn all_bound(namespaces: &[String], n: usize, limit: Duration) -> bool {
-    eventually(limit, || async {
-        let claims = claims_in(namespaces).await;
-        let bound = claims.iter().filter(|c| bound_reason(c).is_some_and(|(s, _)| s == "True")).count();
-        (bound == n).then_some(())
-    })
-    .await
-    .is_some()
+/// Some once exactly `n` claims in `namespaces` are bound: a check for `eventually`.
+pub async fn bound_exactly(namespaces: &[String], n: usize) -> Option<()> {
+    let claims = claims_in(namespaces).await;
+    let bound = claims.iter().filter(|c| bound_reason(c).is_some_and(|(s, _)| s == "True")).count();
+    (bound == n).then_some(())
 }
 
 /// The reasons of the Events about object `name` (any namespace), space-separated.
