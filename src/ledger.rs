@@ -7,6 +7,10 @@ use std::fmt::Write;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The ledger format this binary reads and writes: 2 names items by value (1, by their
+/// position in the spec, moved items when the spec was re-sorted or shrunk).
+pub const LEDGER_FORMAT: i64 = 2;
+
 // A ledger entry as a pool's status stores it (`status.ledger[]`); no doc comment, which
 // would become a description in the CRD.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -16,26 +20,52 @@ pub struct Allocation {
     pub claim: String,
     /// The claim's UID: a claim re-created under the same name is a different claim.
     pub uid: String,
-    /// Item indices, e.g. `0-9,15`.
-    pub items: String,
+    /// Format 1: item positions in the pool's spec, e.g. `0-9,15`; read once, never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<String>,
+    /// Format 2, a range pool: the held numbers, e.g. `30000-30009,30015`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<String>,
+    /// Format 2, a list pool: the held names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+}
+
+impl Allocation {
+    /// A format 1 entry: item positions in the spec (what v0.1.0 wrote).
+    pub fn positions(claim: &str, uid: &str, positions: &str) -> Self {
+        Self {
+            claim: claim.into(),
+            uid: uid.into(),
+            items: Some(positions.into()),
+            values: None,
+            names: None,
+        }
+    }
 }
 
 /// Why a status ledger cannot be read. Each names the entry, so an administrator knows
 /// what to repair.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
-    #[error(
-        "entry {claim}: malformed item indices {items:?} (expected sorted, disjoint runs like \"0-9,15\")"
-    )]
+    #[error("entry {claim}: malformed items {items:?} (expected sorted, disjoint runs like \"0-9,15\")")]
     Malformed { claim: String, items: String },
     #[error("entry {claim}: item index {index} is outside the pool (capacity {capacity})")]
     OutOfRange { claim: String, index: u64, capacity: u32 },
-    #[error("item index {index} is held by both {first} and {second}")]
-    Duplicate { index: u32, first: String, second: String },
+    #[error("item {item} is held by both {first} and {second}")]
+    Duplicate { item: String, first: String, second: String },
     #[error("entry {claim} appears twice")]
     TwoEntries { claim: String },
     #[error("{entries} entries, more than the {max} claims a pool serves")]
     TooLong { entries: usize, max: usize },
+    #[error("the entries hold more than {max} items in all")]
+    TooManyItems { max: usize },
+    #[error("entry {claim}: its items are not in the form of a {kind} pool")]
+    WrongKind { claim: String, kind: &'static str },
+    #[error(
+        "ledger format {format} was written by a newer lockguard; this replica reads format {LEDGER_FORMAT} and leaves it alone"
+    )]
+    NewerFormat { format: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,22 +83,73 @@ pub enum AllocError {
 /// Most claims one pool serves, so that its ledger always fits one object (the test in api/pool.rs
 /// `a_full_fragmented_ledger_of_the_largest_pool_fits_one_object`).
 pub const MAX_CLAIMS_PER_POOL: usize = 4_096;
+/// Most items a ledger may hold in all (those of the spec and those removed from it), so
+/// that reading a status never expands more than this, whatever it says.
+const MAX_HELD_ITEMS: usize = 4 * 65_536;
+
+/// The items of a pool, in the order of its spec: an item's index is its position here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Items {
+    /// The numbers `start ..= start + len - 1`.
+    Range {
+        start: i64,
+        len: u32,
+    },
+    List(Vec<String>),
+}
+
+impl Items {
+    /// The range 0..n, where an item is its own index (for tests and benchmarks).
+    pub fn indices(n: u32) -> Self {
+        Items::Range { start: 0, len: n }
+    }
+
+    pub fn len(&self) -> u32 {
+        match self {
+            Items::Range { len, .. } => *len,
+            Items::List(list) => list.len() as u32,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn value(&self, index: u32) -> Option<String> {
+        match self {
+            Items::Range { start, len } => (index < *len).then(|| (start + i64::from(index)).to_string()),
+            Items::List(list) => list.get(index as usize).cloned(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Items::Range { .. } => "range",
+            Items::List(_) => "list",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub uid: String,
-    /// Sorted item indices.
+    /// Sorted item indices: positions in the spec, then items removed from it.
     pub indices: Vec<u32>,
 }
 
-/// Which claim (`namespace/name`) holds which item indices of a pool of `capacity` items.
+/// Which claim (`namespace/name`) holds which items of a pool. Items are named by value in
+/// the status, and by index here: an index below the capacity is a position in the spec,
+/// one above it an item removed from the spec that a claim still holds (never given again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ledger {
-    capacity: u32,
+    items: Items,
+    /// Values held but no longer in the spec; index `capacity + position`.
+    removed: Vec<String>,
     entries: BTreeMap<String, Entry>,
     /// Which indices are held: derived from `entries`, kept so that finding free items
     /// does not walk every entry (a hold can serve thousands of claims).
     used: Vec<bool>,
+    /// Held indices in the spec.
     allocated: u32,
 }
 
@@ -85,67 +166,210 @@ impl Change {
     }
 }
 
-impl Ledger {
-    pub fn empty(capacity: u32) -> Self {
-        Self { capacity, entries: BTreeMap::new(), used: vec![false; capacity as usize], allocated: 0 }
+/// Reads a status ledger against a spec: where each held value is now.
+struct Reader<'a> {
+    items: &'a Items,
+    /// A list pool's names and their positions.
+    positions: std::collections::HashMap<&'a str, u32>,
+    removed: Vec<String>,
+    removed_at: std::collections::HashMap<String, u32>,
+    /// Which entry holds each index.
+    owner: Vec<Option<usize>>,
+    held: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(items: &'a Items) -> Self {
+        let positions = match items {
+            Items::List(list) => list.iter().enumerate().map(|(i, v)| (v.as_str(), i as u32)).collect(),
+            Items::Range { .. } => Default::default(),
+        };
+        Self {
+            items,
+            positions,
+            removed: Vec::new(),
+            removed_at: Default::default(),
+            owner: vec![None; items.len() as usize],
+            held: 0,
+        }
     }
 
-    /// Reads a pool's status ledger, checking that it has at most
-    /// [`MAX_CLAIMS_PER_POOL`] entries and that no index is out of range or held twice.
-    /// Memory stays proportional to the pool's capacity whatever the status says: ranges
-    /// are checked before they are expanded.
-    pub fn from_status(allocations: &[Allocation], capacity: u32) -> Result<Self, LedgerError> {
+    /// The index of `value`: its position in the spec, or a new one past it.
+    fn index_of(&mut self, value: &str, in_spec: Option<u32>) -> u32 {
+        if let Some(i) = in_spec {
+            return i;
+        }
+        if let Some(&i) = self.removed_at.get(value) {
+            return i;
+        }
+        let i = self.items.len() + self.removed.len() as u32;
+        self.removed.push(value.to_string());
+        self.removed_at.insert(value.to_string(), i);
+        self.owner.push(None);
+        i
+    }
+
+    /// Records that entry `n` (of `claims`) holds `index`.
+    fn hold(&mut self, n: usize, index: u32, claims: &[Allocation]) -> Result<(), LedgerError> {
+        self.held += 1;
+        if self.held > MAX_HELD_ITEMS {
+            return Err(LedgerError::TooManyItems { max: MAX_HELD_ITEMS });
+        }
+        if let Some(first) = self.owner[index as usize].replace(n) {
+            let item = self.value(index);
+            return Err(LedgerError::Duplicate {
+                item,
+                first: claims[first].claim.clone(),
+                second: claims[n].claim.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn value(&self, index: u32) -> String {
+        self.items.value(index).unwrap_or_else(|| self.removed[(index - self.items.len()) as usize].clone())
+    }
+
+    /// The indices entry `a` holds, from whichever form it has.
+    fn indices(&mut self, a: &Allocation) -> Result<Vec<u32>, LedgerError> {
+        let wrong_kind = || LedgerError::WrongKind { claim: a.claim.clone(), kind: self.items.kind() };
+        match (self.items, &a.values, &a.names, &a.items) {
+            (Items::Range { start, len }, Some(values), None, _) => {
+                let (start, len) = (*start, *len);
+                let mut indices = Vec::new();
+                for (first, last) in runs_below(&a.claim, values, 1 << 32)? {
+                    if (last - first) as usize >= MAX_HELD_ITEMS {
+                        return Err(LedgerError::TooManyItems { max: MAX_HELD_ITEMS });
+                    }
+                    for value in first..=last {
+                        let offset = i64::from(value) - start;
+                        let in_spec = (0..i64::from(len)).contains(&offset).then_some(offset as u32);
+                        indices.push(self.index_of(&value.to_string(), in_spec));
+                    }
+                }
+                Ok(indices)
+            }
+            (Items::List(_), None, Some(names), _) => {
+                let mut indices = Vec::with_capacity(names.len());
+                for name in names {
+                    let in_spec = self.positions.get(name.as_str()).copied();
+                    indices.push(self.index_of(name, in_spec));
+                }
+                Ok(indices)
+            }
+            // Format 1: positions in the spec as it is now (the last spec format 1 knew).
+            (_, None, None, Some(positions)) => Ok(parse_runs(&a.claim, positions, self.items.len())?
+                .into_iter()
+                .flat_map(|(a, b)| a..=b)
+                .collect()),
+            (_, None, None, None) => Ok(Vec::new()),
+            _ => Err(wrong_kind()),
+        }
+    }
+}
+
+impl Ledger {
+    /// A ledger of nothing held from `items`.
+    pub fn new(items: Items) -> Self {
+        let used = vec![false; items.len() as usize];
+        Self { items, removed: Vec::new(), entries: BTreeMap::new(), used, allocated: 0 }
+    }
+
+    /// A range 0..capacity where an item is its own index (for tests and benchmarks).
+    pub fn empty(capacity: u32) -> Self {
+        Self::new(Items::indices(capacity))
+    }
+
+    /// Reads a pool's status ledger against its spec's `items`, checking that it has at most
+    /// [`MAX_CLAIMS_PER_POOL`] entries and that no item is held twice. Items are found by
+    /// value, so a spec re-sorted, grown or shrunk moves none; a held item the spec no longer
+    /// has stays held. Memory stays bounded whatever the status says: runs are checked before
+    /// they are expanded.
+    pub fn from_status(allocations: &[Allocation], items: Items) -> Result<Self, LedgerError> {
         if allocations.len() > MAX_CLAIMS_PER_POOL {
             return Err(LedgerError::TooLong { entries: allocations.len(), max: MAX_CLAIMS_PER_POOL });
         }
-        // Which entry holds each index; capacity is at most MAX_POOL_ITEMS.
-        let mut owner: Vec<Option<usize>> = vec![None; capacity as usize];
+        let mut reader = Reader::new(&items);
         let mut entries = BTreeMap::new();
-        let mut allocated = 0;
         for (n, a) in allocations.iter().enumerate() {
-            let mut indices = Vec::new();
-            for (start, end) in parse_runs(&a.claim, &a.items, capacity)? {
-                for index in start..=end {
-                    if let Some(first) = owner[index as usize].replace(n) {
-                        return Err(LedgerError::Duplicate {
-                            index,
-                            first: allocations[first].claim.clone(),
-                            second: a.claim.clone(),
-                        });
-                    }
-                    indices.push(index);
-                    allocated += 1;
-                }
+            let mut indices = reader.indices(a)?;
+            for &index in &indices {
+                reader.hold(n, index, allocations)?;
             }
+            indices.sort_unstable();
             if entries.insert(a.claim.clone(), Entry { uid: a.uid.clone(), indices }).is_some() {
                 return Err(LedgerError::TwoEntries { claim: a.claim.clone() });
             }
         }
-        let used = owner.iter().map(Option::is_some).collect();
-        Ok(Self { capacity, entries, used, allocated })
+        let used: Vec<bool> = reader.owner.iter().map(Option::is_some).collect();
+        let allocated = used[..items.len() as usize].iter().filter(|u| **u).count() as u32;
+        let removed = reader.removed;
+        Ok(Self { items, removed, entries, used, allocated })
     }
 
+    /// The entries by value, in format [`LEDGER_FORMAT`].
     pub fn to_status(&self) -> Vec<Allocation> {
         self.entries
             .iter()
-            .map(|(claim, e)| Allocation {
-                claim: claim.clone(),
-                uid: e.uid.clone(),
-                items: format_indices(&e.indices),
+            .map(|(claim, e)| {
+                let (values, names) = match &self.items {
+                    Items::Range { .. } => {
+                        let mut numbers: Vec<u32> =
+                            e.indices.iter().filter_map(|&i| self.value(i).parse().ok()).collect();
+                        numbers.sort_unstable();
+                        (Some(format_indices(&numbers)), None)
+                    }
+                    Items::List(_) => (None, Some(e.indices.iter().map(|&i| self.value(i)).collect())),
+                };
+                Allocation { claim: claim.clone(), uid: e.uid.clone(), items: None, values, names }
             })
             .collect()
     }
 
-    pub fn capacity(&self) -> u32 {
-        self.capacity
+    /// The items at `indices`, and a short form for display: `30000-30004,30010` for a
+    /// range pool, the first few names for a list.
+    pub fn describe(&self, indices: &[u32]) -> (Vec<String>, String) {
+        let items: Vec<String> = indices.iter().map(|&i| self.value(i)).collect();
+        let summary = match &self.items {
+            Items::Range { .. } => {
+                let mut numbers: Vec<u32> = items.iter().filter_map(|v| v.parse().ok()).collect();
+                numbers.sort_unstable();
+                runs(&numbers)
+                    .iter()
+                    .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+            Items::List(_) if items.len() > 4 => {
+                format!("{},… ({} items)", items[..4].join(","), items.len())
+            }
+            Items::List(_) => items.join(","),
+        };
+        (items, summary)
     }
 
+    fn value(&self, index: u32) -> String {
+        self.items.value(index).unwrap_or_else(|| self.removed[(index - self.items.len()) as usize].clone())
+    }
+
+    /// How many items the spec has.
+    pub fn capacity(&self) -> u32 {
+        self.items.len()
+    }
+
+    /// Held items of the spec.
     pub fn allocated(&self) -> u32 {
         self.allocated
     }
 
     pub fn free(&self) -> u32 {
-        self.capacity - self.allocated()
+        self.capacity() - self.allocated()
+    }
+
+    /// Items removed from the spec that claims still hold: theirs until released, never
+    /// given again.
+    pub fn removed_held(&self) -> u32 {
+        self.used[self.capacity() as usize..].iter().filter(|u| **u).count() as u32
     }
 
     pub fn entry(&self, claim: &str) -> Option<&Entry> {
@@ -157,9 +381,9 @@ impl Ledger {
     }
 
     /// Gives claim `claim` (with `uid`) exactly `count` items: keeps what it holds, adds the
-    /// lowest free indices or drops its highest. An entry of the same name with another uid
-    /// is never touched: only the caller can tell (by reading the live claim) that it is
-    /// stale, and then [`Ledger::release_uid`] frees it first.
+    /// lowest free indices or drops its highest (items removed from the spec first). An entry
+    /// of the same name with another uid is never touched: only the caller can tell (by
+    /// reading the live claim) that it is stale, and then [`Ledger::release_uid`] frees it first.
     pub fn allocate(&self, claim: &str, uid: &str, count: u32) -> Result<(Ledger, Change), AllocError> {
         let mut next = self.clone();
         let change = next.assign(claim, uid, count)?;
@@ -168,8 +392,8 @@ impl Ledger {
 
     /// [`Ledger::allocate`] in place; on an error nothing changed.
     pub fn assign(&mut self, claim: &str, uid: &str, count: u32) -> Result<Change, AllocError> {
-        if count > self.capacity {
-            return Err(AllocError::TooSmall { count, capacity: self.capacity });
+        if count > self.capacity() {
+            return Err(AllocError::TooSmall { count, capacity: self.capacity() });
         }
         if let Some(e) = self.entries.get(claim).filter(|e| e.uid != uid) {
             return Err(AllocError::HeldByOtherUid { claim: claim.to_string(), uid: e.uid.clone() });
@@ -228,11 +452,13 @@ impl Ledger {
     }
 
     fn mark(&mut self, indices: &[u32], used: bool) {
+        let capacity = self.capacity();
         for &i in indices {
             self.used[i as usize] = used;
+            if i < capacity {
+                self.allocated = if used { self.allocated + 1 } else { self.allocated - 1 };
+            }
         }
-        let n = indices.len() as u32;
-        self.allocated = if used { self.allocated + n } else { self.allocated - n };
     }
 
     /// The indices the ledger gives to `claim` with `uid` (none for another uid).
@@ -244,7 +470,7 @@ impl Ledger {
     }
 
     fn lowest_free(&self, n: usize) -> Vec<u32> {
-        (0..self.capacity).filter(|&i| !self.used[i as usize]).take(n).collect()
+        (0..self.capacity()).filter(|&i| !self.used[i as usize]).take(n).collect()
     }
 }
 
@@ -275,6 +501,12 @@ pub fn runs(sorted: &[u32]) -> Vec<(u32, u32)> {
 /// Parses `"0-3,7"` into sorted, disjoint runs inside `0..capacity`, refusing anything
 /// else before a single index is expanded. `claim` names the entry in errors.
 pub fn parse_runs(claim: &str, text: &str, capacity: u32) -> Result<Vec<(u32, u32)>, LedgerError> {
+    runs_below(claim, text, u64::from(capacity))
+}
+
+/// Sorted, disjoint runs of numbers below `limit` (at most 2^32).
+fn runs_below(claim: &str, text: &str, limit: u64) -> Result<Vec<(u32, u32)>, LedgerError> {
+    let capacity = u32::try_from(limit).unwrap_or(u32::MAX);
     let malformed = || LedgerError::Malformed { claim: claim.to_string(), items: preview(text) };
     let number = |s: &str| s.parse::<u64>().map_err(|_| malformed());
     let mut runs: Vec<(u32, u32)> = Vec::new();
@@ -283,10 +515,10 @@ pub fn parse_runs(claim: &str, text: &str, capacity: u32) -> Result<Vec<(u32, u3
             Some((a, b)) => (number(a)?, number(b)?),
             None => (number(part)?, number(part)?),
         };
-        if end >= u64::from(capacity) {
+        if end >= limit {
             return Err(LedgerError::OutOfRange { claim: claim.to_string(), index: end, capacity });
         }
-        // Both fit in u32 now: end < capacity and start <= end is checked next.
+        // Both fit in u32 now: end < limit <= 2^32 and start <= end is checked next.
         let (start, end) = (start as u32, end as u32);
         if start > end || runs.last().is_some_and(|&(_, last)| start <= last) {
             return Err(malformed());
@@ -388,43 +620,42 @@ mod tests {
 
     #[test]
     fn a_corrupt_status_ledger_is_refused() {
-        let a = |claim: &str, items: &str| Allocation {
-            claim: claim.into(),
-            uid: "u".into(),
-            items: items.into(),
-        };
+        let a = |claim: &str, items: &str| Allocation::positions(claim, "u", items);
         assert!(matches!(
-            Ledger::from_status(&[a("x/a", "0-2"), a("x/b", "2")], 5),
-            Err(LedgerError::Duplicate { index: 2, .. })
+            Ledger::from_status(&[a("x/a", "0-2"), a("x/b", "2")], Items::indices(5)),
+            Err(LedgerError::Duplicate { .. })
         ));
-        assert!(matches!(Ledger::from_status(&[a("x/a", "5")], 5), Err(LedgerError::OutOfRange { .. })));
         assert!(matches!(
-            Ledger::from_status(&[a("x/a", "1"), a("x/a", "2")], 5),
+            Ledger::from_status(&[a("x/a", "5")], Items::indices(5)),
+            Err(LedgerError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            Ledger::from_status(&[a("x/a", "1"), a("x/a", "2")], Items::indices(5)),
             Err(LedgerError::TwoEntries { .. })
         ));
         let many: Vec<Allocation> = (0..=MAX_CLAIMS_PER_POOL).map(|i| a(&format!("x/{i}"), "")).collect();
-        assert!(matches!(Ledger::from_status(&many, 5), Err(LedgerError::TooLong { .. })));
-        let ok = Ledger::from_status(&[a("x/a", "0-2"), a("x/b", "4")], 5).unwrap();
-        assert_eq!(Ledger::from_status(&ok.to_status(), 5).unwrap(), ok);
+        assert!(matches!(Ledger::from_status(&many, Items::indices(5)), Err(LedgerError::TooLong { .. })));
+        let ok = Ledger::from_status(&[a("x/a", "0-2"), a("x/b", "4")], Items::indices(5)).unwrap();
+        assert_eq!(Ledger::from_status(&ok.to_status(), Items::indices(5)).unwrap(), ok);
     }
 
     #[test]
     fn a_huge_range_is_refused_before_it_is_expanded() {
         // 2^32 indices would be 16 GiB; the check comes first, so this returns at once.
-        let err = Ledger::from_status(&[a_entry("ns/x", "0-4294967295")], 6).unwrap_err();
+        let err = Ledger::from_status(&[a_entry("ns/x", "0-4294967295")], Items::indices(6)).unwrap_err();
         assert_eq!(err, LedgerError::OutOfRange { claim: "ns/x".into(), index: 4_294_967_295, capacity: 6 });
         assert!(err.to_string().contains("entry ns/x"), "{err}");
-        let err = Ledger::from_status(&[a_entry("ns/y", &"1,".repeat(100))], 6).unwrap_err();
+        let err = Ledger::from_status(&[a_entry("ns/y", &"1,".repeat(100))], Items::indices(6)).unwrap_err();
         assert!(matches!(err, LedgerError::Malformed { .. }));
         assert!(err.to_string().len() < 200, "messages stay short: {err}");
         assert!(matches!(
-            Ledger::from_status(&[a_entry("ns/z", "99999999999999999999")], 6),
+            Ledger::from_status(&[a_entry("ns/z", "99999999999999999999")], Items::indices(6)),
             Err(LedgerError::Malformed { .. })
         ));
     }
 
     fn a_entry(claim: &str, items: &str) -> Allocation {
-        Allocation { claim: claim.into(), uid: "u".into(), items: items.into() }
+        Allocation::positions(claim, "u", items)
     }
 
     #[test]
@@ -449,10 +680,96 @@ mod tests {
                     Err(e) => panic!("{e}"),
                 }
             };
-            let round_trip = Ledger::from_status(&ledger.to_status(), 64).expect("no index held twice");
+            let round_trip =
+                Ledger::from_status(&ledger.to_status(), Items::indices(64)).expect("no index held twice");
             assert_eq!(round_trip.allocated() + round_trip.free(), 64);
             // What was kept alongside the entries equals what they say.
             assert_eq!(round_trip, ledger);
         }
+    }
+
+    fn list(names: &[&str]) -> Items {
+        Items::List(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    fn held(ledger: &Ledger, claim: &str) -> Vec<String> {
+        ledger.describe(&ledger.entry(claim).expect("entry").indices).0
+    }
+
+    #[test]
+    fn a_resorted_list_keeps_every_claim_on_its_names() {
+        let mut ledger = Ledger::new(list(&["red", "green", "blue", "cyan"]));
+        ledger.assign("ns/a", "u", 1).unwrap();
+        ledger.assign("ns/b", "u", 2).unwrap();
+        let resorted =
+            Ledger::from_status(&ledger.to_status(), list(&["cyan", "blue", "green", "red"])).unwrap();
+        assert_eq!(held(&resorted, "ns/a"), ["red"]);
+        assert_eq!(held(&resorted, "ns/b"), ["blue", "green"], "spec order now, same names");
+        // The one free name is the only one given.
+        let (next, change) = resorted.allocate("ns/c", "u", 1).unwrap();
+        assert_eq!(next.describe(&change.added).0, ["cyan"]);
+    }
+
+    #[test]
+    fn a_range_grows_and_shrinks_under_held_items() {
+        let mut ledger = Ledger::new(Items::Range { start: 100, len: 4 });
+        ledger.assign("ns/a", "u", 3).unwrap(); // 100-102
+        // Widened: the same numbers, more free ones.
+        let wide = Ledger::from_status(&ledger.to_status(), Items::Range { start: 98, len: 10 }).unwrap();
+        assert_eq!(held(&wide, "ns/a"), ["100", "101", "102"]);
+        assert_eq!((wide.capacity(), wide.allocated(), wide.free(), wide.removed_held()), (10, 3, 7, 0));
+        // Shrunk below held items: they stay held, counted apart, never given again.
+        let narrow = Ledger::from_status(&ledger.to_status(), Items::Range { start: 102, len: 3 }).unwrap();
+        assert_eq!(held(&narrow, "ns/a"), ["102", "100", "101"], "in the spec first, removed after");
+        assert_eq!(
+            (narrow.capacity(), narrow.allocated(), narrow.free(), narrow.removed_held()),
+            (3, 1, 2, 2)
+        );
+        let (next, change) = narrow.allocate("ns/b", "u", 2).unwrap();
+        assert_eq!(next.describe(&change.added).0, ["103", "104"]);
+        assert_eq!(next.allocate("ns/c", "u", 1), Err(AllocError::Exhausted { needed: 1, free: 0 }));
+        // A shrink of the claim lets go of removed items first; a release of the rest.
+        let (shrunk, change) = next.allocate("ns/a", "u", 1).unwrap();
+        assert_eq!(shrunk.describe(&change.removed).0, ["100", "101"]);
+        assert_eq!(shrunk.removed_held(), 0);
+        let round_trip =
+            Ledger::from_status(&shrunk.to_status(), Items::Range { start: 102, len: 3 }).unwrap();
+        assert_eq!(round_trip.to_status(), shrunk.to_status());
+    }
+
+    #[test]
+    fn a_format_1_ledger_is_read_by_position_and_written_by_value() {
+        let v1 = [Allocation::positions("ns/a", "u", "0-1"), Allocation::positions("ns/b", "u", "3")];
+        let ledger = Ledger::from_status(&v1, Items::Range { start: 30000, len: 10 }).unwrap();
+        let v2 = ledger.to_status();
+        assert_eq!(v2[0].values.as_deref(), Some("30000-30001"));
+        assert_eq!(v2[1].values.as_deref(), Some("30003"));
+        assert!(v2.iter().all(|a| a.items.is_none() && a.names.is_none()));
+        let named =
+            Ledger::from_status(&[Allocation::positions("ns/a", "u", "1")], list(&["x", "y"])).unwrap();
+        assert_eq!(named.to_status()[0].names, Some(vec!["y".to_string()]));
+    }
+
+    #[test]
+    fn values_held_twice_or_too_many_or_of_the_other_kind_are_refused() {
+        let values = |claim: &str, v: &str| Allocation {
+            values: Some(v.into()),
+            items: None,
+            ..Allocation::positions(claim, "u", "")
+        };
+        let range = || Items::Range { start: 10, len: 5 };
+        let twice = Ledger::from_status(&[values("ns/a", "10-12"), values("ns/b", "12")], range());
+        assert!(matches!(twice, Err(LedgerError::Duplicate { item, .. }) if item == "12"));
+        // A removed item held twice is refused just the same.
+        let twice = Ledger::from_status(&[values("ns/a", "99"), values("ns/b", "99")], range());
+        assert!(matches!(twice, Err(LedgerError::Duplicate { .. })));
+        let huge = Ledger::from_status(&[values("ns/a", "0-4294967295")], range());
+        assert!(matches!(huge, Err(LedgerError::TooManyItems { .. })));
+        let names = Allocation {
+            names: Some(vec!["x".into()]),
+            items: None,
+            ..Allocation::positions("ns/a", "u", "")
+        };
+        assert!(matches!(Ledger::from_status(&[names], range()), Err(LedgerError::WrongKind { .. })));
     }
 }

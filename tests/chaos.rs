@@ -114,6 +114,8 @@ struct Figures {
     claims_resized: u64,
     claims_deleted: u64,
     pools_recreated: u64,
+    pools_resized: u64,
+    pools_resorted: u64,
     items_allocated: u64,
     claims_at_end: usize,
     locks_lost: usize,
@@ -178,6 +180,10 @@ async fn chaos_leaves_the_invariants_intact_and_the_fence_is_what_keeps_them() {
         "seed {seed}: the workload ran: {fenced:?}"
     );
     assert!(
+        fenced.pools_resized > 0 && fenced.pools_resorted > 0,
+        "seed {seed}: the admin actions ran: {fenced:?}"
+    );
+    assert!(
         !unfenced.history_violations.is_empty() || !unfenced.audit_violations.is_empty(),
         "seed {seed}: the negative control found no violation: the faults do not bite or the audit does not see"
     );
@@ -192,6 +198,7 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let namespace = serde_json::from_value(json!({ "metadata": { "name": ns } })).expect("namespace");
     namespaces.create(&PostParams::default(), &namespace).await.expect("namespace");
+    // The Lease pool is a list pool, so that the admin can re-sort it.
     let pools: Vec<(String, &str)> =
         vec![(format!("{name}-e0"), "Etcd"), (format!("{name}-e1"), "Etcd"), (format!("{name}-l0"), "Lease")];
     for (pool, backend) in &pools {
@@ -213,7 +220,7 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
     let replicas = Arc::new(Mutex::new(replicas));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let counters = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let counters = Arc::new(std::array::from_fn(|_| AtomicU64::new(0)));
     let paused: Arc<Mutex<Vec<usize>>> = Arc::default();
     let supervisor = tokio::spawn(supervise(replicas.clone(), paused.clone(), stop.clone()));
     let work = Workload {
@@ -277,6 +284,8 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
     figures.claims_resized = counters[1].load(Ordering::Relaxed);
     figures.claims_deleted = counters[2].load(Ordering::Relaxed);
     figures.pools_recreated = counters[3].load(Ordering::Relaxed);
+    figures.pools_resized = counters[4].load(Ordering::Relaxed);
+    figures.pools_resorted = counters[5].load(Ordering::Relaxed);
     let replicas = Arc::try_unwrap(replicas)
         .ok()
         .expect("no other owner")
@@ -309,11 +318,24 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
 async fn create_pool(client: &Client, name: &str, backend: &str) -> Result<Pool, kube::Error> {
     let pool: Pool = serde_json::from_value(json!({
         "apiVersion": "lockguard.dev/v1alpha1", "kind": "Pool", "metadata": { "name": name },
-        "spec": { "items": { "range": { "start": 100, "end": 100 + POOL_ITEMS - 1 } },
+        "spec": { "items": items(backend, 100, 100 + POOL_ITEMS - 1, false),
                   "lock": { "backend": backend, "ttlSeconds": TTL_SECONDS, "acquireTimeoutSeconds": 10 } }
     }))
     .expect("pool");
     Api::<Pool>::all(client.clone()).create(&PostParams::default(), &pool).await
+}
+
+/// A pool's items: the numbers `start..=end`, as a range for an etcd pool, as a list of names
+/// (in reverse when `reversed`) for the Lease pool.
+fn items(backend: &str, start: i64, end: i64, reversed: bool) -> serde_json::Value {
+    if backend == "Etcd" {
+        return json!({ "range": { "start": start, "end": end } });
+    }
+    let mut names: Vec<String> = (start..=end).map(|i| format!("i{i}")).collect();
+    if reversed {
+        names.reverse();
+    }
+    json!({ "list": names })
 }
 
 /// What the workload tasks share: where they act, what they count, when they stop.
@@ -322,8 +344,8 @@ struct Workload {
     client: Client,
     ns: String,
     pools: Vec<(String, &'static str)>,
-    /// Claims created, resized, deleted; pools re-created.
-    counters: Arc<[AtomicU64; 4]>,
+    /// Claims created, resized, deleted; pools re-created, resized, re-sorted.
+    counters: Arc<[AtomicU64; 6]>,
     stop: Arc<AtomicBool>,
 }
 
@@ -352,14 +374,28 @@ async fn claims_workload(Workload { client, ns, pools, counters, stop }: Workloa
     }
 }
 
-/// Now and then a pool is deleted (its claims too, as a namespace clean-up would) and
-/// created again once it is gone.
+/// An administrator at work: now and then a pool's items are edited while claims hold them
+/// (a range grown or shrunk, a list re-sorted), or a pool is deleted (its claims too, as a
+/// namespace clean-up would) and created again once it is gone.
 async fn pool_churn(Workload { client, ns, pools, counters, stop }: Workload, mut rng: Rng) {
     let api: Api<Pool> = Api::all(client.clone());
     let claims: Api<Claim> = Api::namespaced(client.clone(), &ns);
+    let mut reversed = false;
     while !stop.load(Ordering::Acquire) {
-        tokio::time::sleep(Duration::from_secs(12 + rng.below(8) as u64)).await;
+        tokio::time::sleep(Duration::from_secs(4 + rng.below(4) as u64)).await;
         let (pool, backend) = &pools[rng.below(pools.len())];
+        let action = rng.below(3);
+        if action < 2 {
+            // Grow or shrink: the range moves within 95..=124, never under 16 items.
+            let (start, len) = (95 + rng.below(6) as i64, 16 + rng.below(10) as i64);
+            let resort = *backend == "Lease" && action == 1;
+            reversed ^= resort;
+            let spec = json!({ "spec": { "items": items(backend, start, start + len - 1, reversed) } });
+            if api.patch(pool, &PatchParams::default(), &Patch::Merge(&spec)).await.is_ok() {
+                counters[if resort { 5 } else { 4 }].fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
         if api.delete(pool, &DeleteParams::default()).await.is_err() {
             continue;
         }

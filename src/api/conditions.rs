@@ -12,6 +12,7 @@ pub const READY: &str = "Ready";
 pub const LEDGER_CORRUPT: &str = "LedgerCorrupt";
 pub const LOCK_HEALTHY: &str = "LockHealthy";
 pub const LOCK_EPOCH: &str = "LockEpoch";
+pub const REMOVED_ITEMS_HELD: &str = "RemovedItemsHeld";
 
 /// A condition of `type_` with status True/False.
 pub fn condition(

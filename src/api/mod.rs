@@ -13,8 +13,8 @@ mod reason;
 pub use crate::ledger::Allocation;
 pub use claim::{Claim, ClaimSpec, ClaimStatus, FINALIZER};
 pub use conditions::{
-    BOUND, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, READY, condition, is_true, same_conditions,
-    set_condition,
+    BOUND, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, READY, REMOVED_ITEMS_HELD, condition, is_true,
+    same_conditions, set_condition,
 };
 pub use pool::{
     FenceRule, ItemRange, LockSpec, MAX_LIST_ITEMS, MAX_POOL_ITEMS, POOL_FINALIZER, Pool, PoolItems,

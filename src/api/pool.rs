@@ -5,16 +5,16 @@ use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{Allocation, Ledger, LedgerError, MAX_CLAIMS_PER_POOL, runs};
+use crate::ledger::{Allocation, Items, LEDGER_FORMAT, Ledger, LedgerError, MAX_CLAIMS_PER_POOL};
 use lockguard_lock::Backend;
 
 /// The finalizer that keeps a pool while claims hold its items.
 pub const POOL_FINALIZER: &str = "lockguard.dev/pool-in-use";
 
-/// Largest pool: a range of this many items. The ledger stores item indices as compressed
-/// ranges ("0-99,120") for at most [`MAX_CLAIMS_PER_POOL`] claims with names of at most
-/// 63 characters, so even a fully fragmented ledger of this size stays under 1.3 MB, inside
-/// etcd's 1.5 MiB request limit (a unit test builds that worst case).
+/// Largest pool: a range of this many items. The ledger stores held numbers as compressed
+/// runs ("30000-30099,30120") for at most [`MAX_CLAIMS_PER_POOL`] claims with names of at most
+/// 63 characters, so even a fully fragmented ledger of ten-digit numbers stays under 1.53 MB,
+/// inside etcd's 1.5 MiB request limit (a unit test builds that worst case).
 pub const MAX_POOL_ITEMS: u32 = 65_536;
 /// Largest explicit list: 4,096 items of at most 63 characters (~260 KB in the spec).
 pub const MAX_LIST_ITEMS: u32 = 4_096;
@@ -32,13 +32,14 @@ pub const MAX_LIST_ITEMS: u32 = 4_096;
     printcolumn(name = "Backend", type_ = "string", json_path = ".spec.lock.backend"),
     printcolumn(name = "Free", type_ = "integer", json_path = ".status.free"),
     printcolumn(name = "Capacity", type_ = "integer", json_path = ".status.capacity"),
+    printcolumn(name = "Removed", type_ = "integer", json_path = ".status.removedHeld", description = "items removed from spec.items that claims still hold"),
     printcolumn(name = "Token", type_ = "integer", json_path = ".status.fencingToken"),
     printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.lockEpoch", priority = 1),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new(
-        "!has(oldSelf.status) || !has(oldSelf.status.allocated) || oldSelf.status.allocated == 0 || self.spec.items == oldSelf.spec.items"
-    ).message("spec.items cannot change while items are allocated; free the claims first")
+        "!has(oldSelf.status) || !has(oldSelf.status.allocated) || oldSelf.status.allocated == 0 || (has(oldSelf.status.ledgerFormat) && oldSelf.status.ledgerFormat >= 2) || self.spec.items == oldSelf.spec.items"
+    ).message("spec.items cannot change while items are allocated under ledger format 1 (items named by position); the operator moves the ledger to format 2 at its next write, then items may be added and removed at any time")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PoolSpec {
@@ -104,32 +105,13 @@ impl PoolItems {
         }
     }
 
-    /// The item at `index`.
-    pub fn item(&self, index: u32) -> Option<String> {
+    /// The items in spec order, as the ledger indexes them.
+    pub fn items(&self) -> Items {
         match (&self.range, &self.list) {
-            (Some(r), _) if index < self.capacity() => Some((r.start + i64::from(index)).to_string()),
-            (None, Some(list)) => list.get(index as usize).cloned(),
-            _ => None,
+            (Some(r), _) => Items::Range { start: r.start, len: self.capacity() },
+            (None, Some(list)) => Items::List(list.clone()),
+            (None, None) => Items::List(Vec::new()),
         }
-    }
-
-    /// The items at sorted `indices`, and a short form for display: `30000-30004,30010`
-    /// for a range, the first few names for a list.
-    pub fn describe(&self, indices: &[u32]) -> (Vec<String>, String) {
-        let items: Vec<String> = indices.iter().filter_map(|&i| self.item(i)).collect();
-        let summary = match &self.range {
-            Some(r) => runs(indices)
-                .iter()
-                .map(|&(a, b)| {
-                    let (a, b) = (r.start + i64::from(a), r.start + i64::from(b));
-                    if a == b { a.to_string() } else { format!("{a}-{b}") }
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-            None if items.len() > 4 => format!("{},… ({} items)", items[..4].join(","), items.len()),
-            None => items.join(","),
-        };
-        (items, summary)
     }
 }
 
@@ -155,11 +137,18 @@ pub enum FenceRule {
     OtherService,
     /// Within an epoch, the fencing token never goes back.
     StaleToken,
+    /// The ledger format never goes back or disappears.
+    OlderFormat,
 }
 
 impl FenceRule {
-    pub const ALL: [FenceRule; 4] =
-        [FenceRule::FenceFields, FenceRule::StaleEpoch, FenceRule::OtherService, FenceRule::StaleToken];
+    pub const ALL: [FenceRule; 5] = [
+        FenceRule::FenceFields,
+        FenceRule::StaleEpoch,
+        FenceRule::OtherService,
+        FenceRule::StaleToken,
+        FenceRule::OlderFormat,
+    ];
 
     /// The message the API server returns when the rule refuses a write.
     pub const fn message(self) -> &'static str {
@@ -176,6 +165,9 @@ impl FenceRule {
             FenceRule::StaleToken => {
                 "stale fencing token: the ledger was written under a newer lock; this holder lost its lock"
             }
+            FenceRule::OlderFormat => {
+                "older ledger format: the ledger was written by a newer lockguard; a replica of an older version must not write it"
+            }
         }
     }
 
@@ -186,6 +178,7 @@ impl FenceRule {
             FenceRule::StaleEpoch => "lock-epoch rule",
             FenceRule::OtherService => "lock-service rule",
             FenceRule::StaleToken => "fencing-token rule",
+            FenceRule::OlderFormat => "ledger-format rule",
         }
     }
 
@@ -211,6 +204,9 @@ impl FenceRule {
 #[x_kube(validation = Rule::new(
     "!has(oldSelf.fencingToken) || !has(self.fencingToken) || (has(self.lockEpoch) && (!has(oldSelf.lockEpoch) || self.lockEpoch > oldSelf.lockEpoch)) || self.fencingToken >= oldSelf.fencingToken"
 ).message(FenceRule::StaleToken.message()))]
+#[x_kube(validation = Rule::new(
+    "!has(oldSelf.ledgerFormat) || (has(self.ledgerFormat) && self.ledgerFormat >= oldSelf.ledgerFormat)"
+).message(FenceRule::OlderFormat.message()))]
 #[serde(rename_all = "camelCase")]
 pub struct PoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,7 +233,14 @@ pub struct PoolStatus {
     /// Identity of the replica that last wrote the ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_holder: Option<String>,
-    /// Which claim holds which items (item indices as compressed ranges).
+    /// How the ledger names items: 2, by value. The API server refuses a status that lowers
+    /// or drops it, so a replica of an older version cannot write a ledger it would misread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_format: Option<i64>,
+    /// Items removed from spec.items that claims still hold (theirs until released).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_held: Option<i32>,
+    /// Which claim holds which items (by value: numbers as compressed runs, or names).
     #[serde(default)]
     #[schemars(length(max = MAX_CLAIMS_PER_POOL), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["claim"]))]
     pub ledger: Vec<Allocation>,
@@ -248,8 +251,12 @@ pub struct PoolStatus {
 impl Pool {
     /// The ledger its status holds, checked against its capacity.
     pub fn ledger(&self) -> Result<Ledger, LedgerError> {
-        let allocations = self.status.as_ref().map(|s| s.ledger.as_slice()).unwrap_or_default();
-        Ledger::from_status(allocations, self.spec.items.capacity())
+        let status = self.status.as_ref();
+        if let Some(format) = status.and_then(|s| s.ledger_format).filter(|f| *f > LEDGER_FORMAT) {
+            return Err(LedgerError::NewerFormat { format });
+        }
+        let allocations = status.map(|s| s.ledger.as_slice()).unwrap_or_default();
+        Ledger::from_status(allocations, self.spec.items.items())
     }
 
     pub fn is_deleting(&self) -> bool {
@@ -309,22 +316,27 @@ mod tests {
     #[test]
     fn a_full_fragmented_ledger_of_the_largest_pool_fits_one_object() {
         // Worst case: the most claims, with the longest names (63 + 63), and every one of the
-        // 65,536 items in a run of its own.
+        // 65,536 items, ten-digit numbers (the highest range), in a run of its own.
         let capacity = MAX_POOL_ITEMS;
+        let start = 4_294_967_295 - i64::from(capacity) + 1;
         let claims = MAX_CLAIMS_PER_POOL as u32;
         let per_claim = capacity / claims;
         let allocations: Vec<Allocation> = (0..claims)
-            .map(|c| Allocation {
-                claim: format!("{:0>63}/{:0>63}", c, c),
-                uid: "01234567-89ab-cdef-0123-456789abcdef".into(),
-                items: crate::ledger::format_indices(
-                    &(0..per_claim).map(|k| c + k * claims).collect::<Vec<_>>(),
-                ),
+            .map(|c| {
+                let positions = (0..per_claim).map(|k| c + k * claims).collect::<Vec<_>>();
+                let key = format!("{:0>63}/{:0>63}", c, c);
+                Allocation::positions(
+                    &key,
+                    "01234567-89ab-cdef-0123-456789abcdef",
+                    &crate::ledger::format_indices(&positions),
+                )
             })
             .collect();
-        let ledger = Ledger::from_status(&allocations, capacity).unwrap();
+        let ledger = Ledger::from_status(&allocations, Items::Range { start, len: capacity }).unwrap();
         assert_eq!(ledger.free(), 0);
         let bytes = serde_json::to_vec(&ledger.to_status()).unwrap().len();
-        assert!(bytes < 1_300_000, "ledger JSON is {bytes} bytes; etcd accepts 1.5 MiB per object");
+        // etcd's default request limit, less room for the pool's metadata, spec and conditions.
+        let limit = 1_572_864 - 32_768;
+        assert!(bytes < limit, "ledger JSON is {bytes} bytes; more than {limit}");
     }
 }

@@ -22,6 +22,8 @@ pub enum Reason {
     DeletionBlocked,
     LockAcquired,
     EpochAdvanced,
+    RemovedItemsStillHeld,
+    AllHeldItemsInSpec,
     // Events only.
     Freed,
     FencedWriteRejected,
@@ -60,6 +62,8 @@ impl Reason {
             Reason::DeletionBlocked => "DeletionBlocked",
             Reason::LockAcquired => "LockAcquired",
             Reason::EpochAdvanced => "EpochAdvanced",
+            Reason::RemovedItemsStillHeld => "RemovedItemsStillHeld",
+            Reason::AllHeldItemsInSpec => "AllHeldItemsInSpec",
             Reason::Freed => "Freed",
             Reason::FencedWriteRejected => "FencedWriteRejected",
             Reason::LockEpochAdvanced => "LockEpochAdvanced",
@@ -85,12 +89,14 @@ impl Reason {
     }
 
     /// The reasons of a pool's conditions and of Events only.
-    const OTHERS: [Reason; 8] = [
+    const OTHERS: [Reason; 10] = [
         Reason::LedgerConsistent,
         Reason::LedgerReadable,
         Reason::DeletionBlocked,
         Reason::LockAcquired,
         Reason::EpochAdvanced,
+        Reason::RemovedItemsStillHeld,
+        Reason::AllHeldItemsInSpec,
         Reason::Freed,
         Reason::FencedWriteRejected,
         Reason::LockEpochAdvanced,

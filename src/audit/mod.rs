@@ -17,7 +17,6 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::api::{Claim, Pool};
-use crate::ledger::Ledger;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -123,7 +122,7 @@ pub fn check_pool(pool: &Pool, claims: &[&Claim], scope: Scope) -> (u64, Vec<Vio
     let violation =
         |kind, claim: Option<String>, message: String| Violation { kind, pool: name.clone(), claim, message };
     let status = pool.status.clone().unwrap_or_default();
-    let ledger = match Ledger::from_status(&status.ledger, pool.spec.items.capacity()) {
+    let ledger = match pool.ledger() {
         Ok(ledger) => ledger,
         Err(e) => return (0, vec![violation(Kind::CorruptLedger, None, e.to_string())]),
     };
@@ -141,7 +140,7 @@ pub fn check_pool(pool: &Pool, claims: &[&Claim], scope: Scope) -> (u64, Vec<Vio
     }
     let given = |key: &str, uid: &str| -> BTreeSet<String> {
         match ledger.entry(key) {
-            Some(e) if e.uid == uid => pool.spec.items.describe(&e.indices).0.into_iter().collect(),
+            Some(e) if e.uid == uid => ledger.describe(&e.indices).0.into_iter().collect(),
             _ => BTreeSet::new(),
         }
     };
@@ -253,16 +252,11 @@ mod tests {
                 lock: Default::default(),
             },
         );
-        let ledger: Vec<Allocation> = ledger
-            .iter()
-            .map(|(claim, uid, items)| Allocation {
-                claim: claim.to_string(),
-                uid: uid.to_string(),
-                items: items.to_string(),
-            })
-            .collect();
-        let allocated =
-            Ledger::from_status(&ledger, capacity).map(|l| l.allocated() as i32).unwrap_or_default();
+        let ledger: Vec<Allocation> =
+            ledger.iter().map(|(claim, uid, items)| Allocation::positions(claim, uid, items)).collect();
+        let allocated = crate::ledger::Ledger::from_status(&ledger, crate::ledger::Items::indices(capacity))
+            .map(|l| l.allocated() as i32)
+            .unwrap_or_default();
         pool.metadata.finalizers = Some(vec![crate::api::POOL_FINALIZER.to_string()]);
         pool.status = Some(PoolStatus {
             capacity: capacity as i32,

@@ -39,13 +39,13 @@ pub fn waits_for_pool(claim: &Claim) -> bool {
 
 /// Whether a change of `pool` concerns `claim`: it waits for the pool, or its status does
 /// not show exactly what the ledger gives it.
-pub fn affected_by(claim: &Claim, pool: &Pool, ledger: Option<&Ledger>) -> bool {
+pub fn affected_by(claim: &Claim, ledger: Option<&Ledger>) -> bool {
     if waits_for_pool(claim) {
         return true;
     }
     let Some(ledger) = ledger else { return false };
     let given = ledger.given(&claim.ledger_key(), &claim.uid().unwrap_or_default());
-    claim.shown_items() != pool.spec.items.describe(given).0.as_slice()
+    claim.shown_items() != ledger.describe(given).0.as_slice()
 }
 
 /// Every log line of a claim's reconcile carries `claim=` and `pool=` from its span.
@@ -163,14 +163,15 @@ async fn revoke(claim: &Claim, ctx: &Context, pool_name: &str) -> Result<Action,
         return not_bound(claim, ctx, pool_not_found(pool_name), Some(Vec::new()), recheck).await;
     };
     let (key, uid) = (claim.ledger_key(), claim.uid().unwrap_or_default());
-    let given = ledger_of(&pool)?.given(&key, &uid).to_vec();
-    let given_items = pool.spec.items.describe(&given).0;
+    let ledger = ledger_of(&pool)?;
+    let given = ledger.given(&key, &uid).to_vec();
+    let given_items = ledger.describe(&given).0;
     let shown = claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default();
     let Step::Revoke { keep } = next_step(&shown, &given, &given_items, claim.spec.count.max(0) as u32)
     else {
         return Ok(Action::requeue(FRESH_READ)); // the cache was behind
     };
-    let (kept, _) = pool.spec.items.describe(&keep);
+    let (kept, _) = ledger.describe(&keep);
     let message = format!(
         "the ledger of pool {pool_name} no longer gives this claim {} of its items (a pool restored, re-created or edited); re-allocating",
         shown.len() - kept.len()
@@ -192,7 +193,7 @@ async fn revoke(claim: &Claim, ctx: &Context, pool_name: &str) -> Result<Action,
 /// moment, and only write those still not shown after it (that replica may have died).
 async fn show(claim: &Claim, ctx: &Context, pool: &Pool, given: &[u32]) -> Result<Action, Error> {
     let key = claim.ledger_key();
-    let status = bound_status(claim, pool, given);
+    let status = bound_status(claim, pool, &*ctx.ledger(pool)?, given);
     if claim.status.as_ref() != Some(&status) {
         if let Some(wait) = ctx.defer(&key, Deferred::Status, pool) {
             return Ok(Action::requeue(wait));
@@ -259,8 +260,8 @@ async fn remove_finalizer(claim: &Claim, ctx: &Context) -> Result<(), Error> {
 }
 
 /// The Bound status that shows `indices` of `pool`.
-fn bound_status(claim: &Claim, pool: &Pool, indices: &[u32]) -> ClaimStatus {
-    let (items, summary) = pool.spec.items.describe(indices);
+fn bound_status(claim: &Claim, pool: &Pool, ledger: &Ledger, indices: &[u32]) -> ClaimStatus {
+    let (items, summary) = ledger.describe(indices);
     let generation = claim.metadata.generation;
     let previous = claim.status.as_ref();
     // The token is the one the items were allocated under: a claim whose items stay keeps
@@ -283,7 +284,7 @@ fn bound_status(claim: &Claim, pool: &Pool, indices: &[u32]) -> ClaimStatus {
 
 /// Writes a Bound status showing `indices`; returns the claim as written.
 async fn show_bound(claim: &Claim, ctx: &Context, pool: &Pool, indices: &[u32]) -> Result<Claim, Error> {
-    let status = bound_status(claim, pool, indices);
+    let status = bound_status(claim, pool, &*ctx.ledger(pool)?, indices);
     if claim.status.as_ref() == Some(&status) {
         return Ok(claim.clone());
     }

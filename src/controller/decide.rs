@@ -77,7 +77,7 @@ pub fn decide(claim: &Claim, pool: Option<(&Pool, LedgerRead<'_>)>) -> Decision 
     };
     let count = claim.spec.count.max(0) as u32;
     let given = ledger.given(&claim.ledger_key(), &claim.uid().unwrap_or_default());
-    let given_items = pool.spec.items.describe(given).0;
+    let given_items = ledger.describe(given).0;
     match next_step(claim.shown_items(), given, &given_items, count) {
         Step::Revoke { .. } => return Decision::Revoke,
         Step::Show => return Decision::Show { given: given.to_vec() },
@@ -211,9 +211,9 @@ mod tests {
 
     /// A ledger that gives `ns/c` (uid u1) these indices.
     fn ledger(given: &str) -> Ledger {
-        let entry = Allocation { claim: "ns/c".into(), uid: "u1".into(), items: given.into() };
+        let entry = Allocation::positions("ns/c", "u1", given);
         let allocations = if given.is_empty() { vec![] } else { vec![entry] };
-        Ledger::from_status(&allocations, 10).expect("ledger")
+        Ledger::from_status(&allocations, pool().spec.items.items()).expect("ledger")
     }
 
     fn reason(decision: &Decision) -> Reason {
@@ -261,7 +261,8 @@ mod tests {
     #[test]
     fn a_corrupt_ledger_leaves_bound_claims_alone_and_tells_waiting_ones() {
         let p = pool();
-        let corrupt = LedgerError::Duplicate { index: 1, first: "a/x".into(), second: "b/y".into() };
+        let corrupt =
+            LedgerError::Duplicate { item: "1001".into(), first: "a/x".into(), second: "b/y".into() };
         let waiting_claim = decide(&claim(1, &[]), Some((&p, Err(&corrupt))));
         assert_eq!(reason(&waiting_claim), Reason::LedgerCorrupt);
         assert!(matches!(

@@ -122,7 +122,7 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
     let pools: Api<Pool> = Api::all(ctx.client.clone());
     let Some(pool) = get_existing(&pools, name).await? else { return Ok(None) };
     let mut ledger = ledger_of(&pool)?;
-    let wants = live_shrinks(ctx, &pool, &ledger, wants(ctx, &pool)).await?;
+    let wants = live_shrinks(ctx, &ledger, wants(ctx, &pool)).await?;
     let mut planned = plan(&ledger, &wants, pool.may_grow());
     let stale = stale_entries(ctx, &planned, &wants).await?;
     if !stale.is_empty() {
@@ -149,12 +149,7 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
 /// Shrinks as the live claims want them: a cached claim may be older than the growth
 /// another replica made from a newer read, and shrinking it back would take items its
 /// status already shows. Shrinks are rare, so each is read from the server.
-async fn live_shrinks(
-    ctx: &Context,
-    pool: &Pool,
-    ledger: &Ledger,
-    wants: Vec<Want>,
-) -> Result<Vec<Want>, Error> {
+async fn live_shrinks(ctx: &Context, ledger: &Ledger, wants: Vec<Want>) -> Result<Vec<Want>, Error> {
     let mut live = Vec::with_capacity(wants.len());
     for want in wants {
         let shrinking = !want.deleting && ledger.given(&want.key, &want.uid).len() as u32 > want.count;
@@ -167,7 +162,7 @@ async fn live_shrinks(
         if let Some(claim) =
             get_existing(&api, name).await?.filter(|c| c.uid().as_deref() == Some(want.uid.as_str()))
         {
-            live.push(want_of(&claim, pool, ledger));
+            live.push(want_of(&claim, ledger));
         }
     }
     Ok(live)
@@ -259,18 +254,18 @@ fn wants(ctx: &Context, pool: &Pool) -> Vec<Want> {
         ctx.claims.state().into_iter().filter(|c| c.spec.pool_ref == name && c.has_finalizer()).collect();
     claims.sort_by_cached_key(|c| (c.metadata.creation_timestamp.as_ref().map(|t| t.0), c.ledger_key()));
     let Ok(ledger) = ctx.ledger(pool) else { return Vec::new() };
-    claims.iter().map(|c| want_of(c, pool, &ledger)).collect()
+    claims.iter().map(|c| want_of(c, &ledger)).collect()
 }
 
 /// A claim's want: its count, whether it is being deleted, and whether its status shows
 /// no more than it keeps after the change (so that the ledger may take the rest back).
-fn want_of(claim: &Claim, pool: &Pool, ledger: &Ledger) -> Want {
+fn want_of(claim: &Claim, ledger: &Ledger) -> Want {
     let (key, uid) = (claim.ledger_key(), claim.uid().unwrap_or_default());
     let deleting = claim.metadata.deletion_timestamp.is_some();
     let count = claim.spec.count.max(0) as u32;
     let given = ledger.given(&key, &uid);
     let keeps = if deleting { &[][..] } else { &given[..given.len().min(count as usize)] };
-    let kept: HashSet<String> = pool.spec.items.describe(keeps).0.into_iter().collect();
+    let kept: HashSet<String> = ledger.describe(keeps).0.into_iter().collect();
     let status_ready = claim.shown_items().iter().all(|item| kept.contains(item));
     Want { key, uid, count, deleting, status_ready }
 }

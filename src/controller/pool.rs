@@ -20,7 +20,7 @@ use super::pool_ledger::{ledger_of, lock_pool, report_corrupt, write_ledger};
 use crate::api::{
     Claim, LEDGER_CORRUPT, POOL_FINALIZER, Pool, PoolStatus, READY, Reason, condition, set_condition,
 };
-use crate::ledger::Ledger;
+use crate::ledger::{LEDGER_FORMAT, Ledger};
 
 /// Every log line of a pool's reconcile carries `pool=` from its span.
 #[tracing::instrument(name = "reconcile", skip_all, fields(pool = %pool.name_any()))]
@@ -60,6 +60,8 @@ fn status_is_current(pool: &Pool, ledger: &Ledger) -> bool {
         && status.capacity == ledger.capacity() as i32
         && status.allocated == ledger.allocated() as i32
         && status.free == ledger.free() as i32
+        && status.ledger_format == Some(LEDGER_FORMAT)
+        && status.removed_held.unwrap_or_default() == ledger.removed_held() as i32
         && ready.is_some_and(|c| {
             c.status == wanted.status
                 && c.reason == wanted.reason

@@ -1,7 +1,7 @@
 //! The I/O around a pool's ledger that both controllers share: lock the pool, read its
 //! ledger, write it fenced, and say when a pool is corrupt.
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -13,11 +13,11 @@ use super::context::Context;
 use super::epoch::next_epoch;
 use super::error::Error;
 use crate::api::{
-    FenceRule, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, Pool, PoolStatus, READY, Reason, condition,
-    same_conditions, set_condition,
+    FenceRule, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, Pool, PoolStatus, READY, REMOVED_ITEMS_HELD, Reason,
+    condition, same_conditions, set_condition,
 };
 use crate::failpoint;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{LEDGER_FORMAT, Ledger, LedgerError};
 use crate::metrics::by as by_backend;
 use lockguard_lock::LockGuard;
 
@@ -74,6 +74,9 @@ pub async fn write_ledger(
         );
     }
     status.ledger = ledger.to_status();
+    status.ledger_format = Some(LEDGER_FORMAT);
+    status.removed_held = Some(ledger.removed_held() as i32);
+    set_condition(&mut status.conditions, removed_items_condition(ledger, pool.metadata.generation));
     status.capacity = ledger.capacity() as i32;
     status.allocated = ledger.allocated() as i32;
     status.free = ledger.free() as i32;
@@ -97,8 +100,15 @@ pub async fn write_ledger(
         return write_unfenced(&pools, next).await;
     }
     // Every writer of a ledger holds the pool's lock, so under the lock a moved version
-    // (409) means another replica wrote: this one lost its lock, just like a lower token.
-    let by = match pools.replace_status(&pool.name_any(), &PostParams::default(), &next).await {
+    // (409) means another replica wrote: this one lost its lock, just like a lower token. A
+    // merge patch leaves the fields this version does not know as they are (a replica of a
+    // newer version may have written them); the resourceVersion in it is the precondition.
+    let patch = json!({
+        "metadata": { "resourceVersion": pool.resource_version() },
+        "status": next.status,
+    });
+    let written = pools.patch_status(&pool.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await;
+    let by = match written {
         Ok(written) => {
             if epoch.advance {
                 let note = format!(
@@ -124,6 +134,32 @@ pub async fn write_ledger(
     ctx.metrics.fenced_rejections.get_or_create(&by_backend(guard.backend())).inc();
     warn!(pool = %pool.name_any(), token = guard.fencing_token(), by, lost = guard.is_lost(), "fenced ledger write rejected: another replica wrote the ledger under a newer lock");
     Err(Error::Fenced { pool: pool.name_any(), token: guard.fencing_token(), by })
+}
+
+/// Whether the ledger holds items removed from the spec: they stay with their claims until
+/// released and are never given again, and the pool says how many there are.
+pub fn removed_items_condition(
+    ledger: &Ledger,
+    generation: Option<i64>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    match ledger.removed_held() {
+        0 => condition(
+            REMOVED_ITEMS_HELD,
+            false,
+            Reason::AllHeldItemsInSpec,
+            "every held item is in spec.items",
+            generation,
+        ),
+        n => condition(
+            REMOVED_ITEMS_HELD,
+            true,
+            Reason::RemovedItemsStillHeld,
+            format!(
+                "{n} items removed from spec.items are still held; they stay with their claims until released and are never given out again"
+            ),
+            generation,
+        ),
+    }
 }
 
 /// The negative control (a test build only): a merge patch without the resourceVersion precondition, and with

@@ -88,7 +88,7 @@ pub async fn run(
                 of_pool
                     .state()
                     .into_iter()
-                    .filter(|c| c.spec.pool_ref == name && claim::affected_by(c, &pool, ledger.as_deref()))
+                    .filter(|c| c.spec.pool_ref == name && claim::affected_by(c, ledger.as_deref()))
                     .map(|c| ObjectRef::from_obj(&*c))
                     .collect::<Vec<_>>()
             },

@@ -1,0 +1,138 @@
+//! An item stays with its claim until the claim lets go of it: no edit of the pool's spec
+//! moves a bound item, at any revision.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube::api::Api;
+use lockguard::api::Pool;
+use support::{Operator, audit, claims_in, history_violations, kube_client, kubectl_ok, record_history};
+
+/// Each claim of the operator's namespace and the items its status shows.
+async fn items_of(op: &Operator) -> BTreeMap<String, Vec<String>> {
+    claims_in(std::slice::from_ref(&op.ns))
+        .await
+        .into_iter()
+        .map(|c| (c.metadata.name.clone().unwrap_or_default(), c.shown_items().to_vec()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resorted_list_pool_moves_no_item() {
+    let recorder = record_history().await;
+    let op = Operator::start(3, "resort").await;
+    op.apply_pool("{list: [red, green, blue, cyan, pink, gold]}", "Etcd");
+    // One after another, so that they hold the first three items in order.
+    for name in ["a", "b", "c"] {
+        op.claim(name, 1).await;
+        op.bound(name, Duration::from_secs(30), &format!("{name} bound")).await;
+    }
+    let before = items_of(&op).await;
+    let expected: BTreeMap<String, Vec<String>> = [("a", "red"), ("b", "green"), ("c", "blue")]
+        .map(|(c, i)| (c.to_string(), vec![i.to_string()]))
+        .into();
+    assert_eq!(before, expected);
+
+    // A generator or a GitOps tool writes the same items in another order.
+    op.apply_pool("{list: [gold, pink, cyan, blue, green, red]}", "Etcd");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let after = items_of(&op).await;
+    if after != before {
+        op.replicas.fail(&format!("the re-sort moved items: before {before:?}, after {after:?}"));
+    }
+    // A new claim gets a free item, never a held one.
+    op.claim("d", 1).await;
+    op.bound("d", Duration::from_secs(30), "d bound after the re-sort").await;
+    let d = items_of(&op).await.remove("d").unwrap_or_default();
+    assert!(
+        d.len() == 1 && ["cyan", "pink", "gold"].contains(&d[0].as_str()),
+        "d got {d:?}, not one of the free items"
+    );
+    let seen = history_violations(&recorder.finish(), &[&op.pool]);
+    assert!(seen.is_empty(), "violations at some revision:\n{}\n{}", seen.join("\n"), op.replicas.tails());
+}
+
+/// The pool's status as `kubectl get pool` and its conditions show it.
+async fn pool_status(name: &str) -> lockguard::api::PoolStatus {
+    Api::<Pool>::all(kube_client().await).get(name).await.expect("get pool").status.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_grows_and_shrinks_while_claims_hold_and_ask() {
+    let recorder = record_history().await;
+    let op = Operator::start(3, "resize").await;
+    op.apply_pool("{range: {start: 100, end: 109}}", "Etcd");
+    let first: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+    for name in &first {
+        op.claim(name, 1).await;
+    }
+    op.all_bound(&first, Duration::from_secs(60), "the first ten bound").await;
+    let held_before = items_of(&op).await;
+
+    // Full: ten more claims wait, and the pool grows while they are created.
+    let second: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    for (i, name) in second.iter().enumerate() {
+        op.claim(name, 1).await;
+        if i == 4 {
+            op.apply_pool("{range: {start: 100, end: 119}}", "Etcd");
+        }
+    }
+    op.all_bound(&second, Duration::from_secs(60), "the grown pool serves ten more").await;
+
+    // Shrunk below held items (100-104 go) while more claims are created: those items stay
+    // with their claims, the pool counts them, and no new claim gets one.
+    let third: Vec<String> = (0..3).map(|i| format!("c{i}")).collect();
+    op.claim(&third[0], 1).await;
+    op.apply_pool("{range: {start: 105, end: 124}}", "Etcd");
+    for name in &third[1..] {
+        op.claim(name, 1).await;
+    }
+    op.all_bound(&third, Duration::from_secs(60), "the shrunk pool serves").await;
+    let after = items_of(&op).await;
+    for (claim, items) in &held_before {
+        assert_eq!(after.get(claim), Some(items), "{claim} kept its item through grow and shrink");
+    }
+    let removed = ["100", "101", "102", "103", "104"];
+    for name in &third {
+        let items = &after[name.as_str()];
+        assert!(items.iter().all(|i| !removed.contains(&i.as_str())), "{name} got a removed item: {items:?}");
+    }
+    let status = op
+        .replicas
+        .eventually(Duration::from_secs(20), "the pool counts 5 removed items still held", || async {
+            Some(pool_status(&op.pool).await).filter(|s| s.removed_held == Some(5))
+        })
+        .await;
+    let condition = status.conditions.iter().find(|c| c.type_ == "RemovedItemsHeld").expect("condition");
+    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "RemovedItemsStillHeld"));
+    assert!(condition.message.starts_with("5 items removed"), "{}", condition.message);
+    let table = kubectl_ok(&["get", "pool", &op.pool], None);
+    let mut lines = table.lines().map(|l| l.split_whitespace().collect::<Vec<_>>());
+    let (header, row) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+    let column =
+        header.iter().position(|h| *h == "REMOVED").unwrap_or_else(|| panic!("no REMOVED column:\n{table}"));
+    assert_eq!(row.get(column), Some(&"5"), "kubectl get pool:\n{table}");
+
+    // A released removed item is gone for good: the count drops, nobody gets it.
+    let holder = held_before
+        .iter()
+        .find(|(_, i)| i.as_slice() == ["100"])
+        .map(|(c, _)| c.clone())
+        .expect("holder of 100");
+    kubectl_ok(&["delete", "claim", "-n", &op.ns, &holder, "--wait=true", "--timeout=60s"], None);
+    op.replicas
+        .eventually(Duration::from_secs(20), "4 removed items still held", || async {
+            Some(pool_status(&op.pool).await).filter(|s| s.removed_held == Some(4)).map(|_| ())
+        })
+        .await;
+    op.claim("d", 1).await;
+    op.bound("d", Duration::from_secs(30), "d bound").await;
+    let d = items_of(&op).await.remove("d").unwrap_or_default();
+    assert!(d.iter().all(|i| !removed.contains(&i.as_str())), "d got a removed item: {d:?}");
+
+    assert_eq!(audit(&[&op.pool]).await.map(|_| ()), Ok(()), "the audit agrees");
+    let seen = history_violations(&recorder.finish(), &[&op.pool]);
+    assert!(seen.is_empty(), "violations at some revision:\n{}\n{}", seen.join("\n"), op.replicas.tails());
+}
