@@ -133,7 +133,7 @@ impl Items {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub uid: String,
-    /// Sorted item indices: positions in the spec, then items removed from it.
+    /// Item indices, sorted by the items' values (see `Ledger::sort_by_value`).
     pub indices: Vec<u32>,
 }
 
@@ -292,11 +292,10 @@ impl Ledger {
         let mut reader = Reader::new(&items);
         let mut entries = BTreeMap::new();
         for (n, a) in allocations.iter().enumerate() {
-            let mut indices = reader.indices(a)?;
+            let indices = reader.indices(a)?;
             for &index in &indices {
                 reader.hold(n, index, allocations)?;
             }
-            indices.sort_unstable();
             if entries.insert(a.claim.clone(), Entry { uid: a.uid.clone(), indices }).is_some() {
                 return Err(LedgerError::TwoEntries { claim: a.claim.clone() });
             }
@@ -304,7 +303,12 @@ impl Ledger {
         let used: Vec<bool> = reader.owner.iter().map(Option::is_some).collect();
         let allocated = used[..items.len() as usize].iter().filter(|u| **u).count() as u32;
         let removed = reader.removed;
-        Ok(Self { items, removed, entries, used, allocated })
+        let mut ledger = Self { items, removed, entries: BTreeMap::new(), used, allocated };
+        for (_, entry) in entries.iter_mut() {
+            ledger.sort_by_value(&mut entry.indices);
+        }
+        ledger.entries = entries;
+        Ok(ledger)
     }
 
     /// The entries by value, in format [`LEDGER_FORMAT`].
@@ -352,6 +356,19 @@ impl Ledger {
         self.items.value(index).unwrap_or_else(|| self.removed[(index - self.items.len()) as usize].clone())
     }
 
+    /// Sorts a claim's items by value (numbers numerically, names as text), never by their
+    /// place in the spec: which items a shrink keeps (the lowest) must not depend on the
+    /// spec's order, or a replica deciding from an older spec would keep others than the
+    /// replica that writes the ledger.
+    fn sort_by_value(&self, indices: &mut [u32]) {
+        match &self.items {
+            Items::Range { .. } => {
+                indices.sort_by_cached_key(|&i| self.value(i).parse::<u64>().unwrap_or(u64::MAX))
+            }
+            Items::List(_) => indices.sort_by_cached_key(|&i| self.value(i)),
+        }
+    }
+
     /// How many items the spec has.
     pub fn capacity(&self) -> u32 {
         self.items.len()
@@ -381,7 +398,7 @@ impl Ledger {
     }
 
     /// Gives claim `claim` (with `uid`) exactly `count` items: keeps what it holds, adds the
-    /// lowest free indices or drops its highest (items removed from the spec first). An entry
+    /// lowest free indices or drops its highest values. An entry
     /// of the same name with another uid is never touched: only the caller can tell (by
     /// reading the live claim) that it is stale, and then [`Ledger::release_uid`] frees it first.
     pub fn allocate(&self, claim: &str, uid: &str, count: u32) -> Result<(Ledger, Change), AllocError> {
@@ -416,7 +433,7 @@ impl Ledger {
             change.added = self.lowest_free(needed as usize);
             self.mark(&change.added, true);
             held.extend(&change.added);
-            held.sort_unstable();
+            self.sort_by_value(&mut held);
         }
         self.entries.insert(claim.to_string(), Entry { uid: uid.to_string(), indices: held });
         Ok(change)
@@ -704,7 +721,7 @@ mod tests {
         let resorted =
             Ledger::from_status(&ledger.to_status(), list(&["cyan", "blue", "green", "red"])).unwrap();
         assert_eq!(held(&resorted, "ns/a"), ["red"]);
-        assert_eq!(held(&resorted, "ns/b"), ["blue", "green"], "spec order now, same names");
+        assert_eq!(held(&resorted, "ns/b"), ["blue", "green"], "the same names, by name");
         // The one free name is the only one given.
         let (next, change) = resorted.allocate("ns/c", "u", 1).unwrap();
         assert_eq!(next.describe(&change.added).0, ["cyan"]);
@@ -720,7 +737,7 @@ mod tests {
         assert_eq!((wide.capacity(), wide.allocated(), wide.free(), wide.removed_held()), (10, 3, 7, 0));
         // Shrunk below held items: they stay held, counted apart, never given again.
         let narrow = Ledger::from_status(&ledger.to_status(), Items::Range { start: 102, len: 3 }).unwrap();
-        assert_eq!(held(&narrow, "ns/a"), ["102", "100", "101"], "in the spec first, removed after");
+        assert_eq!(held(&narrow, "ns/a"), ["100", "101", "102"], "by value, wherever the spec puts them");
         assert_eq!(
             (narrow.capacity(), narrow.allocated(), narrow.free(), narrow.removed_held()),
             (3, 1, 2, 2)
@@ -728,10 +745,10 @@ mod tests {
         let (next, change) = narrow.allocate("ns/b", "u", 2).unwrap();
         assert_eq!(next.describe(&change.added).0, ["103", "104"]);
         assert_eq!(next.allocate("ns/c", "u", 1), Err(AllocError::Exhausted { needed: 1, free: 0 }));
-        // A shrink of the claim lets go of removed items first; a release of the rest.
+        // A shrink keeps the lowest values, whatever the spec says of them.
         let (shrunk, change) = next.allocate("ns/a", "u", 1).unwrap();
-        assert_eq!(shrunk.describe(&change.removed).0, ["100", "101"]);
-        assert_eq!(shrunk.removed_held(), 0);
+        assert_eq!(shrunk.describe(&change.removed).0, ["101", "102"]);
+        assert_eq!(shrunk.removed_held(), 1);
         let round_trip =
             Ledger::from_status(&shrunk.to_status(), Items::Range { start: 102, len: 3 }).unwrap();
         assert_eq!(round_trip.to_status(), shrunk.to_status());
@@ -771,5 +788,77 @@ mod tests {
             ..Allocation::positions("ns/a", "u", "")
         };
         assert!(matches!(Ledger::from_status(&[names], range()), Err(LedgerError::WrongKind { .. })));
+    }
+
+    #[test]
+    fn spec_edits_between_operations_never_move_or_duplicate_an_item() {
+        // Random allocations, shrinks and releases on a list pool whose spec is re-sorted,
+        // grown and shrunk between them: every value stays with its claim until the claim
+        // lets go of it, and no value is held twice.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let spec = |first: u64, len: u64, reversed: bool| {
+            let mut names: Vec<String> = (first..first + len).map(|i| format!("i{i}")).collect();
+            if reversed {
+                names.reverse();
+            }
+            Items::List(names)
+        };
+        let mut ledger = Ledger::new(spec(100, 20, false));
+        let mut owned: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for _ in 0..2_000 {
+            let claim = format!("ns/c{}", next(8));
+            match next(4) {
+                0 => {
+                    let items = spec(95 + next(6), 16 + next(10), next(2) == 0);
+                    let ordered = |l: &Ledger| -> Vec<Vec<String>> {
+                        l.claims().map(|(_, e)| l.describe(&e.indices).0).collect()
+                    };
+                    let before = ordered(&ledger);
+                    ledger = Ledger::from_status(&ledger.to_status(), items).expect("readable");
+                    // In the same order too: a shrink decided under either spec keeps the same.
+                    assert_eq!(ordered(&ledger), before);
+                }
+                1 => {
+                    ledger.remove(&claim);
+                    owned.remove(&claim);
+                }
+                _ => {
+                    let before: std::collections::BTreeSet<String> = ledger
+                        .entry(&claim)
+                        .map(|e| ledger.describe(&e.indices).0.into_iter().collect())
+                        .unwrap_or_default();
+                    if ledger.assign(&claim, "u", 1 + next(3) as u32).is_err() {
+                        continue;
+                    }
+                    let after: std::collections::BTreeSet<String> = ledger
+                        .describe(&ledger.entry(&claim).expect("entry").indices)
+                        .0
+                        .into_iter()
+                        .collect();
+                    // A claim keeps what it held, or lets go of some of it: it never swaps.
+                    assert!(before.is_subset(&after) || after.is_subset(&before), "{before:?} -> {after:?}");
+                    owned.insert(claim.clone(), after);
+                }
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for (claim, entry) in ledger.claims() {
+                let values: std::collections::BTreeSet<String> =
+                    ledger.describe(&entry.indices).0.into_iter().collect();
+                assert_eq!(
+                    Some(&values),
+                    owned.get(claim).or(Some(&Default::default())),
+                    "{claim} changed by a spec edit"
+                );
+                for v in values {
+                    assert!(seen.insert(v.clone()), "{v} held twice");
+                }
+            }
+        }
     }
 }

@@ -381,18 +381,30 @@ async fn pool_churn(Workload { client, ns, pools, counters, stop }: Workload, mu
     let api: Api<Pool> = Api::all(client.clone());
     let claims: Api<Claim> = Api::namespaced(client.clone(), &ns);
     let mut reversed = false;
-    while !stop.load(Ordering::Acquire) {
+    // Each action once first, in this order, then at random.
+    for n in 0.. {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
         tokio::time::sleep(Duration::from_secs(4 + rng.below(4) as u64)).await;
-        let (pool, backend) = &pools[rng.below(pools.len())];
-        let action = rng.below(3);
+        let action = if n < 3 { n } else { rng.below(3) };
+        // A re-sort needs the list pool (the Lease one).
+        let (pool, backend) = match action {
+            1 => pools.iter().find(|(_, b)| *b == "Lease").unwrap_or(&pools[0]),
+            _ => &pools[rng.below(pools.len())],
+        };
         if action < 2 {
-            // Grow or shrink: the range moves within 95..=124, never under 16 items.
+            // Grow or shrink (the range moves within 95..=124, never under 16 items); the
+            // list pool's order flips on a re-sort.
             let (start, len) = (95 + rng.below(6) as i64, 16 + rng.below(10) as i64);
             let resort = *backend == "Lease" && action == 1;
             reversed ^= resort;
             let spec = json!({ "spec": { "items": items(backend, start, start + len - 1, reversed) } });
-            if api.patch(pool, &PatchParams::default(), &Patch::Merge(&spec)).await.is_ok() {
-                counters[if resort { 5 } else { 4 }].fetch_add(1, Ordering::Relaxed);
+            match api.patch(pool, &PatchParams::default(), &Patch::Merge(&spec)).await {
+                Ok(_) => {
+                    counters[if resort { 5 } else { 4 }].fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => println!("chaos: the admin's edit of {pool} was refused: {e}"),
             }
             continue;
         }
