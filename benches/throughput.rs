@@ -253,7 +253,7 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
         let (claims, created, pool) = (claims.clone(), created.clone(), pools[i % pools.len()].clone());
         async move {
             let name = format!("c{i}");
-            let claim = Claim::new(&name, ClaimSpec { pool_ref: pool, count: 1 });
+            let claim = Claim::new(&name, ClaimSpec { pool_ref: pool, count: 1, items: None });
             created.lock().expect("created").insert(name, Instant::now());
             claims.create(&PostParams::default(), &claim).await.expect("create claim");
         }
@@ -323,7 +323,8 @@ async fn ceiling() -> (f64, f64) {
         .map(|i| {
             let claims = claims.clone();
             async move {
-                let claim = Claim::new(&format!("c{i}"), ClaimSpec { pool_ref: "p".into(), count: 1 });
+                let claim =
+                    Claim::new(&format!("c{i}"), ClaimSpec { pool_ref: "p".into(), count: 1, items: None });
                 claims.create(&PostParams::default(), &claim).await.expect("create");
             }
         })

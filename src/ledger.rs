@@ -78,6 +78,10 @@ pub enum AllocError {
     TooManyClaims { max: usize },
     #[error("the ledger entry of {claim} belongs to claim uid {uid}, an earlier claim of that name")]
     HeldByOtherUid { claim: String, uid: String },
+    #[error("item {item} is held by claim {holder}")]
+    Taken { item: String, holder: String },
+    #[error("item {item} is not in the pool")]
+    NotInPool { item: String },
 }
 
 /// Most claims one pool serves, so that its ledger always fits one object (the test in api/pool.rs
@@ -437,6 +441,57 @@ impl Ledger {
         }
         self.entries.insert(claim.to_string(), Entry { uid: uid.to_string(), indices: held });
         Ok(change)
+    }
+
+    /// Gives claim `claim` (with `uid`) exactly the items `wanted`, by value: keeps those it
+    /// holds, takes the others when they are free and in the spec, lets go of the rest. Never
+    /// takes an item from another claim; on an error nothing changed.
+    pub fn assign_items(&mut self, claim: &str, uid: &str, wanted: &[String]) -> Result<Change, AllocError> {
+        if let Some(e) = self.entries.get(claim).filter(|e| e.uid != uid) {
+            return Err(AllocError::HeldByOtherUid { claim: claim.to_string(), uid: e.uid.clone() });
+        }
+        if !self.entries.contains_key(claim) && self.entries.len() >= MAX_CLAIMS_PER_POOL {
+            return Err(AllocError::TooManyClaims { max: MAX_CLAIMS_PER_POOL });
+        }
+        let held = self.entries.get(claim).map(|e| e.indices.clone()).unwrap_or_default();
+        let mut indices = Vec::with_capacity(wanted.len());
+        for item in wanted {
+            let index = self.index_of(item);
+            match index {
+                Some(i) if held.contains(&i) => {}
+                Some(i) if i < self.capacity() && !self.used[i as usize] => {}
+                Some(i) if self.used[i as usize] => {
+                    let holder =
+                        self.claims().find(|(_, e)| e.indices.contains(&i)).map(|(c, _)| c.to_string());
+                    return Err(AllocError::Taken { item: item.clone(), holder: holder.unwrap_or_default() });
+                }
+                _ => return Err(AllocError::NotInPool { item: item.clone() }),
+            }
+            indices.extend(index);
+        }
+        let change = Change {
+            added: indices.iter().filter(|i| !held.contains(i)).copied().collect(),
+            removed: held.iter().filter(|i| !indices.contains(i)).copied().collect(),
+        };
+        self.mark(&change.removed, false);
+        self.mark(&change.added, true);
+        self.sort_by_value(&mut indices);
+        self.entries.insert(claim.to_string(), Entry { uid: uid.to_string(), indices });
+        Ok(change)
+    }
+
+    /// The index of item `value`, in the spec or removed from it.
+    fn index_of(&self, value: &str) -> Option<u32> {
+        let in_spec = match &self.items {
+            Items::Range { start, len } => value
+                .parse::<i64>()
+                .ok()
+                .map(|v| v - start)
+                .filter(|offset| (0..i64::from(*len)).contains(offset))
+                .map(|offset| offset as u32),
+            Items::List(list) => list.iter().position(|v| v == value).map(|i| i as u32),
+        };
+        in_spec.or_else(|| self.removed.iter().position(|v| v == value).map(|i| self.capacity() + i as u32))
     }
 
     /// Removes the claim's entry; returns the freed indices (empty if it held nothing).
@@ -860,5 +915,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_claim_gets_the_items_it_names_when_they_are_free_and_in_the_pool() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut ledger = Ledger::new(list(&["red", "green", "blue"]));
+        ledger.assign("ns/a", "u", 1).unwrap(); // red
+        let change = ledger.assign_items("ns/b", "u", &names(&["blue"])).unwrap();
+        assert_eq!(ledger.describe(&change.added).0, ["blue"]);
+        assert_eq!(
+            ledger.assign_items("ns/c", "u", &names(&["red"])),
+            Err(AllocError::Taken { item: "red".into(), holder: "ns/a".into() })
+        );
+        assert_eq!(
+            ledger.assign_items("ns/c", "u", &names(&["pink"])),
+            Err(AllocError::NotInPool { item: "pink".into() })
+        );
+        assert!(ledger.entry("ns/c").is_none(), "a refusal changes nothing");
+        // Asking for another item: the new one is taken and the old one let go.
+        let change = ledger.assign_items("ns/b", "u", &names(&["green"])).unwrap();
+        assert_eq!(
+            (ledger.describe(&change.added).0, ledger.describe(&change.removed).0),
+            (names(&["green"]), names(&["blue"]))
+        );
+        // A removed item a claim holds may stay named; nobody else can name it.
+        let narrowed = Ledger::from_status(&ledger.to_status(), list(&["green", "blue"])).unwrap();
+        let mut again = narrowed.clone();
+        assert!(again.assign_items("ns/a", "u", &names(&["red"])).is_ok());
+        assert_eq!(
+            narrowed.clone().assign_items("ns/z", "u", &names(&["red"])),
+            Err(AllocError::Taken { item: "red".into(), holder: "ns/a".into() })
+        );
     }
 }

@@ -358,7 +358,7 @@ async fn claims_workload(Workload { client, ns, pools, counters, stop }: Workloa
         let done = match rng.below(4) {
             0 | 1 => {
                 let pool = pools[rng.below(pools.len())].0.clone();
-                let claim = Claim::new(&name, ClaimSpec { pool_ref: pool, count });
+                let claim = Claim::new(&name, ClaimSpec { pool_ref: pool, count, items: None });
                 claims.create(&PostParams::default(), &claim).await.is_ok().then_some(0)
             }
             2 => {

@@ -136,3 +136,58 @@ async fn a_pool_grows_and_shrinks_while_claims_hold_and_ask() {
     let seen = history_violations(&recorder.finish(), &[&op.pool]);
     assert!(seen.is_empty(), "violations at some revision:\n{}\n{}", seen.join("\n"), op.replicas.tails());
 }
+
+/// A claim that names its items, as YAML (quoted: items are strings, numbers too).
+fn named_claim(ns: &str, name: &str, pool: &str, items: &[&str]) -> String {
+    format!(
+        "apiVersion: lockguard.dev/v1alpha1\nkind: Claim\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         spec: {{poolRef: {pool}, count: {}, items: [{}]}}\n",
+        items.len(),
+        items.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_gets_the_items_it_names_and_gets_them_back_after_a_restore() {
+    let recorder = record_history().await;
+    let op = Operator::start(3, "named").await;
+    let pool = op.pool_yaml("{range: {start: 30000, end: 30009}}", "Etcd");
+    support::apply(&pool);
+    op.claim("any", 2).await; // 30000, 30001
+    op.bound("any", Duration::from_secs(30), "any bound").await;
+    support::apply(&named_claim(&op.ns, "free", &op.pool, &["30007"]));
+    support::apply(&named_claim(&op.ns, "taken", &op.pool, &["30001"]));
+    support::apply(&named_claim(&op.ns, "missing", &op.pool, &["31000"]));
+    op.bound("free", Duration::from_secs(30), "a free item named is granted").await;
+    op.reports("taken", "ItemTaken", Duration::from_secs(30), "a taken item is refused").await;
+    op.reports("missing", "ItemNotInPool", Duration::from_secs(30), "an item not in the pool").await;
+    let items = items_of(&op).await;
+    assert_eq!(items["free"], ["30007"]);
+    assert_eq!(items["any"], ["30000", "30001"], "never taken from another claim");
+    assert!(items["taken"].is_empty() && items["missing"].is_empty(), "{items:?}");
+    // The missing item comes into the pool: the claim binds.
+    support::apply(&op.pool_yaml("{range: {start: 30000, end: 31000}}", "Etcd"));
+    op.bound("missing", Duration::from_secs(30), "bound once the pool has the item").await;
+
+    // A full restore from Git: claims and pool gone, then applied again from their manifests
+    // (no status). The claims that name their items get them back, whoever asks first.
+    kubectl_ok(&["delete", "claims", "--all", "-n", &op.ns, "--wait=true", "--timeout=60s"], None);
+    kubectl_ok(&["delete", "pool", &op.pool, "--wait=true", "--timeout=60s"], None);
+    support::apply(&named_claim(&op.ns, "late", &op.pool, &["30002"]));
+    op.claim("any", 3).await;
+    support::apply(&named_claim(&op.ns, "free", &op.pool, &["30007"]));
+    support::apply(&named_claim(&op.ns, "missing", &op.pool, &["31000"]));
+    support::apply(&pool.replace("end: 30009", "end: 31000"));
+    for name in ["any", "free", "missing", "late"] {
+        op.bound(name, Duration::from_secs(30), &format!("{name} bound after the restore")).await;
+    }
+    let items = items_of(&op).await;
+    assert_eq!(
+        (items["free"].as_slice(), items["missing"].as_slice()),
+        (&["30007".to_string()][..], &["31000".to_string()][..])
+    );
+    assert_eq!(items["late"], ["30002"]);
+    assert!(items["any"].iter().all(|i| !["30002", "30007", "31000"].contains(&i.as_str())), "{items:?}");
+    let seen = history_violations(&recorder.finish(), &[&op.pool]);
+    assert!(seen.is_empty(), "violations at some revision:\n{}\n{}", seen.join("\n"), op.replicas.tails());
+}

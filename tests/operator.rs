@@ -152,6 +152,11 @@ async fn invalid_input_is_rejected_at_admission_with_a_clear_message() {
         ),
         (claim("nopool", "{count: 1}"), "spec.poolRef: Required value"),
         (claim(&"x".repeat(64), "{poolRef: p, count: 1}"), "at most 63 characters"),
+        (
+            claim("mismatch", r#"{poolRef: p, count: 2, items: ["a"]}"#),
+            "spec.items must name exactly spec.count items",
+        ),
+        (claim("twice", r#"{poolRef: p, count: 2, items: ["a", "a"]}"#), "Duplicate value"),
     ];
     for (yaml, message) in &cases {
         let out = kubectl(&["apply", "-f", "-"], Some(yaml));

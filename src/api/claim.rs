@@ -25,6 +25,7 @@ pub const FINALIZER: &str = "lockguard.dev/release-items";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 63").message("a claim name has at most 63 characters (it is kept in the pool's ledger)")
 )]
+#[x_kube(validation = Rule::new("!has(self.items) || size(self.items) == self.count").message("spec.items must name exactly spec.count items"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimSpec {
     /// Name of the Pool to allocate from; immutable.
@@ -34,6 +35,11 @@ pub struct ClaimSpec {
     /// How many items. Changing it grows or shrinks the allocation, keeping the lowest items.
     #[schemars(range(min = 1, max = super::pool::MAX_POOL_ITEMS))]
     pub count: i32,
+    /// The items this claim asks for, by value (like a Service's `nodePort`): granted when
+    /// free, never taken from another claim. A binding kept in Git, or restored, names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = super::pool::MAX_LIST_ITEMS), extend("x-kubernetes-list-type" = "set", "items" = {"type": "string", "minLength": 1, "maxLength": 63}))]
+    pub items: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]

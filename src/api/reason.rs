@@ -16,6 +16,8 @@ pub enum Reason {
     LockUnavailable,
     ItemsRevoked,
     Releasing,
+    ItemTaken,
+    ItemNotInPool,
     // A pool's conditions.
     LedgerConsistent,
     LedgerReadable,
@@ -32,7 +34,7 @@ pub enum Reason {
 
 impl Reason {
     /// The reasons of a claim's `Bound` condition, in the order dashboards list them.
-    pub const BOUND: [Reason; 10] = [
+    pub const BOUND: [Reason; 12] = [
         Reason::Allocated,
         Reason::PoolNotFound,
         Reason::PoolNotReady,
@@ -43,6 +45,8 @@ impl Reason {
         Reason::LockUnavailable,
         Reason::ItemsRevoked,
         Reason::Releasing,
+        Reason::ItemTaken,
+        Reason::ItemNotInPool,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -57,6 +61,8 @@ impl Reason {
             Reason::LockUnavailable => "LockUnavailable",
             Reason::ItemsRevoked => "ItemsRevoked",
             Reason::Releasing => "Releasing",
+            Reason::ItemTaken => "ItemTaken",
+            Reason::ItemNotInPool => "ItemNotInPool",
             Reason::LedgerConsistent => "LedgerConsistent",
             Reason::LedgerReadable => "LedgerReadable",
             Reason::DeletionBlocked => "DeletionBlocked",
@@ -80,6 +86,8 @@ impl Reason {
                 | Reason::PoolExhausted
                 | Reason::PoolDeleting
                 | Reason::LedgerCorrupt
+                | Reason::ItemTaken
+                | Reason::ItemNotInPool
         )
     }
 

@@ -270,7 +270,7 @@ mod tests {
 
     pub(crate) fn claim(key: &str, uid: &str, pool: &str, count: i32, items: &[u32], bound: bool) -> Claim {
         let (namespace, name) = key.split_once('/').expect("ns/name");
-        let mut claim = Claim::new(name, ClaimSpec { pool_ref: pool.into(), count });
+        let mut claim = Claim::new(name, ClaimSpec { pool_ref: pool.into(), count, items: None });
         claim.metadata.namespace = Some(namespace.into());
         claim.metadata.uid = Some(uid.into());
         claim.status = Some(ClaimStatus {

@@ -167,7 +167,8 @@ async fn revoke(claim: &Claim, ctx: &Context, pool_name: &str) -> Result<Action,
     let given = ledger.given(&key, &uid).to_vec();
     let given_items = ledger.describe(&given).0;
     let shown = claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default();
-    let Step::Revoke { keep } = next_step(&shown, &given, &given_items, claim.spec.count.max(0) as u32)
+    let count = claim.spec.count.max(0) as u32;
+    let Step::Revoke { keep } = next_step(&shown, &given, &given_items, count, claim.spec.items.as_deref())
     else {
         return Ok(Action::requeue(FRESH_READ)); // the cache was behind
     };

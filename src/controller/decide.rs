@@ -78,7 +78,8 @@ pub fn decide(claim: &Claim, pool: Option<(&Pool, LedgerRead<'_>)>) -> Decision 
     let count = claim.spec.count.max(0) as u32;
     let given = ledger.given(&claim.ledger_key(), &claim.uid().unwrap_or_default());
     let given_items = ledger.describe(given).0;
-    match next_step(claim.shown_items(), given, &given_items, count) {
+    let wanted = claim.spec.items.as_deref();
+    match next_step(claim.shown_items(), given, &given_items, count, wanted) {
         Step::Revoke { .. } => return Decision::Revoke,
         Step::Show => return Decision::Show { given: given.to_vec() },
         Step::Allocate => {}
@@ -98,7 +99,14 @@ pub fn decide(claim: &Claim, pool: Option<(&Pool, LedgerRead<'_>)>) -> Decision 
         return not_bound(too_small(pool_name, count, capacity), None, Recheck::OnChange);
     }
     // A shrink: the status lets go of the items before the ledger takes them back.
-    let shrink_to = (given.len() as u32 > count).then(|| given[..count as usize].to_vec());
+    let shrink_to = match wanted {
+        Some(wanted) => {
+            let kept: Vec<u32> =
+                given.iter().zip(&given_items).filter(|(_, v)| wanted.contains(v)).map(|(i, _)| *i).collect();
+            (kept.len() < given.len()).then_some(kept)
+        }
+        None => (given.len() as u32 > count).then(|| given[..count as usize].to_vec()),
+    };
     Decision::Allocate { shrink_to }
 }
 
@@ -123,6 +131,18 @@ pub fn waiting(
     let state = match outcome? {
         Outcome::Refused(AllocError::TooSmall { .. }) => {
             too_small(pool_name, count, pool.spec.items.capacity())
+        }
+        Outcome::Refused(AllocError::Taken { item, holder }) => {
+            let message = format!(
+                "item {item} of pool {pool_name} is held by claim {holder}; this claim binds when that claim lets go of it"
+            );
+            NotBound { reason: Reason::ItemTaken, message }
+        }
+        Outcome::Refused(AllocError::NotInPool { item }) => {
+            let message = format!(
+                "item {item} is not in pool {pool_name}; the claim binds once the pool's spec.items has it"
+            );
+            NotBound { reason: Reason::ItemNotInPool, message }
         }
         Outcome::Refused(e) => {
             let message = format!("pool {pool_name}: {e}; the claim binds when items are freed");
@@ -165,7 +185,13 @@ pub enum Step {
     Allocate,
 }
 
-pub fn next_step(shown: &[String], given: &[u32], given_items: &[String], count: u32) -> Step {
+pub fn next_step(
+    shown: &[String],
+    given: &[u32],
+    given_items: &[String],
+    count: u32,
+    wanted: Option<&[String]>,
+) -> Step {
     let ledger: HashSet<&String> = given_items.iter().collect();
     if shown.iter().any(|item| !ledger.contains(item)) {
         let shown: HashSet<&String> = shown.iter().collect();
@@ -173,7 +199,11 @@ pub fn next_step(shown: &[String], given: &[u32], given_items: &[String], count:
             given.iter().zip(given_items).filter(|(_, item)| shown.contains(item)).map(|(i, _)| *i).collect();
         return Step::Revoke { keep };
     }
-    if given.len() as u32 == count { Step::Show } else { Step::Allocate }
+    let complete = match wanted {
+        Some(wanted) => given_items.len() == wanted.len() && wanted.iter().all(|v| ledger.contains(v)),
+        None => given.len() as u32 == count,
+    };
+    if complete { Step::Show } else { Step::Allocate }
 }
 
 #[cfg(test)]
@@ -198,7 +228,7 @@ mod tests {
     }
 
     fn claim(count: i32, shown: &[u32]) -> Claim {
-        let mut claim = Claim::new("c", ClaimSpec { pool_ref: "p".into(), count });
+        let mut claim = Claim::new("c", ClaimSpec { pool_ref: "p".into(), count, items: None });
         claim.metadata.namespace = Some("ns".into());
         claim.metadata.uid = Some("u1".into());
         if !shown.is_empty() {
@@ -292,18 +322,18 @@ mod tests {
     #[test]
     fn a_status_ahead_of_the_ledger_is_revoked_first() {
         // The ledger gives 0 and 1; the status shows 0, 1 and 2 (a restored or shrunk pool).
-        let step = next_step(&items(&[0, 1, 2]), &[0, 1], &items(&[0, 1]), 3);
+        let step = next_step(&items(&[0, 1, 2]), &[0, 1], &items(&[0, 1]), 3, None);
         assert_eq!(step, Step::Revoke { keep: vec![0, 1] });
         // Nothing given at all (an entry of another uid, a pool re-created empty).
-        assert_eq!(next_step(&items(&[4]), &[], &[], 1), Step::Revoke { keep: vec![] });
+        assert_eq!(next_step(&items(&[4]), &[], &[], 1, None), Step::Revoke { keep: vec![] });
     }
 
     #[test]
     fn a_status_behind_the_ledger_is_shown_or_allocated() {
-        assert_eq!(next_step(&[], &[0, 1], &items(&[0, 1]), 2), Step::Show);
-        assert_eq!(next_step(&items(&[0]), &[0, 1], &items(&[0, 1]), 2), Step::Show);
-        assert_eq!(next_step(&items(&[0, 1]), &[0, 1], &items(&[0, 1]), 3), Step::Allocate);
-        assert_eq!(next_step(&items(&[0, 1]), &[0, 1], &items(&[0, 1]), 1), Step::Allocate);
-        assert_eq!(next_step(&[], &[], &[], 1), Step::Allocate);
+        assert_eq!(next_step(&[], &[0, 1], &items(&[0, 1]), 2, None), Step::Show);
+        assert_eq!(next_step(&items(&[0]), &[0, 1], &items(&[0, 1]), 2, None), Step::Show);
+        assert_eq!(next_step(&items(&[0, 1]), &[0, 1], &items(&[0, 1]), 3, None), Step::Allocate);
+        assert_eq!(next_step(&items(&[0, 1]), &[0, 1], &items(&[0, 1]), 1, None), Step::Allocate);
+        assert_eq!(next_step(&[], &[], &[], 1, None), Step::Allocate);
     }
 }

@@ -88,7 +88,7 @@ mod tests {
     use crate::api::{BOUND, ClaimSpec, ClaimStatus, condition};
 
     fn claim(reason: Option<&str>) -> Claim {
-        let mut claim = Claim::new("c", ClaimSpec { pool_ref: "p".into(), count: 1 });
+        let mut claim = Claim::new("c", ClaimSpec { pool_ref: "p".into(), count: 1, items: None });
         if let Some(reason) = reason {
             let mut bound = condition(BOUND, reason == "Allocated", Reason::Allocated, String::new(), None);
             bound.reason = reason.to_string();
@@ -107,7 +107,7 @@ mod tests {
             claim(Some("LockUnavailable")),
         ];
         let counts = reason_counts(&claims);
-        assert_eq!(counts.len(), 12);
+        assert_eq!(counts.len(), 14);
         assert_eq!(counts["Allocated"], 2);
         assert_eq!(counts["Pending"], 1);
         assert_eq!(counts["Other"], 1);

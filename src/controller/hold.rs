@@ -152,7 +152,12 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
 async fn live_shrinks(ctx: &Context, ledger: &Ledger, wants: Vec<Want>) -> Result<Vec<Want>, Error> {
     let mut live = Vec::with_capacity(wants.len());
     for want in wants {
-        let shrinking = !want.deleting && ledger.given(&want.key, &want.uid).len() as u32 > want.count;
+        let given = ledger.given(&want.key, &want.uid);
+        let shrinking = !want.deleting
+            && match &want.items {
+                Some(wanted) => ledger.describe(given).0.iter().any(|v| !wanted.contains(v)),
+                None => given.len() as u32 > want.count,
+            };
         let Some((namespace, name)) = want.key.split_once('/').filter(|_| shrinking) else {
             live.push(want);
             continue;
@@ -263,9 +268,15 @@ fn want_of(claim: &Claim, ledger: &Ledger) -> Want {
     let (key, uid) = (claim.ledger_key(), claim.uid().unwrap_or_default());
     let deleting = claim.metadata.deletion_timestamp.is_some();
     let count = claim.spec.count.max(0) as u32;
+    let items = claim.spec.items.clone();
     let given = ledger.given(&key, &uid);
-    let keeps = if deleting { &[][..] } else { &given[..given.len().min(count as usize)] };
-    let kept: HashSet<String> = ledger.describe(keeps).0.into_iter().collect();
+    let kept: HashSet<String> = match (&items, deleting) {
+        (_, true) => HashSet::new(),
+        (Some(wanted), false) => {
+            ledger.describe(given).0.into_iter().filter(|v| wanted.contains(v)).collect()
+        }
+        (None, false) => ledger.describe(&given[..given.len().min(count as usize)]).0.into_iter().collect(),
+    };
     let status_ready = claim.shown_items().iter().all(|item| kept.contains(item));
-    Want { key, uid, count, deleting, status_ready }
+    Want { key, uid, count, items, deleting, status_ready }
 }

@@ -13,6 +13,8 @@ pub struct Want {
     pub key: String,
     pub uid: String,
     pub count: u32,
+    /// The items it names, if it names them (then exactly those, by value).
+    pub items: Option<Vec<String>>,
     /// Being deleted: its items go back.
     pub deleting: bool,
     /// Its status shows nothing that the change would take away (a shrink or a release
@@ -87,6 +89,17 @@ pub fn plan(ledger: &Ledger, wants: &[Want], grow: bool) -> Plan {
                     Outcome::Changed(Change { added: Vec::new(), removed: freed })
                 }
             }
+        } else if let Some(wanted) = &want.items {
+            let given = ledger.describe(ledger.given(&want.key, &want.uid)).0;
+            let kept: Vec<String> = given.iter().filter(|v| wanted.contains(v)).cloned().collect();
+            if kept.len() < given.len() {
+                // Items it no longer names go first, status first; what it lacks comes next.
+                if want.status_ready { let_go(&mut next, want, &kept) } else { Outcome::StatusFirst }
+            } else if kept.len() == wanted.len() {
+                Outcome::Unchanged
+            } else {
+                continue; // a growth: below, in age order
+            }
         } else if held == want.count {
             Outcome::Unchanged
         } else if held > want.count {
@@ -119,7 +132,19 @@ pub fn plan(ledger: &Ledger, wants: &[Want], grow: bool) -> Plan {
 }
 
 fn apply(ledger: &mut Ledger, want: &Want) -> Outcome {
-    match ledger.assign(&want.key, &want.uid, want.count) {
+    let result = match &want.items {
+        Some(wanted) => ledger.assign_items(&want.key, &want.uid, wanted),
+        None => ledger.assign(&want.key, &want.uid, want.count),
+    };
+    match result {
+        Ok(change) => Outcome::Changed(change),
+        Err(e) => Outcome::Refused(e),
+    }
+}
+
+/// Takes back the items a claim no longer names, keeping `kept`.
+fn let_go(ledger: &mut Ledger, want: &Want, kept: &[String]) -> Outcome {
+    match ledger.assign_items(&want.key, &want.uid, kept) {
         Ok(change) => Outcome::Changed(change),
         Err(e) => Outcome::Refused(e),
     }
@@ -130,7 +155,14 @@ mod tests {
     use super::*;
 
     fn want(key: &str, count: u32) -> Want {
-        Want { key: key.into(), uid: format!("uid-{key}"), count, deleting: false, status_ready: true }
+        Want {
+            key: key.into(),
+            uid: format!("uid-{key}"),
+            count,
+            items: None,
+            deleting: false,
+            status_ready: true,
+        }
     }
 
     fn given(plan: &Plan, key: &str) -> Vec<u32> {
@@ -208,5 +240,29 @@ mod tests {
         let plan = plan(&ledger, &[gone, want("ns/b", 1)], false);
         assert_eq!(plan.outcomes["ns/b"], Outcome::Unchanged);
         assert_eq!(plan.ledger.allocated(), 0);
+    }
+
+    #[test]
+    fn a_claim_naming_a_taken_item_waits_without_holding_up_the_others() {
+        let ledger = plan(&Ledger::empty(4), &[want("ns/a", 2)], true).ledger; // 0, 1
+        let named = |key: &str, items: &[&str]| Want {
+            items: Some(items.iter().map(|s| s.to_string()).collect()),
+            ..want(key, items.len() as u32)
+        };
+        let planned = plan(&ledger, &[named("ns/b", &["1"]), named("ns/c", &["3"]), want("ns/d", 1)], true);
+        assert_eq!(
+            planned.outcomes["ns/b"],
+            Outcome::Refused(AllocError::Taken { item: "1".into(), holder: "ns/a".into() })
+        );
+        assert_eq!(given(&planned, "ns/c"), [3]);
+        assert_eq!(given(&planned, "ns/d"), [2], "not behind the claim that waits for a taken item");
+        // Naming another item: the old one goes back (status first), the new one comes after.
+        let moved = named("ns/c", &["2"]);
+        let next = plan(&planned.ledger, &[Want { status_ready: false, ..moved.clone() }], true);
+        assert_eq!(next.outcomes["ns/c"], Outcome::StatusFirst);
+        let next = plan(&planned.ledger, std::slice::from_ref(&moved), true);
+        assert!(given(&next, "ns/c").is_empty(), "let go of 3 first");
+        let next = plan(&next.ledger, &[moved], true);
+        assert_eq!(given(&next, "ns/c").len(), 0, "2 is still d's");
     }
 }

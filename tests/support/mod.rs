@@ -615,7 +615,7 @@ pub fn pool_yaml(name: &str, items: &str, backend: &str) -> String {
 }
 
 pub async fn create_claim(ns: &str, name: &str, pool: &str, count: i32) {
-    let claim = Claim::new(name, ClaimSpec { pool_ref: pool.into(), count });
+    let claim = Claim::new(name, ClaimSpec { pool_ref: pool.into(), count, items: None });
     Api::<Claim>::namespaced(kube_client().await, ns)
         .create(&PostParams::default(), &claim)
         .await
