@@ -191,3 +191,32 @@ async fn a_claim_gets_the_items_it_names_and_gets_them_back_after_a_restore() {
     let seen = history_violations(&recorder.finish(), &[&op.pool]);
     assert!(seen.is_empty(), "violations at some revision:\n{}\n{}", seen.join("\n"), op.replicas.tails());
 }
+
+/// A stored fencing token out of reach (set by hand, or by a build with the fence off) refuses
+/// every honest write of its epoch; the annotation the operator acts on opens a new epoch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poisoned_token_is_repaired_by_a_new_lock_epoch() {
+    let op = Operator::start(2, "poison").await;
+    op.apply_pool("{range: {start: 1, end: 10}}", "Etcd");
+    op.claim("a", 2).await;
+    op.bound("a", Duration::from_secs(30), "a bound").await;
+    let epoch = pool_status(&op.pool).await.lock_epoch.expect("an epoch");
+    let poison = r#"{"status":{"fencingToken":9223372036854775807}}"#;
+    kubectl_ok(&["patch", "pool", &op.pool, "--subresource=status", "--type=merge", "-p", poison], None);
+    op.claim("b", 1).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let stuck = support::reason_of(&op.ns, "b").await;
+    assert_ne!(stuck.as_ref().map(|(s, _)| s.as_str()), Some("True"), "bound under a poisoned token?");
+
+    kubectl_ok(&["annotate", "pool", &op.pool, "lockguard.dev/new-lock-epoch=repair-1"], None);
+    op.bound("b", Duration::from_secs(30), "bound once a new epoch is open").await;
+    let status = pool_status(&op.pool).await;
+    assert_eq!(status.lock_epoch, Some(epoch + 1));
+    assert_eq!(status.epoch_request.as_deref(), Some("repair-1"));
+    assert!(status.fencing_token.is_some_and(|t| t < i64::MAX));
+    assert_eq!(items_of(&op).await["a"], ["1", "2"], "the repair moved nothing");
+    assert_eq!(audit(&[&op.pool]).await.map(|_| ()), Ok(()));
+    // Honoured once: the same annotation opens no further epoch.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pool_status(&op.pool).await.lock_epoch, Some(epoch + 1));
+}

@@ -10,6 +10,9 @@ use lockguard_lock::Backend;
 
 /// The finalizer that keeps a pool while claims hold its items.
 pub const POOL_FINALIZER: &str = "lockguard.dev/pool-in-use";
+/// A new value asks the operator to open a new lock epoch for the pool (once per value): the
+/// way out of a stored fencing token that no lock can reach.
+pub const NEW_LOCK_EPOCH: &str = "lockguard.dev/new-lock-epoch";
 
 /// Largest pool: a range of this many items. The ledger stores held numbers as compressed
 /// runs ("30000-30099,30120") for at most [`MAX_CLAIMS_PER_POOL`] claims with names of at most
@@ -237,6 +240,9 @@ pub struct PoolStatus {
     /// or drops it, so a replica of an older version cannot write a ledger it would misread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_format: Option<i64>,
+    /// The value of the `lockguard.dev/new-lock-epoch` annotation last honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_request: Option<String>,
     /// Items removed from spec.items that claims still hold (theirs until released).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed_held: Option<i32>,
@@ -273,6 +279,13 @@ impl Pool {
     /// holding items nobody records.
     pub fn may_grow(&self) -> bool {
         !self.is_deleting() && self.is_protected()
+    }
+
+    /// The value of its new-lock-epoch annotation, while that request is not honoured yet.
+    pub fn epoch_requested(&self) -> Option<&str> {
+        let asked = self.annotations().get(NEW_LOCK_EPOCH).map(String::as_str).filter(|v| !v.is_empty())?;
+        let honoured = self.status.as_ref().and_then(|s| s.epoch_request.as_deref());
+        (honoured != Some(asked)).then_some(asked)
     }
 
     /// Its resourceVersion as a number (one etcd orders them).

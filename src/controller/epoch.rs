@@ -14,9 +14,15 @@ pub struct Epoch {
     pub advance: bool,
 }
 
-pub fn next_epoch(stored: Option<i64>, stored_service: Option<&str>, service: &str) -> Epoch {
+/// `requested`: an administrator asked for a new epoch (the stored token is out of reach).
+pub fn next_epoch(
+    stored: Option<i64>,
+    stored_service: Option<&str>,
+    service: &str,
+    requested: bool,
+) -> Epoch {
     match (stored, stored_service) {
-        (Some(n), Some(s)) if s == service => Epoch { number: n, advance: false },
+        (Some(n), Some(s)) if s == service && !requested => Epoch { number: n, advance: false },
         (Some(n), _) => Epoch { number: n + 1, advance: true },
         // A pool never written, or written before epochs existed: the first epoch.
         (None, _) => Epoch { number: 1, advance: false },
@@ -47,10 +53,12 @@ mod tests {
 
     #[test]
     fn the_epoch_advances_exactly_when_the_lock_service_changes() {
-        assert_eq!(next_epoch(None, None, "etcd:a"), Epoch { number: 1, advance: false });
-        assert_eq!(next_epoch(Some(3), Some("etcd:a"), "etcd:a"), Epoch { number: 3, advance: false });
-        assert_eq!(next_epoch(Some(3), Some("etcd:a"), "lease:u"), Epoch { number: 4, advance: true });
-        assert_eq!(next_epoch(Some(3), None, "etcd:a"), Epoch { number: 4, advance: true });
+        assert_eq!(next_epoch(None, None, "etcd:a", false), Epoch { number: 1, advance: false });
+        assert_eq!(next_epoch(Some(3), Some("etcd:a"), "etcd:a", false), Epoch { number: 3, advance: false });
+        assert_eq!(next_epoch(Some(3), Some("etcd:a"), "lease:u", false), Epoch { number: 4, advance: true });
+        assert_eq!(next_epoch(Some(3), None, "etcd:a", false), Epoch { number: 4, advance: true });
+        // Asked for: a new epoch under the same service.
+        assert_eq!(next_epoch(Some(3), Some("etcd:a"), "etcd:a", true), Epoch { number: 4, advance: true });
     }
 
     #[test]

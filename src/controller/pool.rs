@@ -61,6 +61,7 @@ fn status_is_current(pool: &Pool, ledger: &Ledger) -> bool {
         && status.allocated == ledger.allocated() as i32
         && status.free == ledger.free() as i32
         && status.ledger_format == Some(LEDGER_FORMAT)
+        && pool.epoch_requested().is_none()
         && status.removed_held.unwrap_or_default() == ledger.removed_held() as i32
         && ready.is_some_and(|c| {
             c.status == wanted.status

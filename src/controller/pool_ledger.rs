@@ -48,8 +48,17 @@ pub async fn write_ledger(
         return Err(Error::BackendChanged { pool: pool.name_any(), held, wanted: pool.spec.lock.backend });
     }
     let stored = pool.status.clone().unwrap_or_default();
-    let epoch = next_epoch(stored.lock_epoch, stored.lock_service.as_deref(), guard.token_space());
-    if epoch.advance {
+    let requested = pool.epoch_requested();
+    let same_service = stored.lock_service.as_deref() == Some(guard.token_space());
+    let epoch = next_epoch(
+        stored.lock_epoch,
+        stored.lock_service.as_deref(),
+        guard.token_space(),
+        requested.is_some(),
+    );
+    // Another lock service waits until the old one was quiet for a TTL; a new epoch asked for
+    // under the same service needs no wait: this replica holds its lock.
+    if epoch.advance && !(requested.is_some() && same_service) {
         let ttl = Duration::from_secs(pool.spec.lock.ttl_seconds.max(0) as u64);
         let quiet = ctx.quiet.unchanged_for(&pool.name_any(), &pool.resource_version().unwrap_or_default());
         if quiet < ttl {
@@ -60,6 +69,9 @@ pub async fn write_ledger(
     let status = next.status.get_or_insert_with(PoolStatus::default);
     status.lock_epoch = Some(epoch.number);
     status.lock_service = Some(guard.token_space().to_string());
+    if let Some(request) = requested {
+        status.epoch_request = Some(request.to_string());
+    }
     if epoch.advance {
         let message = format!(
             "lock epoch {} under {}; epoch {} under {} is closed",
