@@ -60,6 +60,10 @@ pub enum LedgerError {
     TooLong { entries: usize, max: usize },
     #[error("the entries hold more than {max} items in all")]
     TooManyItems { max: usize },
+    #[error(
+        "entry {claim} names no items (neither values, names nor positions): written through a Pool CRD older than the operator? apply this release's crds/"
+    )]
+    NoItems { claim: String },
     #[error("entry {claim}: its items are not in the form of a {kind} pool")]
     WrongKind { claim: String, kind: &'static str },
     #[error(
@@ -266,7 +270,8 @@ impl<'a> Reader<'a> {
                 .into_iter()
                 .flat_map(|(a, b)| a..=b)
                 .collect()),
-            (_, None, None, None) => Ok(Vec::new()),
+            // Never written so by any version: a write whose fields an older schema dropped.
+            (_, None, None, None) => Err(LedgerError::NoItems { claim: a.claim.clone() }),
             _ => Err(wrong_kind()),
         }
     }
@@ -837,6 +842,8 @@ mod tests {
         assert!(matches!(twice, Err(LedgerError::Duplicate { .. })));
         let huge = Ledger::from_status(&[values("ns/a", "0-4294967295")], range());
         assert!(matches!(huge, Err(LedgerError::TooManyItems { .. })));
+        let bare = Allocation { items: None, ..Allocation::positions("ns/a", "u", "") };
+        assert!(matches!(Ledger::from_status(&[bare], range()), Err(LedgerError::NoItems { .. })));
         let names = Allocation {
             names: Some(vec!["x".into()]),
             items: None,

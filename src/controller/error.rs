@@ -33,6 +33,10 @@ pub enum Error {
         "pool {pool}: a new lock service opens a new epoch once the old one was quiet for a TTL; {wait:?} to go"
     )]
     EpochWait { pool: String, wait: Duration },
+    #[error(
+        "pool {pool}: the API server serves a Pool CRD older than this operator and refused the ledger write ({message}); apply the CRDs of this release (crds/)"
+    )]
+    OutdatedCrd { pool: String, message: String },
 }
 
 impl Error {
@@ -48,6 +52,7 @@ impl Error {
             Error::Invariant(_) => "invariant",
             Error::BackendChanged { .. } => "backend_changed",
             Error::EpochWait { .. } => "epoch_wait",
+            Error::OutdatedCrd { .. } => "outdated_crd",
         }
     }
 }

@@ -119,7 +119,25 @@ pub async fn write_ledger(
         "metadata": { "resourceVersion": pool.resource_version() },
         "status": next.status,
     });
-    let written = pools.patch_status(&pool.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await;
+    let name = pool.name_any();
+    // The first write of format 2 goes as a dry run first: an API server that still serves an
+    // older Pool CRD (just after `kubectl apply` of new CRDs and a new Deployment at once) drops
+    // the fields it does not know, and the ledger would name no items at all.
+    let migrating = stored.ledger_format != Some(LEDGER_FORMAT);
+    let written = if migrating {
+        match pools.patch_status(&name, &PatchParams::default().dry_run(), &Patch::Merge(&patch)).await {
+            Ok(probe) if probe.status.as_ref().and_then(|s| s.ledger_format) == Some(LEDGER_FORMAT) => {
+                pools.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
+            }
+            Ok(_) => {
+                let message = "status.ledgerFormat was dropped by the schema".to_string();
+                return Err(Error::OutdatedCrd { pool: name, message });
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        pools.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
+    };
     let by = match written {
         Ok(written) => {
             if epoch.advance {
@@ -130,7 +148,7 @@ pub async fn write_ledger(
                     guard.fencing_token(),
                     epoch.number - 1
                 );
-                info!(pool = %pool.name_any(), epoch = epoch.number, service = guard.token_space(), "{note}");
+                info!(pool = %name, epoch = epoch.number, service = guard.token_space(), "{note}");
                 ctx.events
                     .publish(&pool.object_ref(&()), EventType::Normal, Reason::LockEpochAdvanced, note)
                     .await;

@@ -124,6 +124,8 @@ pub struct Spec {
     pub prefix: Vec<String>,
     /// The identity of its current life.
     pub identity: String,
+    /// Another `lockguard` binary than the one under test (an older release).
+    pub binary: Option<PathBuf>,
 }
 
 impl Replicas {
@@ -188,7 +190,7 @@ impl Replicas {
         let identity = unique(&format!("replica-{i}"));
         let spec = &mut self.specs[i];
         spec.identity = identity.clone();
-        let binary = lockguard_binary();
+        let binary = spec.binary.clone().unwrap_or_else(lockguard_binary);
         let mut command = match spec.prefix.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
