@@ -110,7 +110,10 @@ pub fn plan(ledger: &Ledger, wants: &[Want], grow: bool) -> Plan {
         outcomes.insert(want.key.clone(), outcome);
     }
 
-    let growths: Vec<&Want> = wants.iter().filter(|w| !outcomes.contains_key(&w.key)).collect();
+    // Claims that name their items come first: they can take nothing else, and after a
+    // restore every claim asks at once, so one that only counts must not take a named item.
+    let mut growths: Vec<&Want> = wants.iter().filter(|w| !outcomes.contains_key(&w.key)).collect();
+    growths.sort_by_key(|w| w.items.is_none());
     let mut blocked_by: Option<&str> = None;
     for want in growths {
         let outcome = match blocked_by {
@@ -264,5 +267,13 @@ mod tests {
         assert!(given(&next, "ns/c").is_empty(), "let go of 3 first");
         let next = plan(&next.ledger, &[moved], true);
         assert_eq!(given(&next, "ns/c").len(), 0, "2 is still d's");
+    }
+
+    #[test]
+    fn a_claim_naming_its_items_is_served_before_older_claims_that_only_count() {
+        let named = Want { items: Some(vec!["0".into()]), ..want("ns/b", 1) };
+        let planned = plan(&Ledger::empty(2), &[want("ns/a", 2), named], true);
+        assert_eq!(given(&planned, "ns/b"), [0]);
+        assert!(matches!(planned.outcomes["ns/a"], Outcome::Refused(AllocError::Exhausted { .. })));
     }
 }
