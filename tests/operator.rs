@@ -206,22 +206,6 @@ async fn invalid_input_is_rejected_at_admission_with_a_clear_message() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(message), "{patch}: expected {message:?} in {stderr}");
     }
-    // Under ledger format 1 (items by position) the items may not change while allocated;
-    // under format 2 (by value) they may, and the format never goes back or disappears.
-    let on_lease = busy.replace("lock: {ttlSeconds: 300}", "lock: {ttlSeconds: 300, backend: Lease}");
-    let grown = on_lease.replace("list: [a, b]", "list: [b, a, c]");
-    let out = kubectl(&["apply", "-f", "-"], Some(&grown));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("while items are allocated under ledger format 1"), "{stderr}");
-    let format_2 = r#"{"status":{"ledgerFormat":2}}"#;
-    kubectl_ok(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", format_2], None);
-    kubectl_ok(&["apply", "-f", "-"], Some(&grown));
-    for patch in [r#"{"status":{"ledgerFormat":1}}"#, r#"{"status":{"ledgerFormat":null}}"#] {
-        let out =
-            kubectl(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", patch], None);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("older ledger format"), "{patch}: expected a refusal in {stderr}");
-    }
     let newer = format!(r#"{{"status":{{"fencingToken":{}}}}}"#, high + 1);
     kubectl_ok(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", &newer], None);
     let next_epoch =

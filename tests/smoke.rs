@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, PostParams};
-use support::{etcd_client, kube_client, kubectl, lock_etcd, namespace, shared};
+use support::{etcd_client, install, kube_client, kubectl, kubectl_ok, lock_etcd, namespace, shared, unique};
 
 const WIDGET_CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
@@ -200,4 +200,32 @@ fn the_go_built_tools_report_the_pinned_releases() {
         "{}",
         version("etcd")
     );
+}
+
+/// The items of a pool may change while allocated only under ledger format 2 (by value), and
+/// the format never goes back. Here, where no operator runs: a replica would move a new pool
+/// to format 2 before the test could see format 1.
+#[tokio::test]
+async fn a_pools_items_change_while_allocated_only_under_the_value_ledger() {
+    install().await;
+    let name = unique("format");
+    let pool = format!(
+        "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {name}}}\nspec: {{items: {{list: [a, b]}}}}\n"
+    );
+    kubectl_ok(&["apply", "-f", "-"], Some(&pool));
+    let held = r#"{"status":{"capacity":2,"allocated":1,"free":1,"lockBackend":"Etcd","lockService":"etcd:1","lockEpoch":1,"fencingToken":1,"ledger":[{"claim":"x/y","uid":"u","items":"0"}]}}"#;
+    kubectl_ok(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", held], None);
+    let grown = pool.replace("list: [a, b]", "list: [b, a, c]");
+    let out = kubectl(&["apply", "-f", "-"], Some(&grown));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("while items are allocated under ledger format 1"), "{stderr}");
+    let format_2 = r#"{"status":{"ledgerFormat":2}}"#;
+    kubectl_ok(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", format_2], None);
+    kubectl_ok(&["apply", "-f", "-"], Some(&grown));
+    for patch in [r#"{"status":{"ledgerFormat":1}}"#, r#"{"status":{"ledgerFormat":null}}"#] {
+        let out =
+            kubectl(&["patch", "pool", &name, "--subresource=status", "--type=merge", "-p", patch], None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("older ledger format"), "{patch}: expected a refusal in {stderr}");
+    }
 }
