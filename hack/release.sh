@@ -15,6 +15,9 @@ if [ ! -x "$out/lockguard" ]; then
   echo "release: building lockguard $version ($commit)" >&2
   src="$cache/releases/src-$commit"
   rm -rf "$src"
+  # A shallow clone may lack the release's commit: fetch it.
+  git -C "$root" cat-file -e "$commit^{commit}" 2>/dev/null ||
+    git -C "$root" fetch --quiet origin "$commit" || git -C "$root" fetch --quiet --unshallow origin
   git -C "$root" worktree prune
   git -C "$root" worktree add --quiet --detach --force "$src" "$commit"
   # A target directory of its own (sharing this checkout's would put the release's binary
