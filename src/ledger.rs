@@ -130,6 +130,11 @@ impl Items {
         }
     }
 
+    /// The item at `index`: in the spec, or past it one of `removed`.
+    fn value_at(&self, removed: &[String], index: u32) -> String {
+        self.value(index).unwrap_or_else(|| removed[(index - self.len()) as usize].clone())
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Items::Range { .. } => "range",
@@ -235,7 +240,7 @@ impl<'a> Reader<'a> {
     }
 
     fn value(&self, index: u32) -> String {
-        self.items.value(index).unwrap_or_else(|| self.removed[(index - self.items.len()) as usize].clone())
+        self.items.value_at(&self.removed, index)
     }
 
     /// The indices entry `a` holds, from whichever form it has.
@@ -347,11 +352,7 @@ impl Ledger {
             Items::Range { .. } => {
                 let mut numbers: Vec<u32> = items.iter().filter_map(|v| v.parse().ok()).collect();
                 numbers.sort_unstable();
-                runs(&numbers)
-                    .iter()
-                    .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
-                    .collect::<Vec<_>>()
-                    .join(",")
+                format_indices(&numbers)
             }
             Items::List(_) if items.len() > 4 => {
                 format!("{},… ({} items)", items[..4].join(","), items.len())
@@ -362,7 +363,17 @@ impl Ledger {
     }
 
     fn value(&self, index: u32) -> String {
-        self.items.value(index).unwrap_or_else(|| self.removed[(index - self.items.len()) as usize].clone())
+        self.items.value_at(&self.removed, index)
+    }
+
+    /// The items of `given` (a claim's, sorted by value) that it keeps when it asks for `count`
+    /// items, or for the items `wanted`: the lowest `count`, or those it still names. Claims,
+    /// holds and plans all decide a shrink with this, so they keep the same items.
+    pub fn keeps(&self, given: &[u32], count: u32, wanted: Option<&[String]>) -> Vec<u32> {
+        match wanted {
+            Some(wanted) => given.iter().copied().filter(|&i| wanted.contains(&self.value(i))).collect(),
+            None => given[..given.len().min(count as usize)].to_vec(),
+        }
     }
 
     /// Sorts a claim's items by value (numbers numerically, names as text), never by their

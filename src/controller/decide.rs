@@ -99,14 +99,8 @@ pub fn decide(claim: &Claim, pool: Option<(&Pool, LedgerRead<'_>)>) -> Decision 
         return not_bound(too_small(pool_name, count, capacity), None, Recheck::OnChange);
     }
     // A shrink: the status lets go of the items before the ledger takes them back.
-    let shrink_to = match wanted {
-        Some(wanted) => {
-            let kept: Vec<u32> =
-                given.iter().zip(&given_items).filter(|(_, v)| wanted.contains(v)).map(|(i, _)| *i).collect();
-            (kept.len() < given.len()).then_some(kept)
-        }
-        None => (given.len() as u32 > count).then(|| given[..count as usize].to_vec()),
-    };
+    let kept = ledger.keeps(given, count, wanted);
+    let shrink_to = (kept.len() < given.len()).then_some(kept);
     Decision::Allocate { shrink_to }
 }
 

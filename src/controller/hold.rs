@@ -153,11 +153,8 @@ async fn live_shrinks(ctx: &Context, ledger: &Ledger, wants: Vec<Want>) -> Resul
     let mut live = Vec::with_capacity(wants.len());
     for want in wants {
         let given = ledger.given(&want.key, &want.uid);
-        let shrinking = !want.deleting
-            && match &want.items {
-                Some(wanted) => ledger.describe(given).0.iter().any(|v| !wanted.contains(v)),
-                None => given.len() as u32 > want.count,
-            };
+        let shrinking =
+            !want.deleting && ledger.keeps(given, want.count, want.items.as_deref()).len() < given.len();
         let Some((namespace, name)) = want.key.split_once('/').filter(|_| shrinking) else {
             live.push(want);
             continue;
@@ -270,13 +267,8 @@ fn want_of(claim: &Claim, ledger: &Ledger) -> Want {
     let count = claim.spec.count.max(0) as u32;
     let items = claim.spec.items.clone();
     let given = ledger.given(&key, &uid);
-    let kept: HashSet<String> = match (&items, deleting) {
-        (_, true) => HashSet::new(),
-        (Some(wanted), false) => {
-            ledger.describe(given).0.into_iter().filter(|v| wanted.contains(v)).collect()
-        }
-        (None, false) => ledger.describe(&given[..given.len().min(count as usize)]).0.into_iter().collect(),
-    };
+    let keeps = if deleting { Vec::new() } else { ledger.keeps(given, count, items.as_deref()) };
+    let kept: HashSet<String> = ledger.describe(&keeps).0.into_iter().collect();
     let status_ready = claim.shown_items().iter().all(|item| kept.contains(item));
     Want { key, uid, count, items, deleting, status_ready }
 }

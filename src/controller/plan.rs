@@ -90,11 +90,15 @@ pub fn plan(ledger: &Ledger, wants: &[Want], grow: bool) -> Plan {
                 }
             }
         } else if let Some(wanted) = &want.items {
-            let given = ledger.describe(ledger.given(&want.key, &want.uid)).0;
-            let kept: Vec<String> = given.iter().filter(|v| wanted.contains(v)).cloned().collect();
+            let given = ledger.given(&want.key, &want.uid);
+            let kept = ledger.keeps(given, want.count, Some(wanted));
             if kept.len() < given.len() {
                 // Items it no longer names go first, status first; what it lacks comes next.
-                if want.status_ready { let_go(&mut next, want, &kept) } else { Outcome::StatusFirst }
+                if want.status_ready {
+                    let_go(&mut next, want, &ledger.describe(&kept).0)
+                } else {
+                    Outcome::StatusFirst
+                }
             } else if kept.len() == wanted.len() {
                 Outcome::Unchanged
             } else {
