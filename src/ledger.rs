@@ -7,6 +7,10 @@ use std::fmt::Write;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod adopt;
+
+pub use adopt::{Adopted, Dispute, Party};
+
 /// The ledger format this binary reads and writes: 2 names items by value (1, by their
 /// position in the spec, moved items when the spec was re-sorted or shrunk).
 pub const LEDGER_FORMAT: i64 = 2;
@@ -164,6 +168,8 @@ pub struct Ledger {
     used: Vec<bool>,
     /// Held indices in the spec.
     allocated: u32,
+    /// Items several claims showed when the ledger was rebuilt: held for none of them.
+    disputes: BTreeMap<u32, Vec<Party>>,
 }
 
 /// What an allocation changed.
@@ -286,7 +292,14 @@ impl Ledger {
     /// A ledger of nothing held from `items`.
     pub fn new(items: Items) -> Self {
         let used = vec![false; items.len() as usize];
-        Self { items, removed: Vec::new(), entries: BTreeMap::new(), used, allocated: 0 }
+        Self {
+            items,
+            removed: Vec::new(),
+            entries: BTreeMap::new(),
+            used,
+            allocated: 0,
+            disputes: BTreeMap::new(),
+        }
     }
 
     /// A range 0..capacity where an item is its own index (for tests and benchmarks).
@@ -317,7 +330,8 @@ impl Ledger {
         let used: Vec<bool> = reader.owner.iter().map(Option::is_some).collect();
         let allocated = used[..items.len() as usize].iter().filter(|u| **u).count() as u32;
         let removed = reader.removed;
-        let mut ledger = Self { items, removed, entries: BTreeMap::new(), used, allocated };
+        let mut ledger =
+            Self { items, removed, entries: BTreeMap::new(), used, allocated, disputes: BTreeMap::new() };
         for (_, entry) in entries.iter_mut() {
             ledger.sort_by_value(&mut entry.indices);
         }
@@ -477,9 +491,12 @@ impl Ledger {
                 Some(i) if held.contains(&i) => {}
                 Some(i) if i < self.capacity() && !self.used[i as usize] => {}
                 Some(i) if self.used[i as usize] => {
-                    let holder =
-                        self.claims().find(|(_, e)| e.indices.contains(&i)).map(|(c, _)| c.to_string());
-                    return Err(AllocError::Taken { item: item.clone(), holder: holder.unwrap_or_default() });
+                    let disputed = self.disputes.get(&i).map(|parties| {
+                        let names: Vec<&str> = parties.iter().map(|p| p.claim.as_str()).collect();
+                        format!("none of {} (they all show it)", names.join(", "))
+                    });
+                    let holder = self.holder(i).or(disputed).unwrap_or_default();
+                    return Err(AllocError::Taken { item: item.clone(), holder });
                 }
                 _ => return Err(AllocError::NotInPool { item: item.clone() }),
             }

@@ -116,6 +116,8 @@ struct Figures {
     pools_recreated: u64,
     pools_resized: u64,
     pools_resorted: u64,
+    /// Re-created from the manifest without status, protection stripped, claims kept.
+    pools_restored: u64,
     items_allocated: u64,
     claims_at_end: usize,
     locks_lost: usize,
@@ -180,7 +182,7 @@ async fn chaos_leaves_the_invariants_intact_and_the_fence_is_what_keeps_them() {
         "seed {seed}: the workload ran: {fenced:?}"
     );
     assert!(
-        fenced.pools_resized > 0 && fenced.pools_resorted > 0,
+        fenced.pools_resized > 0 && fenced.pools_resorted > 0 && fenced.pools_restored > 0,
         "seed {seed}: the admin actions ran: {fenced:?}"
     );
     assert!(
@@ -286,6 +288,7 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
     figures.pools_recreated = counters[3].load(Ordering::Relaxed);
     figures.pools_resized = counters[4].load(Ordering::Relaxed);
     figures.pools_resorted = counters[5].load(Ordering::Relaxed);
+    figures.pools_restored = counters[6].load(Ordering::Relaxed);
     let replicas = Arc::try_unwrap(replicas)
         .ok()
         .expect("no other owner")
@@ -345,7 +348,7 @@ struct Workload {
     ns: String,
     pools: Vec<(String, &'static str)>,
     /// Claims created, resized, deleted; pools re-created, resized, re-sorted.
-    counters: Arc<[AtomicU64; 6]>,
+    counters: Arc<[AtomicU64; 7]>,
     stop: Arc<AtomicBool>,
 }
 
@@ -375,8 +378,9 @@ async fn claims_workload(Workload { client, ns, pools, counters, stop }: Workloa
 }
 
 /// An administrator at work: now and then a pool's items are edited while claims hold them
-/// (a range grown or shrunk, a list re-sorted), or a pool is deleted (its claims too, as a
-/// namespace clean-up would) and created again once it is gone.
+/// (a range grown or shrunk, a list re-sorted), a pool is deleted (its claims too, as a
+/// namespace clean-up would) and created again once it is gone, or a pool is re-created from
+/// its manifest without status while its claims stay (its protection stripped by hand).
 async fn pool_churn(Workload { client, ns, pools, counters, stop }: Workload, mut rng: Rng) {
     let api: Api<Pool> = Api::all(client.clone());
     let claims: Api<Claim> = Api::namespaced(client.clone(), &ns);
@@ -387,7 +391,7 @@ async fn pool_churn(Workload { client, ns, pools, counters, stop }: Workload, mu
             break;
         }
         tokio::time::sleep(Duration::from_secs(4 + rng.below(4) as u64)).await;
-        let action = if n < 3 { n } else { rng.below(3) };
+        let action = if n < 4 { n } else { rng.below(4) };
         // A re-sort needs the list pool (the Lease one).
         let (pool, backend) = match action {
             1 => pools.iter().find(|(_, b)| *b == "Lease").unwrap_or(&pools[0]),
@@ -411,9 +415,16 @@ async fn pool_churn(Workload { client, ns, pools, counters, stop }: Workload, mu
         if api.delete(pool, &DeleteParams::default()).await.is_err() {
             continue;
         }
+        if action == 3 {
+            let strip = json!([{ "op": "remove", "path": "/metadata/finalizers" }]);
+            let strip: json_patch::Patch = serde_json::from_value(strip).expect("a JSON patch");
+            let _ = api.patch(pool, &PatchParams::default(), &Patch::Json::<()>(strip)).await;
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(list) = claims.list(&ListParams::default()).await {
+            if action == 2
+                && let Ok(list) = claims.list(&ListParams::default()).await
+            {
                 for c in list.items.iter().filter(|c| &c.spec.pool_ref == pool) {
                     let _ = claims.delete(&c.name_any(), &DeleteParams::default()).await;
                 }
@@ -428,7 +439,7 @@ async fn pool_churn(Workload { client, ns, pools, counters, stop }: Workload, mu
         while create_pool(&client, pool, backend).await.is_err() && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        counters[3].fetch_add(1, Ordering::Relaxed);
+        counters[if action == 3 { 6 } else { 3 }].fetch_add(1, Ordering::Relaxed);
     }
 }
 

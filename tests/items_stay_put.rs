@@ -220,3 +220,146 @@ async fn a_poisoned_token_is_repaired_by_a_new_lock_epoch() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(pool_status(&op.pool).await.lock_epoch, Some(epoch + 1));
 }
+
+/// A pool re-created from its manifest without status (its finalizer stripped by hand, then
+/// applied again from Git) while 50 claims are bound: every claim keeps every item at every
+/// moment looked at, and new claims still bind, to free items only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_recreated_without_status_keeps_every_bound_item() {
+    let recorder = record_history().await;
+    let op = Operator::start(3, "recreate").await;
+    let manifest = op.pool_yaml("{range: {start: 40000, end: 40199}}", "Etcd");
+    support::apply(&manifest);
+    // 60 claims, then every sixth deleted: the 50 left hold items with holes between them,
+    // so that allocating again from scratch would not give each the same items.
+    let names: Vec<String> = (0..60).map(|i| format!("c{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        op.claim(name, 1 + (i % 3) as i32).await;
+    }
+    op.all_bound(&names, Duration::from_secs(90), "the 60 claims bound").await;
+    let gone: Vec<&String> = names.iter().step_by(6).collect();
+    for name in &gone {
+        kubectl_ok(&["delete", "claim", name, "-n", &op.ns, "--wait=true", "--timeout=60s"], None);
+    }
+    let kept: Vec<String> = names.iter().filter(|n| !gone.contains(n)).cloned().collect();
+    let before = items_of(&op).await;
+    assert_eq!(before.len(), 50);
+
+    // Watch every claim while the pool is gone and back: none may show anything else.
+    let watch = {
+        let (ns, before) = (op.ns.clone(), before.clone());
+        tokio::spawn(async move {
+            let mut moved = Vec::new();
+            for _ in 0..150 {
+                for claim in claims_in(std::slice::from_ref(&ns)).await {
+                    let name = claim.metadata.name.clone().unwrap_or_default();
+                    if before.get(&name).is_some_and(|items| items.as_slice() != claim.shown_items()) {
+                        moved.push(format!("{name}: {:?}", claim.shown_items()));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            moved
+        })
+    };
+    delete_unprotected(&op.pool);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    support::apply(&manifest);
+    for name in ["n1", "n2", "n3"] {
+        op.claim(name, 3).await;
+    }
+    op.all_bound(&["n1", "n2", "n3"], Duration::from_secs(60), "new claims bound after the re-create").await;
+    op.all_bound(&kept, Duration::from_secs(60), "the 50 claims bound after the re-create").await;
+    let moved = watch.await.expect("watch");
+    if !moved.is_empty() {
+        let first: Vec<&String> = moved.iter().take(20).collect();
+        op.replicas.fail(&format!("{} looks at claims showed other items, first:\n{first:?}", moved.len()));
+    }
+    let after = items_of(&op).await;
+    for name in &kept {
+        assert_eq!(after[name], before[name], "{name} lost or changed items");
+    }
+    let held: Vec<&String> = before.values().flatten().collect();
+    for name in ["n1", "n2", "n3"] {
+        assert!(after[name].iter().all(|i| !held.contains(&i)), "{name} got a held item: {:?}", after[name]);
+    }
+    assert_eq!(audit(&[&op.pool]).await, Ok(before.values().map(Vec::len).sum::<usize>() + 9));
+    // Adopted, and every claim now records the new pool.
+    assert!(support::event_reasons(&op.pool).contains("ItemsAdopted"), "no ItemsAdopted Event");
+    let uid = Api::<Pool>::all(kube_client().await).get(&op.pool).await.expect("pool").metadata.uid;
+    for claim in claims_in(std::slice::from_ref(&op.ns)).await {
+        assert_eq!(
+            claim.status.and_then(|s| s.pool_uid),
+            uid,
+            "{:?} records another pool",
+            claim.metadata.name
+        );
+    }
+    let seen = history_violations(&recorder.finish(), &[&op.pool]);
+    assert!(seen.is_empty(), "violations at some revision:\n{}\n{}", seen.join("\n"), op.replicas.tails());
+}
+
+/// Deletes the pool with its protection stripped (as a hand clean-up does) and waits until
+/// it is gone.
+fn delete_unprotected(pool: &str) {
+    kubectl_ok(&["delete", "pool", pool, "--wait=false"], None);
+    let strip = r#"[{"op":"remove","path":"/metadata/finalizers"}]"#;
+    kubectl_ok(&["patch", "pool", pool, "--type=json", "-p", strip], None);
+    kubectl_ok(&["wait", "--for=delete", &format!("pool/{pool}"), "--timeout=30s"], None);
+}
+
+/// Two claims show one item when a lost ledger is rebuilt (restored from two backups, or a
+/// status edited by hand while the pool was gone): neither keeps it, nobody else gets it,
+/// both claims, the pool and the audit say so; once one lets go, the other has it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_two_claims_show_goes_to_neither_until_one_lets_go() {
+    let op = Operator::start(2, "dispute").await;
+    let manifest = op.pool_yaml("{range: {start: 1, end: 4}}", "Etcd");
+    support::apply(&manifest);
+    for name in ["a", "b"] {
+        op.claim(name, 1).await;
+        op.bound(name, Duration::from_secs(30), &format!("{name} bound")).await;
+    }
+    assert_eq!(
+        items_of(&op).await,
+        [("a", "1"), ("b", "2")].map(|(c, i)| (c.to_string(), vec![i.to_string()])).into()
+    );
+    delete_unprotected(&op.pool);
+    op.reports("b", "PoolNotFound", Duration::from_secs(30), "b sees its pool gone").await;
+    let shows_one = r#"{"status":{"items":["1"]}}"#;
+    kubectl_ok(
+        &["patch", "claim", "b", "-n", &op.ns, "--subresource=status", "--type=merge", "-p", shows_one],
+        None,
+    );
+    support::apply(&manifest);
+
+    for name in ["a", "b"] {
+        op.reports(name, "ItemDisputed", Duration::from_secs(30), &format!("{name} told of the dispute"))
+            .await;
+    }
+    assert_eq!(items_of(&op).await["b"], ["1"], "b's status is left as it is");
+    let status = pool_status(&op.pool).await;
+    assert_eq!(status.disputed.len(), 1, "{:?}", status.disputed);
+    assert_eq!(status.disputed[0].item, "1");
+    let disputed = status.conditions.iter().find(|c| c.type_ == "ItemsDisputed").expect("condition");
+    assert_eq!((disputed.status.as_str(), disputed.reason.as_str()), ("True", "ItemsDisputed"));
+    assert!(support::event_reasons(&op.pool).contains("ItemsDisputed"), "no ItemsDisputed Event");
+    let report = audit(&[&op.pool]).await.expect_err("the audit reports it");
+    assert!(report.contains("ItemTwice") && report.contains("item 1"), "{report}");
+    // Nobody else gets it: a claim that counts gets the free items, one that names it waits.
+    op.claim("c", 3).await;
+    op.bound("c", Duration::from_secs(30), "c bound from the free items").await;
+    assert_eq!(items_of(&op).await["c"], ["2", "3", "4"]);
+    support::apply(&named_claim(&op.ns, "d", &op.pool, &["1"]));
+    op.reports("d", "ItemTaken", Duration::from_secs(30), "d waits: the item is disputed").await;
+
+    // b lets go (deleted): a has the item, and the pool says the dispute is over.
+    kubectl_ok(&["delete", "claim", "b", "-n", &op.ns, "--wait=true", "--timeout=60s"], None);
+    op.bound("a", Duration::from_secs(30), "a bound once b let go").await;
+    assert_eq!(items_of(&op).await["a"], ["1"]);
+    let status = pool_status(&op.pool).await;
+    assert!(status.disputed.is_empty(), "{:?}", status.disputed);
+    assert!(status.conditions.iter().any(|c| c.type_ == "ItemsDisputed" && c.status == "False"));
+    assert_eq!(support::reason_of(&op.ns, "d").await.map(|(_, r)| r).as_deref(), Some("ItemTaken"));
+    assert_eq!(audit(&[&op.pool]).await, Ok(4));
+}

@@ -3,6 +3,7 @@ use kube::{CustomResource, KubeSchema, ResourceExt};
 use serde::{Deserialize, Serialize};
 
 use super::conditions::BOUND;
+use super::pool::Pool;
 
 /// The finalizer that returns a claim's items before the claim goes away.
 pub const FINALIZER: &str = "lockguard.dev/release-items";
@@ -56,6 +57,10 @@ pub struct ClaimStatus {
     /// Token of the lock under which the items were allocated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fencing_token: Option<i64>,
+    /// The uid of the pool whose ledger gives the items: a pool re-created under the same
+    /// name has another, and adopts the items this status shows instead of taking them back.
+    #[serde(default, rename = "poolUID", skip_serializing_if = "Option::is_none")]
+    pub pool_uid: Option<String>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }
@@ -77,6 +82,16 @@ impl Claim {
     /// The items its status shows.
     pub fn shown_items(&self) -> &[String] {
         self.status.as_ref().map(|s| s.items.as_slice()).unwrap_or_default()
+    }
+
+    /// Whether the items its status shows come from a ledger `pool` no longer has: the pool
+    /// was re-created (another uid), or its status lost every fence field. Only such items
+    /// are adopted by the pool; any other status ahead of the ledger is taken back.
+    pub fn shows_lost_ledger(&self, pool: &Pool) -> bool {
+        let Some(status) = self.status.as_ref().filter(|s| !s.items.is_empty()) else { return false };
+        let recorded_elsewhere =
+            status.pool_uid.as_ref().is_some_and(|uid| Some(uid) != pool.metadata.uid.as_ref());
+        recorded_elsewhere || pool.lost_ledger()
     }
 
     /// Whether it carries the finalizer that returns its items.

@@ -13,6 +13,7 @@ pub const LEDGER_CORRUPT: &str = "LedgerCorrupt";
 pub const LOCK_HEALTHY: &str = "LockHealthy";
 pub const LOCK_EPOCH: &str = "LockEpoch";
 pub const REMOVED_ITEMS_HELD: &str = "RemovedItemsHeld";
+pub const ITEMS_DISPUTED: &str = "ItemsDisputed";
 
 /// A condition of `type_` with status True/False.
 pub fn condition(

@@ -10,11 +10,11 @@ mod conditions;
 mod pool;
 mod reason;
 
-pub use crate::ledger::Allocation;
+pub use crate::ledger::{Allocation, Dispute, Party};
 pub use claim::{Claim, ClaimSpec, ClaimStatus, FINALIZER};
 pub use conditions::{
-    BOUND, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, READY, REMOVED_ITEMS_HELD, condition, is_true,
-    same_conditions, set_condition,
+    BOUND, ITEMS_DISPUTED, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, READY, REMOVED_ITEMS_HELD, condition,
+    is_true, same_conditions, set_condition,
 };
 pub use pool::{
     FenceRule, ItemRange, LockSpec, MAX_LIST_ITEMS, MAX_POOL_ITEMS, NEW_LOCK_EPOCH, POOL_FINALIZER, Pool,

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{Allocation, Items, LEDGER_FORMAT, Ledger, LedgerError, MAX_CLAIMS_PER_POOL};
+use crate::ledger::{Allocation, Dispute, Items, LEDGER_FORMAT, Ledger, LedgerError, MAX_CLAIMS_PER_POOL};
 use lockguard_lock::Backend;
 
 /// The finalizer that keeps a pool while claims hold its items.
@@ -250,6 +250,12 @@ pub struct PoolStatus {
     #[serde(default)]
     #[schemars(length(max = MAX_CLAIMS_PER_POOL), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["claim"]))]
     pub ledger: Vec<Allocation>,
+    /// Items that several claims showed when the ledger was rebuilt from them (the pool was
+    /// re-created without its status): given to none of them, nor to any other claim, until
+    /// all but one let go. Always written, so that a merge patch clears it.
+    #[serde(default)]
+    #[schemars(length(max = MAX_CLAIMS_PER_POOL))]
+    pub disputed: Vec<Dispute>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }
@@ -262,7 +268,8 @@ impl Pool {
             return Err(LedgerError::NewerFormat { format });
         }
         let allocations = status.map(|s| s.ledger.as_slice()).unwrap_or_default();
-        Ledger::from_status(allocations, self.spec.items.items())
+        let disputed = status.map(|s| s.disputed.as_slice()).unwrap_or_default();
+        Ledger::from_status(allocations, self.spec.items.items())?.with_disputes(disputed)
     }
 
     pub fn is_deleting(&self) -> bool {
@@ -286,6 +293,12 @@ impl Pool {
         let asked = self.annotations().get(NEW_LOCK_EPOCH).map(String::as_str).filter(|v| !v.is_empty())?;
         let honoured = self.status.as_ref().and_then(|s| s.epoch_request.as_deref());
         (honoured != Some(asked)).then_some(asked)
+    }
+
+    /// Whether its status lost every fence field (or never had them): nothing of a ledger
+    /// written under a lock is left.
+    pub fn lost_ledger(&self) -> bool {
+        self.status.as_ref().is_none_or(|s| s.fencing_token.is_none() && s.lock_epoch.is_none())
     }
 
     /// Its resourceVersion as a number (one etcd orders them).

@@ -18,6 +18,7 @@ pub enum Reason {
     Releasing,
     ItemTaken,
     ItemNotInPool,
+    ItemDisputed,
     // A pool's conditions.
     LedgerConsistent,
     LedgerReadable,
@@ -26,7 +27,10 @@ pub enum Reason {
     EpochAdvanced,
     RemovedItemsStillHeld,
     AllHeldItemsInSpec,
+    ItemsDisputed,
+    NoItemDisputed,
     // Events only.
+    ItemsAdopted,
     Freed,
     FencedWriteRejected,
     LockEpochAdvanced,
@@ -34,7 +38,7 @@ pub enum Reason {
 
 impl Reason {
     /// The reasons of a claim's `Bound` condition, in the order dashboards list them.
-    pub const BOUND: [Reason; 12] = [
+    pub const BOUND: [Reason; 13] = [
         Reason::Allocated,
         Reason::PoolNotFound,
         Reason::PoolNotReady,
@@ -47,6 +51,7 @@ impl Reason {
         Reason::Releasing,
         Reason::ItemTaken,
         Reason::ItemNotInPool,
+        Reason::ItemDisputed,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -63,6 +68,7 @@ impl Reason {
             Reason::Releasing => "Releasing",
             Reason::ItemTaken => "ItemTaken",
             Reason::ItemNotInPool => "ItemNotInPool",
+            Reason::ItemDisputed => "ItemDisputed",
             Reason::LedgerConsistent => "LedgerConsistent",
             Reason::LedgerReadable => "LedgerReadable",
             Reason::DeletionBlocked => "DeletionBlocked",
@@ -70,6 +76,9 @@ impl Reason {
             Reason::EpochAdvanced => "EpochAdvanced",
             Reason::RemovedItemsStillHeld => "RemovedItemsStillHeld",
             Reason::AllHeldItemsInSpec => "AllHeldItemsInSpec",
+            Reason::ItemsDisputed => "ItemsDisputed",
+            Reason::NoItemDisputed => "NoItemDisputed",
+            Reason::ItemsAdopted => "ItemsAdopted",
             Reason::Freed => "Freed",
             Reason::FencedWriteRejected => "FencedWriteRejected",
             Reason::LockEpochAdvanced => "LockEpochAdvanced",
@@ -88,6 +97,7 @@ impl Reason {
                 | Reason::LedgerCorrupt
                 | Reason::ItemTaken
                 | Reason::ItemNotInPool
+                | Reason::ItemDisputed
         )
     }
 
@@ -97,7 +107,7 @@ impl Reason {
     }
 
     /// The reasons of a pool's conditions and of Events only.
-    const OTHERS: [Reason; 10] = [
+    const OTHERS: [Reason; 13] = [
         Reason::LedgerConsistent,
         Reason::LedgerReadable,
         Reason::DeletionBlocked,
@@ -105,6 +115,9 @@ impl Reason {
         Reason::EpochAdvanced,
         Reason::RemovedItemsStillHeld,
         Reason::AllHeldItemsInSpec,
+        Reason::ItemsDisputed,
+        Reason::NoItemDisputed,
+        Reason::ItemsAdopted,
         Reason::Freed,
         Reason::FencedWriteRejected,
         Reason::LockEpochAdvanced,

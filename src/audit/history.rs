@@ -19,7 +19,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::{Scope, Violation, check_pool, claim_key, holds_items_of_missing_pool};
+use super::{Scope, Violation, check_pool, claim_key};
 use crate::api::{Claim, Pool};
 
 /// One recorded change.
@@ -273,9 +273,10 @@ pub fn replay(mut log: Vec<Recorded>) -> Replay {
             continue;
         }
         let of_pool: Vec<&Claim> = claims.values().filter(|c| c.spec.pool_ref == pool_name).collect();
+        // Claims of a pool that is gone keep their items for it to adopt: nothing to check.
         let found = match pools.get(&pool_name) {
             Some(pool) => check_pool(pool, &of_pool, Scope::Safety).1,
-            None => of_pool.iter().filter_map(|c| holds_items_of_missing_pool(&pool_name, c)).collect(),
+            None => Vec::new(),
         };
         for violation in found {
             if seen.insert(violation.clone()) {

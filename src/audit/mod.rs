@@ -4,7 +4,9 @@
 //! Two scopes:
 //! - [`Scope::Safety`] holds at *every* instant of a correct system, also mid-flight:
 //!   the ledger is well formed, no item is in two claims, and a claim's status lists only
-//!   items the ledger gives to that claim's uid (status may lag the ledger, never lead it).
+//!   items the ledger gives to that claim's uid (status may lag the ledger, never lead it) —
+//!   except items of a ledger the pool lost (re-created without status, or gone), which the
+//!   claim keeps showing until the pool adopts them, and which the ledger gives nobody else.
 //! - [`Scope::Full`] adds what holds once the system has converged: every Bound claim shows
 //!   exactly its ledger items and count, no ledger entry outlives its claim, and the
 //!   pool's counters agree with its ledger.
@@ -98,8 +100,12 @@ pub fn audit(pools: &[Pool], claims: &[Claim], scope: Scope) -> Report {
         report.items_allocated += items;
         report.violations.extend(violations);
     }
-    for (pool, claims) in by_pool {
-        report.violations.extend(claims.iter().filter_map(|c| holds_items_of_missing_pool(pool, c)));
+    // Items of a pool gone (its protection stripped) stay with their claims for the pool to
+    // adopt when it is back: safe, but not where a converged cluster should be.
+    if scope == Scope::Full {
+        for (pool, claims) in by_pool {
+            report.violations.extend(claims.iter().filter_map(|c| holds_items_of_missing_pool(pool, c)));
+        }
     }
     report
 }
@@ -145,6 +151,12 @@ pub fn check_pool(pool: &Pool, claims: &[&Claim], scope: Scope) -> (u64, Vec<Vio
         }
     };
 
+    let mut given_to: HashMap<String, &str> = HashMap::new();
+    for (key, entry) in ledger.claims() {
+        for item in ledger.describe(&entry.indices).0 {
+            given_to.insert(item, key);
+        }
+    }
     let mut holder: HashMap<String, String> = HashMap::new();
     let mut live: HashMap<String, String> = HashMap::new();
     for claim in claims {
@@ -166,7 +178,18 @@ pub fn check_pool(pool: &Pool, claims: &[&Claim], scope: Scope) -> (u64, Vec<Vio
             }
         }
         let ahead: Vec<&String> = shown.iter().filter(|i| !ledger_items.contains(*i)).collect();
-        if !ahead.is_empty() {
+        let awaiting_adoption = scope == Scope::Safety && claim.shows_lost_ledger(pool);
+        if awaiting_adoption {
+            for item in &ahead {
+                if let Some(other) = given_to.get(*item) {
+                    found.push(violation(
+                        Kind::ItemTwice,
+                        Some(key.clone()),
+                        format!("item {item} is in the status of {key} (from a lost ledger) and the ledger gives it to {other}"),
+                    ));
+                }
+            }
+        } else if !ahead.is_empty() {
             found.push(violation(
                 Kind::StatusAheadOfLedger,
                 Some(key.clone()),
@@ -263,6 +286,8 @@ mod tests {
             allocated,
             free: capacity as i32 - allocated,
             ledger,
+            // Written under a lock: its ledger is the record (see Claim::shows_lost_ledger).
+            fencing_token: Some(1),
             ..Default::default()
         });
         pool
@@ -292,6 +317,27 @@ mod tests {
         let report = audit(&pools, &claims, Scope::Full);
         assert!(report.is_clean(), "{:?}", report.violations);
         assert_eq!(report.items_allocated, 3);
+    }
+
+    #[test]
+    fn items_of_a_lost_ledger_may_lead_it_while_nobody_else_is_given_them() {
+        let mut recreated = pool("p", 10, &[("a/y", "u2", "2")]);
+        recreated.metadata.uid = Some("new".into());
+        let mut from_old = claim("a/x", "u1", "p", 2, &[0, 1], true);
+        from_old.status.as_mut().expect("status").pool_uid = Some("old".into());
+        let claims = [from_old.clone(), claim("a/y", "u2", "p", 1, &[2], true)];
+        assert!(audit(std::slice::from_ref(&recreated), &claims, Scope::Safety).is_clean());
+        // Converged, it would have been adopted.
+        let full = audit(std::slice::from_ref(&recreated), &claims, Scope::Full);
+        assert!(kinds(&full).contains(&Kind::StatusAheadOfLedger), "{:?}", full.violations);
+        // Given to another claim meanwhile: reported at once.
+        let mut taken = pool("p", 10, &[("a/y", "u2", "1-2")]);
+        taken.metadata.uid = Some("new".into());
+        let report = audit(&[taken], &[from_old.clone()], Scope::Safety);
+        assert_eq!(kinds(&report), [Kind::ItemTwice]);
+        // Its pool gone: kept for the pool to adopt, reported only as not converged.
+        assert!(audit(&[], std::slice::from_ref(&from_old), Scope::Safety).is_clean());
+        assert_eq!(kinds(&audit(&[], &[from_old], Scope::Full)), [Kind::ItemsOfMissingPool]);
     }
 
     #[test]

@@ -52,6 +52,16 @@ impl Batches {
         self.pools.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
     }
 
+    /// Forgets the copy of pool `name` (of `uid`) the last hold wrote: the pool is gone.
+    pub fn forget(&self, name: &str, uid: Option<&str>) {
+        if let Some(batch) = self.get(name) {
+            let mut state = batch.state();
+            if state.written.as_ref().is_some_and(|p| p.metadata.uid.as_deref() == uid) {
+                state.written = None;
+            }
+        }
+    }
+
     fn get(&self, name: &str) -> Option<Arc<PoolBatch>> {
         self.pools.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }

@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::adopt::awaits_adoption;
 use super::context::Context;
 use super::decide::{Decision, NotBound, Recheck, Step, decide, next_step, pool_not_found, waiting};
 use super::defer::Deferred;
@@ -37,10 +38,14 @@ pub fn waits_for_pool(claim: &Claim) -> bool {
         .is_some_and(|c| c.status == "False" && Reason::parse(&c.reason).is_some_and(Reason::waits_for_pool))
 }
 
-/// Whether a change of `pool` concerns `claim`: it waits for the pool, or its status does
-/// not show exactly what the ledger gives it.
-pub fn affected_by(claim: &Claim, ledger: Option<&Ledger>) -> bool {
+/// Whether a change of `pool` concerns `claim`: it waits for the pool, its status does not
+/// show exactly what the ledger gives it, or it records another incarnation of the pool.
+pub fn affected_by(claim: &Claim, pool: &Pool, ledger: Option<&Ledger>) -> bool {
     if waits_for_pool(claim) {
+        return true;
+    }
+    let recorded = claim.status.as_ref().and_then(|s| s.pool_uid.as_ref());
+    if recorded.is_some_and(|uid| Some(uid) != pool.metadata.uid.as_ref()) {
         return true;
     }
     let Some(ledger) = ledger else { return false };
@@ -123,6 +128,10 @@ async fn apply(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
             Ok(action(recheck))
         }
         (Decision::Revoke, _) => revoke(claim, ctx, pool_name).await,
+        (Decision::Adopt, _) => {
+            hold::request(ctx, pool_name);
+            Ok(Action::requeue(PENDING_RECHECK))
+        }
         (Decision::Show { given }, Some(pool)) => show(claim, ctx, &pool, &given).await,
         (Decision::Allocate { shrink_to }, Some(pool)) => {
             let claim = match shrink_to {
@@ -155,15 +164,24 @@ fn action(recheck: Recheck) -> Action {
 }
 
 /// The status lists items that the cached ledger does not give: confirmed by a fresh read
-/// of the pool (the cache may lag behind the status), the status gives them back.
-async fn revoke(claim: &Claim, ctx: &Context, pool_name: &str) -> Result<Action, Error> {
+/// of the pool (the cache may lag behind the status), the status gives them back — unless
+/// that read shows a pool that lost the ledger those items come from: then it adopts them.
+async fn revoke(claim: &Claim, ctx: &Arc<Context>, pool_name: &str) -> Result<Action, Error> {
     let pools: Api<Pool> = Api::all(ctx.client.clone());
     let Some(pool) = get_existing(&pools, pool_name).await? else {
         let recheck = Recheck::After(POOL_MISSING_RECHECK);
-        return not_bound(claim, ctx, pool_not_found(pool_name), Some(Vec::new()), recheck).await;
+        let state = pool_not_found(pool_name, claim.shown_items().len());
+        return not_bound(claim, ctx, state, None, recheck).await;
     };
     let (key, uid) = (claim.ledger_key(), claim.uid().unwrap_or_default());
     let ledger = ledger_of(&pool)?;
+    if awaits_adoption(claim, &pool, &ledger) {
+        hold::request(ctx, pool_name);
+        return Ok(Action::requeue(PENDING_RECHECK));
+    }
+    if !ledger.disputed_with(&key, &uid).is_empty() {
+        return Ok(Action::requeue(FRESH_READ)); // the cache was behind: decided from it again
+    }
     let given = ledger.given(&key, &uid).to_vec();
     let given_items = ledger.describe(&given).0;
     let shown = claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default();
@@ -212,8 +230,13 @@ async fn release(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
     let pool_name = &claim.spec.pool_ref;
     let uid = claim.uid().unwrap_or_default();
     let cached = ctx.pool(pool_name).await?;
+    // An item in dispute counts as held: the status lets go of it first, so that the hold
+    // can settle the dispute.
+    let holds = |ledger: &Ledger| {
+        !ledger.given(&key, &uid).is_empty() || !ledger.disputed_with(&key, &uid).is_empty()
+    };
     let still_held = match &cached {
-        Some(pool) => !ctx.ledger(pool)?.given(&key, &uid).is_empty(),
+        Some(pool) => holds(&*ctx.ledger(pool)?),
         None => false,
     };
     if !still_held {
@@ -221,10 +244,10 @@ async fn release(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
         let pools: Api<Pool> = Api::all(ctx.client.clone());
         let fresh = get_existing(&pools, pool_name).await?;
         let held = match &fresh {
-            Some(pool) => ledger_of(pool)?.given(&key, &uid).to_vec(),
-            None => Vec::new(),
+            Some(pool) => holds(&ledger_of(pool)?),
+            None => false,
         };
-        if held.is_empty() {
+        if !held {
             remove_finalizer(claim, ctx).await?;
             ctx.deferrals.done(&key, Deferred::Status);
             return Ok(Action::await_change());
@@ -279,6 +302,7 @@ fn bound_status(claim: &Claim, pool: &Pool, ledger: &Ledger, indices: &[u32]) ->
         items,
         summary: Some(summary),
         fencing_token: token,
+        pool_uid: pool.metadata.uid.clone(),
         conditions,
     }
 }

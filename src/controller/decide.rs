@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
+use super::adopt::{awaits_adoption, dispute_message};
 use super::plan::Outcome;
 use super::policy::{
     CLAIM_RESYNC, EXHAUSTED_RECHECK, LOCK_UNAVAILABLE_RECHECK, POOL_MISSING_RECHECK, POOL_NOT_READY_RECHECK,
@@ -51,6 +52,9 @@ pub enum Decision {
     Show { given: Vec<u32> },
     /// Ask the pool's task for a hold; a shrinking claim first shows only `shrink_to`.
     Allocate { shrink_to: Option<Vec<u32>> },
+    /// The status shows items of a ledger the pool lost: ask for a hold, which adopts them,
+    /// and show them meanwhile.
+    Adopt,
 }
 
 /// The ledger of a cached pool, or why it cannot be read.
@@ -60,7 +64,10 @@ pub type LedgerRead<'a> = Result<&'a Ledger, &'a LedgerError>;
 pub fn decide(claim: &Claim, pool: Option<(&Pool, LedgerRead<'_>)>) -> Decision {
     let pool_name = &claim.spec.pool_ref;
     let Some((pool, ledger)) = pool else {
-        return not_bound(pool_not_found(pool_name), Some(Vec::new()), Recheck::After(POOL_MISSING_RECHECK));
+        // A pool deleted with its protection stripped: the items stay shown, so that the pool
+        // adopts them when it is created again (from Git, a backup).
+        let state = pool_not_found(pool_name, claim.shown_items().len());
+        return not_bound(state, None, Recheck::After(POOL_MISSING_RECHECK));
     };
     let ledger = match ledger {
         Ok(ledger) => ledger,
@@ -75,6 +82,12 @@ pub fn decide(claim: &Claim, pool: Option<(&Pool, LedgerRead<'_>)>) -> Decision 
             return not_bound(state, None, Recheck::OnChange);
         }
     };
+    if awaits_adoption(claim, pool, ledger) {
+        return Decision::Adopt;
+    }
+    if let Some(message) = dispute_message(ledger, claim) {
+        return not_bound(NotBound { reason: Reason::ItemDisputed, message }, None, Recheck::OnChange);
+    }
     let count = claim.spec.count.max(0) as u32;
     let given = ledger.given(&claim.ledger_key(), &claim.uid().unwrap_or_default());
     let given_items = ledger.describe(given).0;
@@ -153,8 +166,13 @@ pub fn waiting(
     Some((state, Recheck::After(EXHAUSTED_RECHECK)))
 }
 
-pub fn pool_not_found(pool: &str) -> NotBound {
-    let message = format!("pool {pool} does not exist; the claim binds once it is created");
+pub fn pool_not_found(pool: &str, shown: usize) -> NotBound {
+    let message = match shown {
+        0 => format!("pool {pool} does not exist; the claim binds once it is created"),
+        n => format!(
+            "pool {pool} does not exist; the claim keeps showing its {n} items, which the pool adopts when it is created again"
+        ),
+    };
     NotBound { reason: Reason::PoolNotFound, message }
 }
 
@@ -205,7 +223,7 @@ mod tests {
     use super::*;
     use crate::api::{
         Allocation, BOUND, ClaimSpec, ClaimStatus, ItemRange, LockSpec, POOL_FINALIZER, PoolItems, PoolSpec,
-        condition,
+        PoolStatus, condition,
     };
 
     fn items(v: &[u32]) -> Vec<String> {
@@ -218,6 +236,9 @@ mod tests {
         let mut pool =
             Pool::new("p", PoolSpec { items: PoolItems { range, list: None }, lock: LockSpec::default() });
         pool.metadata.finalizers = Some(vec![POOL_FINALIZER.to_string()]);
+        pool.metadata.uid = Some("pool-uid".into());
+        pool.status =
+            Some(PoolStatus { fencing_token: Some(1), lock_epoch: Some(1), ..PoolStatus::default() });
         pool
     }
 
@@ -280,6 +301,29 @@ mod tests {
             decide(&claim(2, &[1, 2]), Some((&deleting, Ok(&one_two)))),
             Decision::Show { given: vec![1, 2] }
         );
+    }
+
+    #[test]
+    fn items_of_a_lost_ledger_are_kept_for_the_pool_to_adopt() {
+        // The pool is gone: the status keeps its items (None: unchanged).
+        let Decision::NotBound { state, items: kept, .. } = decide(&claim(1, &[3]), None) else { panic!() };
+        assert_eq!((state.reason, kept), (Reason::PoolNotFound, None));
+        assert!(state.message.contains("keeps showing its 1 items"), "{}", state.message);
+        // Re-created (another uid): adopted, not revoked.
+        let mut recorded = claim(1, &[3]);
+        recorded.status.as_mut().unwrap().pool_uid = Some("old-uid".into());
+        let (p, empty) = (pool(), ledger(""));
+        assert_eq!(decide(&recorded, Some((&p, Ok(&empty)))), Decision::Adopt);
+        // Once the ledger holds the item in dispute, the claim says so and keeps it shown.
+        let mut disputed = empty.clone();
+        disputed.adopt("ns/c", "u1", &items(&[3])).unwrap();
+        disputed.adopt("ns/other", "u2", &items(&[3])).unwrap();
+        let Decision::NotBound { state, items: shown, .. } = decide(&recorded, Some((&p, Ok(&disputed))))
+        else {
+            panic!()
+        };
+        assert_eq!((state.reason, shown), (Reason::ItemDisputed, None));
+        assert!(state.message.contains("1003 (also shown by ns/other)"), "{}", state.message);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
+use super::adopt::{awaits_adoption, settleable, still_shows};
 use super::batches::PoolBatch;
 use super::context::Context;
 use super::decide::Failure;
@@ -20,9 +21,9 @@ use super::error::Error;
 use super::fetch::get_existing;
 use super::plan::{Plan, Want, plan};
 use super::policy::{LOCK_WAIT_RECHECK, retry_delay};
-use super::pool_ledger::{ledger_of, lock_pool, write_ledger};
-use crate::api::{Claim, Pool, Reason};
-use crate::ledger::Ledger;
+use super::pool_ledger::{disputed_summary, ledger_of, lock_pool, write_ledger};
+use crate::api::{Claim, Party, Pool, Reason};
+use crate::ledger::{Adopted, Ledger};
 use crate::metrics::by;
 use lockguard_lock::LockGuard;
 
@@ -81,9 +82,9 @@ async fn run(ctx: Arc<Context>, name: String, batch: Arc<PoolBatch>) {
 async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Error> {
     let written = batch.state().written.clone();
     let Some(pool) = Pool::newest(ctx.pool(name).await?, written) else { return Ok(Round::NoPool) };
-    let planned = plan(&*ctx.ledger(&pool)?, &wants(ctx, &pool), pool.may_grow());
+    let (planned, work) = planned(ctx, &pool)?;
     batch.planned(&pool, &planned);
-    if !has_work(&planned) {
+    if !work {
         return Ok(Round::Idle);
     }
     let Some(guard) = acquire_unless_done(ctx, &pool, batch).await? else { return Ok(Round::Idle) };
@@ -116,13 +117,17 @@ struct Held {
     wrote: bool,
 }
 
-/// Under the lock: read the pool, plan for every claim the cache shows, settle entries of
+/// Under the lock: read the pool; if it lost its ledger, adopt what the claims show and
+/// settle the disputes it can; plan for every claim the cache shows, settle entries of
 /// another uid by reading those claims, write the ledger once.
 async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Held>, Error> {
     let pools: Api<Pool> = Api::all(ctx.client.clone());
     let Some(pool) = get_existing(&pools, name).await? else { return Ok(None) };
     let mut ledger = ledger_of(&pool)?;
-    let wants = live_shrinks(ctx, &ledger, wants(ctx, &pool)).await?;
+    let claims = claims_of(ctx, &pool);
+    let adopted = adopt_lost(ctx, &pool, &mut ledger, &claims).await?;
+    let settled = settle_disputes(ctx, &mut ledger, &claims).await?;
+    let wants = live_shrinks(ctx, &ledger, wants(&claims, &pool, &ledger)).await?;
     let mut planned = plan(&ledger, &wants, pool.may_grow());
     let stale = stale_entries(ctx, &planned, &wants).await?;
     if !stale.is_empty() {
@@ -131,7 +136,7 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
         }
         planned = plan(&ledger, &wants, pool.may_grow());
     }
-    if !planned.changes() && stale.is_empty() {
+    if !planned.changes() && stale.is_empty() && adopted.is_empty() && settled.is_empty() {
         // Another replica did it while this one waited.
         return Ok(Some(Held { pool, plan: planned, wrote: false }));
     }
@@ -143,7 +148,113 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
         planned.ledger.free()
     );
     ctx.events.publish(&written.object_ref(&()), EventType::Normal, Reason::Allocated, note).await;
+    report_adoption(ctx, &written, &adopted, &settled, &planned.ledger).await;
     Ok(Some(Held { pool: written, plan: planned, wrote: true }))
+}
+
+/// What a hold adopted: per claim, the items taken and those found in dispute.
+type Adoptions = Vec<(String, Adopted)>;
+
+/// The claims whose status shows items of a ledger the pool lost, re-read under the lock
+/// (the live status, under the live uid, is what is adopted): their items go into the
+/// ledger before anything is given out; an item another claim shows or holds goes into
+/// dispute.
+async fn adopt_lost(
+    ctx: &Context,
+    pool: &Pool,
+    ledger: &mut Ledger,
+    claims: &[Arc<Claim>],
+) -> Result<Adoptions, Error> {
+    let mut adopted = Vec::new();
+    let waiting: Vec<String> =
+        claims.iter().filter(|c| awaits_adoption(c, pool, ledger)).map(|c| c.ledger_key()).collect();
+    for key in waiting {
+        let Some(claim) = live(ctx, &key).await? else { continue };
+        if !awaits_adoption(&claim, pool, ledger) {
+            continue;
+        }
+        let (key, uid) = (claim.ledger_key(), claim.uid().unwrap_or_default());
+        match ledger.adopt(&key, &uid, claim.shown_items()) {
+            Ok(done) => {
+                info!(claim = %key, pool = %pool.name_any(), taken = done.taken.len(), disputed = ?done.disputed, "adopted the items the claim shows from a lost ledger");
+                adopted.push((key, done));
+            }
+            // An entry of an earlier claim of the name: settled by the plan, adopted next time.
+            Err(e) => {
+                warn!(claim = %key, pool = %pool.name_any(), error = %e, "cannot adopt the claim's items yet")
+            }
+        }
+    }
+    Ok(adopted)
+}
+
+/// Disputes that some party no longer shows (as the cache says), settled from the parties'
+/// live statuses: an item none shows is free again, one only one shows is its.
+async fn settle_disputes(
+    ctx: &Context,
+    ledger: &mut Ledger,
+    claims: &[Arc<Claim>],
+) -> Result<Vec<String>, Error> {
+    let cached = |key: &str| claims.iter().find(|c| c.ledger_key() == key).map(|c| &**c);
+    let mut settled = Vec::new();
+    for item in settleable(ledger, cached) {
+        let parties: Vec<Party> =
+            ledger.disputes().find(|(i, _)| *i == item).map(|(_, p)| p.to_vec()).unwrap_or_default();
+        let mut showing = Vec::new();
+        for party in parties {
+            let claim = live(ctx, &party.claim).await?;
+            if still_shows(claim.as_ref(), &party, &item) {
+                showing.push(party);
+            }
+        }
+        if ledger.settle(&item, &showing) {
+            info!(item = %item, showing = ?showing, "dispute settled");
+            settled.push(item);
+        }
+    }
+    Ok(settled)
+}
+
+/// A claim as the API server has it now (`namespace/name`).
+async fn live(ctx: &Context, key: &str) -> Result<Option<Claim>, Error> {
+    let Some((namespace, name)) = key.split_once('/') else { return Ok(None) };
+    let api: Api<Claim> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(get_existing(&api, name).await?)
+}
+
+/// An Event on the pool for what a hold adopted and settled, a warning for disputes.
+async fn report_adoption(
+    ctx: &Context,
+    pool: &Pool,
+    adopted: &Adoptions,
+    settled: &[String],
+    ledger: &Ledger,
+) {
+    let taken: usize = adopted.iter().map(|(_, a)| a.taken.len()).sum();
+    if taken > 0 {
+        let note = format!(
+            "the ledger was lost (pool re-created or its status wiped): adopted {taken} items that {} claims show",
+            adopted.len()
+        );
+        ctx.events.publish(&pool.object_ref(&()), EventType::Normal, Reason::ItemsAdopted, note).await;
+    }
+    let disputed: Vec<String> = adopted.iter().flat_map(|(_, a)| a.disputed.clone()).collect();
+    if !disputed.is_empty() || !settled.is_empty() {
+        let (kind, note) = match ledger.disputes().count() {
+            0 => (
+                EventType::Normal,
+                format!("no item is in dispute any more (settled: {})", settled.join(", ")),
+            ),
+            n => (
+                EventType::Warning,
+                format!(
+                    "{n} items are shown by more than one claim and given to none: {}",
+                    disputed_summary(ledger)
+                ),
+            ),
+        };
+        ctx.events.publish(&pool.object_ref(&()), kind, Reason::ItemsDisputed, note).await;
+    }
 }
 
 /// Shrinks as the live claims want them: a cached claim may be older than the growth
@@ -234,7 +345,7 @@ async fn acquire_unless_done(
                 // the pool changed (planning thousands of claims costs milliseconds).
                 let Some(pool) = Pool::newest(ctx.cached_pool(name), written).filter(|p| p.version() != checked) else { continue };
                 checked = pool.version();
-                if !has_work(&plan(&*ctx.ledger(&pool)?, &wants(ctx, &pool), pool.may_grow())) {
+                if !planned(ctx, &pool)?.1 {
                     ctx.metrics.lock_waits_abandoned.inc();
                     tracing::debug!(pool = name, waited_ms = started.elapsed().as_millis() as u64, "another replica did the work; not waiting for the lock");
                     return Ok(None);
@@ -248,15 +359,33 @@ fn has_work(planned: &Plan) -> bool {
     planned.changes() || planned.conflicts().next().is_some()
 }
 
-/// What the cached claims of `pool` want, oldest first. Only claims that carry the
-/// finalizer take part: a claim without it could go without giving its items back.
-fn wants(ctx: &Context, pool: &Pool) -> Vec<Want> {
+/// The plan from the caches, and whether a hold has work: the plan changes the ledger, or
+/// a claim shows items of a lost ledger, or a dispute can be settled.
+fn planned(ctx: &Context, pool: &Pool) -> Result<(Plan, bool), Error> {
+    let ledger = ctx.ledger(pool)?;
+    let claims = claims_of(ctx, pool);
+    let planned = plan(&ledger, &wants(&claims, pool, &ledger), pool.may_grow());
+    let cached = |key: &str| claims.iter().find(|c| c.ledger_key() == key).map(|c| &**c);
+    let work = has_work(&planned)
+        || claims.iter().any(|c| awaits_adoption(c, pool, &ledger))
+        || !settleable(&ledger, cached).is_empty();
+    Ok((planned, work))
+}
+
+/// The cached claims of `pool`, oldest first. Only claims that carry the finalizer take
+/// part: a claim without it could go without giving its items back.
+fn claims_of(ctx: &Context, pool: &Pool) -> Vec<Arc<Claim>> {
     let name = pool.name_any();
     let mut claims: Vec<Arc<Claim>> =
         ctx.claims.state().into_iter().filter(|c| c.spec.pool_ref == name && c.has_finalizer()).collect();
     claims.sort_by_cached_key(|c| (c.metadata.creation_timestamp.as_ref().map(|t| t.0), c.ledger_key()));
-    let Ok(ledger) = ctx.ledger(pool) else { return Vec::new() };
-    claims.iter().map(|c| want_of(c, &ledger)).collect()
+    claims
+}
+
+/// What the claims want of the ledger. A claim whose items wait for adoption wants
+/// nothing yet: given items now, it would hold both those and the ones it shows.
+fn wants(claims: &[Arc<Claim>], pool: &Pool, ledger: &Ledger) -> Vec<Want> {
+    claims.iter().filter(|c| !awaits_adoption(c, pool, ledger)).map(|c| want_of(c, ledger)).collect()
 }
 
 /// A claim's want: its count, whether it is being deleted, and whether its status shows

@@ -5,12 +5,13 @@
 //! a resourceVersion precondition → write the claim's status → release.
 //!
 //! The files, from the decisions down to the wiring: `plan.rs` and `decide.rs` decide
-//! without I/O; `claim.rs` and `pool.rs` reconcile; `hold.rs` runs a pool's holds for all of
+//! without I/O (`adopt.rs` for a pool that lost its ledger); `claim.rs` and `pool.rs` reconcile; `hold.rs` runs a pool's holds for all of
 //! its claims, `batches.rs` is what the claims and that task share; `pool_ledger.rs` writes
 //! a ledger fenced; `context.rs` holds what they all share, one value per responsibility
 //! (`locks.rs`, `events.rs`, `defer.rs`, `epoch.rs`, `policy.rs`); `run.rs` wires the watches
 //! and both controllers.
 
+mod adopt;
 mod batches;
 mod claim;
 mod context;

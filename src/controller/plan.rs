@@ -80,6 +80,9 @@ pub fn plan(ledger: &Ledger, wants: &[Want], grow: bool) -> Plan {
         let held = ledger.given(&want.key, &want.uid).len() as u32;
         let outcome = if held_by_other(&want.key, &want.uid) {
             Outcome::OtherUid
+        } else if !want.deleting && !ledger.disputed_with(&want.key, &want.uid).is_empty() {
+            // A party to a dispute neither grows nor shrinks until the dispute is settled.
+            Outcome::Unchanged
         } else if want.deleting {
             match (held, want.status_ready) {
                 (0, _) => Outcome::Unchanged,
@@ -271,6 +274,23 @@ mod tests {
         assert!(given(&next, "ns/c").is_empty(), "let go of 3 first");
         let next = plan(&next.ledger, &[moved], true);
         assert_eq!(given(&next, "ns/c").len(), 0, "2 is still d's");
+    }
+
+    #[test]
+    fn a_party_to_a_dispute_neither_grows_nor_shrinks_but_may_go() {
+        let mut ledger = Ledger::empty(4);
+        ledger.adopt("ns/a", "uid-ns/a", &["1".into(), "2".into()]).unwrap();
+        ledger.adopt("ns/b", "uid-ns/b", &["2".into()]).unwrap();
+        let planned = plan(&ledger, &[want("ns/a", 3), want("ns/b", 1), want("ns/c", 3)], true);
+        assert_eq!(planned.outcomes["ns/a"], Outcome::Unchanged);
+        assert_eq!(planned.outcomes["ns/b"], Outcome::Unchanged);
+        assert!(matches!(
+            planned.outcomes["ns/c"],
+            Outcome::Refused(AllocError::Exhausted { needed: 3, free: 2 })
+        ));
+        let gone = Want { deleting: true, ..want("ns/a", 3) };
+        let planned = plan(&ledger, &[gone], true);
+        assert_eq!(given(&planned, "ns/a"), Vec::<u32>::new());
     }
 
     #[test]

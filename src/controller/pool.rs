@@ -15,7 +15,8 @@ use tracing::{info, warn};
 use super::context::Context;
 use super::error::Error;
 use super::fetch::get_existing;
-use super::policy::{DELETION_RECHECK, POOL_RESYNC, retry_delay};
+use super::hold;
+use super::policy::{AGAIN_SOON, DELETION_RECHECK, POOL_RESYNC, retry_delay};
 use super::pool_ledger::{ledger_of, lock_pool, report_corrupt, write_ledger};
 use crate::api::{
     Claim, LEDGER_CORRUPT, POOL_FINALIZER, Pool, PoolStatus, READY, Reason, condition, set_condition,
@@ -71,7 +72,7 @@ fn status_is_current(pool: &Pool, ledger: &Ledger) -> bool {
         && status.conditions.iter().all(|c| c.type_ != LEDGER_CORRUPT || c.status == "False")
 }
 
-async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_pool(pool: &Pool, ctx: &Arc<Context>) -> Result<Action, Error> {
     let name = pool.name_any();
     let ledger = match pool.ledger() {
         Ok(l) => l,
@@ -89,6 +90,14 @@ async fn reconcile_pool(pool: &Pool, ctx: &Context) -> Result<Action, Error> {
     let gone = vanished_claims(&ledger, ctx).await?;
     if pool.is_deleting() && gone.len() == ledger.claims().count() {
         return release_deletion(ctx, pool, &ledger, gone.len()).await;
+    }
+    // A lost ledger is rebuilt by a hold, which adopts what the claims show: a write of the
+    // empty ledger first would give the pool fence fields and hide that it was lost.
+    if pool.lost_ledger()
+        && ctx.claims.state().iter().any(|c| c.spec.pool_ref == name && c.shows_lost_ledger(pool))
+    {
+        hold::request(ctx, &name);
+        return Ok(Action::requeue(AGAIN_SOON));
     }
     if status_is_current(pool, &ledger) && gone.is_empty() {
         ctx.failures.succeeded(&name);

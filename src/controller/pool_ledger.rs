@@ -13,8 +13,8 @@ use super::context::Context;
 use super::epoch::next_epoch;
 use super::error::Error;
 use crate::api::{
-    FenceRule, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, Pool, PoolStatus, READY, REMOVED_ITEMS_HELD, Reason,
-    condition, same_conditions, set_condition,
+    FenceRule, ITEMS_DISPUTED, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, Pool, PoolStatus, READY,
+    REMOVED_ITEMS_HELD, Reason, condition, same_conditions, set_condition,
 };
 use crate::failpoint;
 use crate::ledger::{LEDGER_FORMAT, Ledger, LedgerError};
@@ -89,6 +89,8 @@ pub async fn write_ledger(
     status.ledger_format = Some(LEDGER_FORMAT);
     status.removed_held = Some(ledger.removed_held() as i32);
     set_condition(&mut status.conditions, removed_items_condition(ledger, pool.metadata.generation));
+    status.disputed = ledger.disputes_to_status();
+    set_condition(&mut status.conditions, disputes_condition(ledger, pool.metadata.generation));
     status.capacity = ledger.capacity() as i32;
     status.allocated = ledger.allocated() as i32;
     status.free = ledger.free() as i32;
@@ -190,6 +192,50 @@ pub fn removed_items_condition(
             generation,
         ),
     }
+}
+
+/// Whether items are in dispute: shown by several claims when the ledger was rebuilt from
+/// them, given to none.
+pub fn disputes_condition(
+    ledger: &Ledger,
+    generation: Option<i64>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    match ledger.disputes().count() {
+        0 => condition(
+            ITEMS_DISPUTED,
+            false,
+            Reason::NoItemDisputed,
+            "no item is shown by two claims",
+            generation,
+        ),
+        n => condition(
+            ITEMS_DISPUTED,
+            true,
+            Reason::ItemsDisputed,
+            format!(
+                "{n} items are shown by more than one claim and given to none of them, nor to any other claim, until all but one let go: {}",
+                disputed_summary(ledger)
+            ),
+            generation,
+        ),
+    }
+}
+
+/// The first few disputed items and the claims that show each.
+pub fn disputed_summary(ledger: &Ledger) -> String {
+    let mut parts: Vec<String> = ledger
+        .disputes()
+        .take(5)
+        .map(|(item, parties)| {
+            let claims: Vec<&str> = parties.iter().map(|p| p.claim.as_str()).collect();
+            format!("{item} ({})", claims.join(", "))
+        })
+        .collect();
+    let n = ledger.disputes().count();
+    if n > parts.len() {
+        parts.push(format!("… {} more", n - parts.len()));
+    }
+    parts.join("; ")
 }
 
 /// The negative control (a test build only): a merge patch without the resourceVersion precondition, and with

@@ -77,18 +77,26 @@ pub async fn run(
     // A pool that changes (items freed, created, deleted, its ledger restored or edited)
     // wakes the claims that wait for it and those whose status no longer shows what its
     // ledger gives them; claims not yet reconciled are queued by their own events already.
-    let of_pool = claim_store.clone();
+    // A pool gone for good wakes all of its claims (they say PoolNotFound and keep their
+    // items), once this replica has forgotten the copy its last hold wrote.
+    let (of_pool, pools_now) = (claim_store.clone(), pool_store.clone());
     let ledgers = ctx.clone();
     let claim_controller = claim_controller
         .watches_shared_stream(
             futures::stream::select(pools_for_claims, deleted_rx),
             move |pool: Arc<Pool>| {
                 let name = pool.name_any();
+                let gone = pools_now.get(&ObjectRef::new(&name)).is_none_or(|p| p.uid() != pool.uid());
+                if gone {
+                    ledgers.batches.forget(&name, pool.uid().as_deref());
+                }
                 let ledger = ledgers.ledger(&pool).ok();
                 of_pool
                     .state()
                     .into_iter()
-                    .filter(|c| c.spec.pool_ref == name && claim::affected_by(c, ledger.as_deref()))
+                    .filter(|c| {
+                        c.spec.pool_ref == name && (gone || claim::affected_by(c, &pool, ledger.as_deref()))
+                    })
                     .map(|c| ObjectRef::from_obj(&*c))
                     .collect::<Vec<_>>()
             },
