@@ -174,7 +174,7 @@ pub enum LockError {
     #[error("{backend} did not answer within {after:?} ({during})")]
     Unresponsive { backend: Backend, during: &'static str, after: Duration },
     #[cfg(feature = "etcd")]
-    #[error("etcd: {source}")]
+    #[error("etcd: {source}{hint}", hint = failure.hint())]
     Etcd { failure: EtcdFailure, source: etcd_client::Error },
     #[cfg(feature = "lease")]
     #[error("kubernetes API: {0}")]
@@ -198,6 +198,10 @@ pub enum EtcdFailure {
     Unavailable,
     /// The lease expired or was revoked (`NOT_FOUND`, the only one a lock's calls can get).
     LeaseNotFound,
+    /// The database reached its quota (`RESOURCE_EXHAUSTED`, "database space exceeded"):
+    /// etcd raised the NOSPACE alarm and refuses every write until an operator frees space
+    /// and disarms it. Retrying alone never helps.
+    NoSpace,
     /// Anything else: a bad request, no permission, …
     Other,
 }
@@ -209,6 +213,9 @@ impl EtcdFailure {
             etcd_client::Error::GRpcStatus(status) => match status.code() {
                 tonic::Code::Unavailable => EtcdFailure::Unavailable,
                 tonic::Code::NotFound => EtcdFailure::LeaseNotFound,
+                tonic::Code::ResourceExhausted if status.message().contains("database space exceeded") => {
+                    EtcdFailure::NoSpace
+                }
                 // tonic reports a connection that broke or was refused under a request as
                 // UNKNOWN, with the transport or I/O error as its source.
                 tonic::Code::Unknown if is_transport(status) => EtcdFailure::Unavailable,
@@ -216,6 +223,19 @@ impl EtcdFailure {
             },
             etcd_client::Error::TransportError(_) => EtcdFailure::Unavailable,
             _ => EtcdFailure::Other,
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl EtcdFailure {
+    /// What an operator should do about it, appended to the error's message.
+    fn hint(self) -> &'static str {
+        match self {
+            EtcdFailure::NoSpace => {
+                " (the lock etcd is out of space and refuses every write until its NOSPACE alarm is disarmed: compact, defragment, then `etcdctl alarm disarm`)"
+            }
+            _ => "",
         }
     }
 }
@@ -593,6 +613,15 @@ mod tests {
         assert_eq!(of(Code::Unavailable, "etcdserver: leader changed"), EtcdFailure::Unavailable);
         assert_eq!(of(Code::Unavailable, "etcdserver: request timed out"), EtcdFailure::Unavailable);
         assert_eq!(of(Code::NotFound, "etcdserver: requested lease not found"), EtcdFailure::LeaseNotFound);
+        let no_space = of(Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded");
+        assert_eq!(no_space, EtcdFailure::NoSpace);
+        assert_eq!(of(Code::ResourceExhausted, "etcdserver: too many requests"), EtcdFailure::Other);
+        let full = etcd_client::Error::GRpcStatus(Status::new(
+            Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded",
+        ));
+        let message = LockError::from(full).to_string();
+        assert!(message.contains("NOSPACE") && message.contains("alarm disarm"), "{message}");
         // The text alone decides nothing.
         assert_eq!(of(Code::InvalidArgument, "etcdserver: no leader"), EtcdFailure::Other);
         assert_eq!(of(Code::Unknown, "transport error"), EtcdFailure::Other);

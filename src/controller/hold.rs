@@ -21,7 +21,7 @@ use super::error::Error;
 use super::fetch::get_existing;
 use super::plan::{Plan, Want, plan};
 use super::policy::{LOCK_WAIT_RECHECK, retry_delay};
-use super::pool_ledger::{disputed_summary, ledger_of, lock_pool, write_ledger};
+use super::pool_ledger::{disputed_summary, ledger_of, lock_pool, report_lock_unavailable, write_ledger};
 use crate::api::{Claim, Party, Pool, Reason};
 use crate::ledger::{Adopted, Ledger};
 use crate::metrics::by;
@@ -70,6 +70,11 @@ async fn run(ctx: Arc<Context>, name: String, batch: Arc<PoolBatch>) {
                     warn!(pool = %name, %error, kind = error.kind(), retry_in_ms = delay.as_millis() as u64, "hold of the pool's lock failed");
                     let lock_unavailable = matches!(error, Error::Lock(_));
                     batch.state().failure = Some(Failure { message: error.to_string(), lock_unavailable });
+                    if let Some(pool) = ctx.cached_pool(&name).filter(|_| lock_unavailable)
+                        && let Err(e) = report_lock_unavailable(&ctx, &pool, &error).await
+                    {
+                        warn!(pool = %name, error = %e, "could not say on the pool that its lock is unavailable");
+                    }
                     tokio::time::sleep(delay).await;
                 }
             }

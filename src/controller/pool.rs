@@ -17,7 +17,7 @@ use super::error::Error;
 use super::fetch::get_existing;
 use super::hold;
 use super::policy::{AGAIN_SOON, DELETION_RECHECK, POOL_RESYNC, retry_delay};
-use super::pool_ledger::{ledger_of, lock_pool, report_corrupt, write_ledger};
+use super::pool_ledger::{ledger_of, lock_pool, report_corrupt, report_lock_unavailable, write_ledger};
 use crate::api::{
     Claim, LEDGER_CORRUPT, POOL_FINALIZER, Pool, PoolStatus, READY, Reason, condition, set_condition,
 };
@@ -108,9 +108,7 @@ async fn reconcile_pool(pool: &Pool, ctx: &Arc<Context>) -> Result<Action, Error
         Ok(g) => g,
         Err(e) => {
             warn!(error = %e, "pool lock unavailable");
-            ctx.events
-                .publish(&pool.object_ref(&()), EventType::Warning, Reason::LockUnavailable, e.to_string())
-                .await;
+            report_lock_unavailable(ctx, pool, &e).await?;
             return Err(e);
         }
     };

@@ -249,6 +249,39 @@ async fn write_unfenced(pools: &Api<Pool>, mut next: Pool) -> Result<Pool, Error
     Ok(pools.patch_status(&next.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?)
 }
 
+/// Says on the pool that its lock cannot be taken: `LockHealthy=False` (`LockUnavailable`,
+/// with the error, which says what to do when the lock etcd is out of space) and an Event,
+/// when that is news. The next ledger write sets it back. Written only on the pool as read
+/// (resourceVersion), so that it never hides a newer write's conditions.
+pub async fn report_lock_unavailable(ctx: &Context, pool: &Pool, error: &Error) -> Result<(), Error> {
+    let generation = pool.metadata.generation;
+    let mut conditions = pool.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let before = conditions.clone();
+    let message = error.to_string();
+    set_condition(
+        &mut conditions,
+        condition(LOCK_HEALTHY, false, Reason::LockUnavailable, message.clone(), generation),
+    );
+    if same_conditions(&before, &conditions) {
+        return Ok(());
+    }
+    let patch = json!({
+        "metadata": { "resourceVersion": pool.resource_version() },
+        "status": { "conditions": conditions },
+    });
+    let name = pool.name_any();
+    match Api::<Pool>::all(ctx.client.clone())
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(()), // a newer write said more
+        Err(e) => return Err(e.into()),
+    }
+    ctx.events.publish(&pool.object_ref(&()), EventType::Warning, Reason::LockUnavailable, message).await;
+    Ok(())
+}
+
 /// Marks a pool whose ledger cannot be read: `Ready=False` and `LedgerCorrupt=True` with
 /// the error (which names the entry), an Event when that is news, and the metric. The
 /// ledger itself is not written: only a person can tell which entry is right.

@@ -20,6 +20,8 @@ pub struct EtcdServer {
     peer_port: u16,
     initial_cluster: String,
     durable: bool,
+    /// Flags of the test's own (a quota, compaction), after the others.
+    extra: Vec<String>,
     /// With TLS, clients must show a certificate; health is read on a plain metrics port.
     tls: Option<(EtcdPki, u16)>,
     process: Option<Process>,
@@ -35,6 +37,7 @@ impl EtcdServer {
             peer_port,
             initial_cluster: format!("{name}=http://127.0.0.1:{peer_port}"),
             durable: false,
+            extra: Vec::new(),
             tls: None,
             process: None,
         }
@@ -102,6 +105,7 @@ impl EtcdServer {
                 "--client-cert-auth=true".into(),
             ]);
         }
+        args.extend(self.extra.iter().cloned());
         args
     }
 
@@ -187,6 +191,14 @@ pub fn start_single(dir: &Path, name: &str) -> Result<EtcdServer> {
 pub fn start_tls(dir: &Path, name: &str) -> Result<EtcdServer> {
     let mut server = EtcdServer::new(name, dir, free_port()?, free_port()?);
     server.tls = Some((crate::certs::generate_etcd(&dir.join(name).join("pki"))?, free_port()?));
+    server.start()?;
+    Ok(server)
+}
+
+/// A single etcd server without fsync, with `extra` flags (e.g. `--quota-backend-bytes=…`).
+pub fn start_with(dir: &Path, name: &str, extra: &[&str]) -> Result<EtcdServer> {
+    let mut server = EtcdServer::new(name, dir, free_port()?, free_port()?);
+    server.extra = extra.iter().map(|s| s.to_string()).collect();
     server.start()?;
     Ok(server)
 }
