@@ -25,7 +25,7 @@ if [ -n "$$missing" ]; then echo "installing" $$missing; \
   { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(2) $$missing; }; fi
 endef
 
-.PHONY: help deps tools node-deps node-tools node-up e2e-cluster build lint test chaos audit bench bench-lock demo \
+.PHONY: help deps tools node-deps node-tools node-up e2e-cluster build lint test chaos soak audit bench bench-lock demo \
 	crds install deploy undeploy run clean image-deps base-images image image-archive e2e-image image-clean
 
 help: ## List the targets
@@ -59,14 +59,18 @@ lint: deps ## rustfmt, clippy and rustdoc, warnings are errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace -q
 
-test: deps tools lint ## Run every test, against real kube-apiserver and etcd, then the chaos suite
-	$(CARGO) test --workspace -- --skip chaos_
+test: deps tools lint ## Run every test, against real kube-apiserver and etcd, then the chaos suite and the soak
+	$(CARGO) test --workspace -- --skip chaos_ --skip soak_
 	@$(MAKE) --no-print-directory chaos
+	@$(MAKE) --no-print-directory soak
 	@$(CARGO) run -q -p devenv -- sweep
 	@$(CARGO) run -q -p devenv -- orphans
 
 chaos: deps tools ## Faults at random (seed printed; LOCKGUARD_CHAOS_SEED repeats), then the audit; needs root
 	$(CARGO) test --test chaos -- --nocapture
+
+soak: deps tools ## Lock churn against a lock etcd compacting every 2 s (LOCKGUARD_SOAK_SECONDS, default 120); prints the figures
+	$(CARGO) test --test soak -- --nocapture
 
 audit: ## Check the allocation invariants of the current KUBECONFIG's cluster (read-only)
 	$(CARGO) run -q --bin lockguard -- audit
