@@ -171,6 +171,17 @@ impl EtcdLock {
         }
     }
 
+    /// The highest fencing token this etcd can have issued so far: its current revision (a
+    /// token is the revision of a lock key's creation). A token stored elsewhere above it was
+    /// issued by a history this etcd no longer has: it was restored from a backup, back in
+    /// time, under the same token space.
+    pub async fn issued_up_to(&self) -> Result<u64, LockError> {
+        let mut client = self.client.clone();
+        let read = client.get(TOKEN_SPACE_KEY, Some(GetOptions::new().with_keys_only()));
+        let response = bounded(Backend::Etcd, "current revision", CALL_TIMEOUT, read).await?;
+        Ok(response.header().map_or(0, |h| h.revision().max(0) as u64))
+    }
+
     /// Names this etcd's token space once, in the etcd itself: a cluster started afresh
     /// (revisions from 1 again) has no such key and gets a new name, even when its cluster
     /// id is the same (same member names and URLs give the same id).

@@ -318,6 +318,19 @@ pub enum AnyLock {
     Lease(Box<lease::LeaseLock>),
 }
 
+impl AnyLock {
+    /// The highest fencing token the lock service can have issued so far, where it can say:
+    /// an etcd's current revision ([`etcd::EtcdLock::issued_up_to`]); `None` for a Lease.
+    pub async fn issued_up_to(&self) -> Result<Option<u64>, LockError> {
+        match self {
+            #[cfg(feature = "etcd")]
+            AnyLock::Etcd(lock) => lock.issued_up_to().await.map(Some),
+            #[cfg(feature = "lease")]
+            AnyLock::Lease(_) => Ok(None),
+        }
+    }
+}
+
 impl Lock for AnyLock {
     fn backend(&self) -> Backend {
         match self {

@@ -133,7 +133,14 @@ pub fn check_pool(pool: &Pool, claims: &[&Claim], scope: Scope) -> (u64, Vec<Vio
         Err(e) => return (0, vec![violation(Kind::CorruptLedger, None, e.to_string())]),
     };
     let mut found = Vec::new();
-    if ledger.allocated() > 0 && !pool.finalizers().iter().any(|f| f == crate::api::POOL_FINALIZER) {
+    // A pool being deleted gives out nothing; one that lost its protection then had it
+    // stripped by hand (it vanishes next), and its claims keep their items for the pool to
+    // adopt when it is created again.
+    let deleting = pool.metadata.deletion_timestamp.is_some();
+    if ledger.allocated() > 0
+        && !deleting
+        && !pool.finalizers().iter().any(|f| f == crate::api::POOL_FINALIZER)
+    {
         found.push(violation(
             Kind::Unprotected,
             None,
@@ -397,6 +404,12 @@ mod tests {
         let mut empty = pool("q", 10, &[]);
         empty.metadata.finalizers = None;
         assert!(audit(&[empty], &[], Scope::Full).is_clean(), "nothing given out, nothing to protect");
+        // Its finalizer stripped by hand while it is being deleted: it vanishes next.
+        let mut stripped = pool("p", 10, &[("a/x", "u1", "0")]);
+        stripped.metadata.finalizers = None;
+        stripped.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        assert!(audit(&[stripped], &claims, Scope::Safety).is_clean());
     }
 
     #[test]

@@ -29,6 +29,18 @@ pub fn next_epoch(
     }
 }
 
+/// Whether the lock service went back in time: the pool stores a token of this service
+/// above the lock just taken (`held`), and above every token the service can have issued
+/// (`issued_up_to`, read after `held` was). A replica whose lock was lost while another took
+/// it sees a higher stored token too, but one the service did issue: that is a fence, never
+/// a reason for a new epoch.
+pub fn went_back(stored: Option<i64>, held: u64, issued_up_to: Option<u64>) -> bool {
+    match (stored, issued_up_to) {
+        (Some(stored), Some(issued)) => stored > held as i64 && stored > issued as i64,
+        _ => false,
+    }
+}
+
 /// Per pool: the resourceVersion last seen under the lock and since when, by the local
 /// clock (like a Lease's expiry), to tell how long the old epoch has been quiet.
 #[derive(Default)]
@@ -50,6 +62,18 @@ impl Quiet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_back_in_time_is_told_from_a_fence_by_what_it_has_issued() {
+        // Restored from a backup: the stored 20_103 was never issued by the etcd as it is now.
+        assert!(went_back(Some(20_103), 150, Some(160)));
+        // Another replica took the lock after this one lost it: its token was issued.
+        assert!(!went_back(Some(170), 150, Some(180)));
+        // Nothing stored above the lock, or no way to tell (a Lease): no new epoch.
+        assert!(!went_back(Some(100), 150, Some(160)));
+        assert!(!went_back(None, 150, Some(160)));
+        assert!(!went_back(Some(20_103), 150, None));
+    }
 
     #[test]
     fn the_epoch_advances_exactly_when_the_lock_service_changes() {

@@ -80,6 +80,12 @@ impl Locks {
         }
     }
 
+    /// The highest token `backend`'s service can have issued so far (see
+    /// [`AnyLock::issued_up_to`]).
+    pub async fn issued_up_to(&self, backend: Backend) -> Result<Option<u64>, LockError> {
+        self.connect(backend, LOCK_CONNECT_TIMEOUT).await?.issued_up_to().await
+    }
+
     async fn acquire(&self, pool: &str, spec: &LockSpec) -> Result<LockGuard, LockError> {
         let options = LockOptions::new(
             spec.ttl_seconds.max(0) as u32,

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use std::time::Duration;
 
 use super::context::Context;
-use super::epoch::next_epoch;
+use super::epoch::{next_epoch, went_back};
 use super::error::Error;
 use crate::api::{
     FenceRule, ITEMS_DISPUTED, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, Pool, PoolStatus, READY,
@@ -50,15 +50,29 @@ pub async fn write_ledger(
     let stored = pool.status.clone().unwrap_or_default();
     let requested = pool.epoch_requested();
     let same_service = stored.lock_service.as_deref() == Some(guard.token_space());
+    // Every write of this epoch would be refused if the service went back in time (restored
+    // from a backup): that opens a new epoch, like an administrator's request.
+    let back_in_time = same_service
+        && stored.fencing_token.is_some_and(|t| t > guard.fencing_token() as i64)
+        && went_back(stored.fencing_token, guard.fencing_token(), ctx.locks.issued_up_to(held).await?);
+    if back_in_time {
+        warn!(
+            pool = %pool.name_any(),
+            stored = ?stored.fencing_token,
+            token = guard.fencing_token(),
+            "the lock service went back in time (restored from a backup?): the stored token is above every token it has issued; opening a new lock epoch"
+        );
+    }
     let epoch = next_epoch(
         stored.lock_epoch,
         stored.lock_service.as_deref(),
         guard.token_space(),
-        requested.is_some(),
+        requested.is_some() || back_in_time,
     );
-    // Another lock service waits until the old one was quiet for a TTL; a new epoch asked for
-    // under the same service needs no wait: this replica holds its lock.
-    if epoch.advance && !(requested.is_some() && same_service) {
+    // Another lock service waits until the old one was quiet for a TTL; a new epoch asked for,
+    // or forced by a service back in time, under the same service needs no wait: this replica
+    // holds its lock.
+    if epoch.advance && !((requested.is_some() || back_in_time) && same_service) {
         let ttl = Duration::from_secs(pool.spec.lock.ttl_seconds.max(0) as u64);
         let quiet = ctx.quiet.unchanged_for(&pool.name_any(), &pool.resource_version().unwrap_or_default());
         if quiet < ttl {
@@ -73,8 +87,9 @@ pub async fn write_ledger(
         status.epoch_request = Some(request.to_string());
     }
     if epoch.advance {
+        let why = if back_in_time { " (the lock service went back in time)" } else { "" };
         let message = format!(
-            "lock epoch {} under {}; epoch {} under {} is closed",
+            "lock epoch {} under {}{why}; epoch {} under {} is closed",
             epoch.number,
             guard.token_space(),
             epoch.number - 1,

@@ -156,6 +156,26 @@ impl EtcdServer {
         self.start()
     }
 
+    /// A copy of its data directory as a stopped member leaves it (a volume snapshot): stopped,
+    /// copied to `to`, started again.
+    pub fn copy_volume(&mut self, to: &Path) -> Result<()> {
+        self.stop();
+        copy_dir(&self.dir.join("data"), to)?;
+        self.start()
+    }
+
+    /// Puts a copy made by `copy_volume` back in place of its data (a volume snapshot
+    /// restored), and starts it on it: the same cluster, its revisions as they were then.
+    pub fn put_back_volume(&mut self, from: &Path) -> Result<()> {
+        self.kill();
+        let data = self.dir.join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        copy_dir(from, &data)?;
+        self.start()
+    }
+
     /// SIGKILL: a crash, not a shutdown.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {
@@ -178,6 +198,20 @@ impl EtcdServer {
             None => Err(Error::NotRunning(self.name.clone())),
         }
     }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 /// A single etcd server without fsync (fast, for tests).
