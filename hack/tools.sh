@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Go-built tools (kube-apiserver, kubectl, etcd, etcdctl, promtool) from the
+# Builds the Go-built tools (kube-apiserver, kubectl, etcd, etcdctl, etcdutl, promtool) from the
 # wrapper modules in hack/ into a cache outside the clone, then links them into bin/.
 # `hack/tools.sh node` builds instead what the one-node cluster adds (`make node-tools`):
 # kubelet, kube-scheduler, kube-controller-manager, kube-proxy (hack/kube-node), CoreDNS
@@ -80,5 +80,6 @@ if [ "${1:-}" = node ]; then
 fi
 
 build etcd go.etcd.io/etcd/server/v3 etcd:go.etcd.io/etcd/server/v3 etcdctl:go.etcd.io/etcd/etcdctl/v3
+build etcdutl go.etcd.io/etcd/etcdutl/v3 etcdutl:go.etcd.io/etcd/etcdutl/v3
 build kube k8s.io/kubernetes kube-apiserver:k8s.io/kubernetes/cmd/kube-apiserver kubectl:k8s.io/kubernetes/cmd/kubectl
 build prometheus github.com/prometheus/prometheus promtool:github.com/prometheus/prometheus/cmd/promtool
