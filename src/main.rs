@@ -30,6 +30,8 @@ enum Command {
     Locks(cli::lock::LocksArgs),
     /// Check the allocation invariants of a live cluster (read-only); exit 1 on a violation.
     Audit(cli::audit::AuditArgs),
+    /// Make the lock etcd's certificates (Secrets) and, given its endpoints, its users and auth.
+    Certs(cli::certs::CertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,7 @@ async fn run() -> ExitCode {
         },
         Command::Run(args) => cli::run::run(args).await,
         Command::Audit(args) => cli::audit::audit(args).await,
+        Command::Certs(args) => cli::certs::certs(args).await,
     }
 }
 

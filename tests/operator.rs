@@ -305,9 +305,20 @@ fn the_lock_etcd_is_a_component_that_one_line_switches_off_and_one_patch_replace
     );
     assert_eq!(
         operator_env(&with_etcd, "LOCKGUARD_ETCD_ENDPOINTS").as_deref(),
-        Some("http://lockguard-etcd-client.lockguard-system.svc:2379"),
+        Some("https://lockguard-etcd-client.lockguard-system.svc:2379"),
         "the etcd component points the operator at its Service"
     );
+    for (name, file) in [
+        ("LOCKGUARD_ETCD_CA", "ca.crt"),
+        ("LOCKGUARD_ETCD_CERT", "tls.crt"),
+        ("LOCKGUARD_ETCD_KEY", "tls.key"),
+    ] {
+        assert_eq!(
+            operator_env(&with_etcd, name),
+            Some(format!("/etc/lockguard/etcd/{file}")),
+            "over mutual TLS, with the client certificate mounted"
+        );
+    }
 
     // What default/kustomization.yaml tells a user with an etcd of their own: delete the
     // component's line, uncomment the patch (and set the endpoints in it).

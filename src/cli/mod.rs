@@ -1,6 +1,7 @@
 //! The command-line front ends of the library.
 
 pub mod audit;
+pub mod certs;
 pub mod lock;
 pub mod run;
 

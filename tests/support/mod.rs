@@ -80,6 +80,12 @@ async fn install_once() -> PathBuf {
     install_on(&shared().control_plane).await
 }
 
+/// A kubeconfig of ServiceAccount `name` of the operator's namespace (after `install`).
+pub async fn service_account_kubeconfig(name: &str) -> PathBuf {
+    install().await;
+    shared().control_plane.service_account_kubeconfig(OPERATOR_NAMESPACE, name).await.expect("a token")
+}
+
 /// `install` on a control plane of the test's own.
 pub async fn install_on(control_plane: &devenv::ControlPlane) -> PathBuf {
     let kubectl_ok = |args: &[&str], _: Option<&str>| {

@@ -279,6 +279,15 @@ pub fn start_with(dir: &Path, name: &str, extra: &[&str]) -> Result<EtcdServer> 
     Ok(server)
 }
 
+/// A single etcd server that serves clients over TLS with the given certificates (`pki`'s
+/// client pair is what `tls()` hands to tests) and requires client certificates.
+pub fn start_tls_from(dir: &Path, name: &str, pki: EtcdPki) -> Result<EtcdServer> {
+    let mut server = EtcdServer::new(name, dir, free_port()?, free_port()?);
+    server.tls = Some((pki, free_port()?));
+    server.start()?;
+    Ok(server)
+}
+
 /// A single etcd server that fsyncs its log, as in production (for benchmarks).
 pub fn start_durable(dir: &Path, name: &str) -> Result<EtcdServer> {
     let mut server = EtcdServer::new(name, dir, free_port()?, free_port()?);

@@ -184,18 +184,21 @@ async fn a_deployment_a_statefulset_and_dns_on_one_real_node() {
     stop_clean(node, &dir);
 }
 
-/// `deploy/` without the operator's Deployment (its image comes from the Dockerfile build):
-/// the CRDs, RBAC, namespace and the lock etcd Component, whose 3-member StatefulSet runs on
-/// an etcd image made here from bin/etcd under the name deploy/etcd/etcd.yaml uses, on
-/// hostPath PersistentVolumes, its members finding each other by their names under the
-/// headless Service.
+/// `deploy/` without the operator's Deployment: the CRDs, RBAC, namespace and the lock etcd
+/// Component, whose 3-member StatefulSet runs on an etcd image made here from bin/etcd under
+/// the name deploy/etcd/etcd.yaml uses, on hostPath PersistentVolumes, its members finding
+/// each other by their names under the headless Service, over mutual TLS with the
+/// certificates the Component's Job makes (from the operator's image). Then, from the host
+/// straight to a member: the operator's certificate may use `lockguard/` keys only, and plain
+/// HTTP, no certificate and a certificate of another CA are all refused.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs root, the node tools and a minute: make e2e-cluster"]
-async fn the_lock_etcd_of_deploy_forms_its_cluster_on_one_real_node() {
+#[ignore = "needs root, the node tools, the operator image and a minute: make e2e-cluster"]
+async fn the_lock_etcd_of_deploy_forms_its_cluster_over_mutual_tls_on_one_real_node() {
     let dir = devenv::run_dir("node").unwrap();
     let node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
 
     import_etcd_image(&node, &dir);
+    node.import_archive(&image_archive()).unwrap();
     node.create_host_path_volumes("etcd-data", 3, "1Gi").unwrap();
 
     let rendered =
@@ -211,16 +214,80 @@ async fn the_lock_etcd_of_deploy_forms_its_cluster_on_one_real_node() {
     let started = Instant::now();
     node.kubectl_run(&["apply", "--server-side", "-f", "-"], Some(&without_operator.join("\n---\n")))
         .unwrap();
+    let ns = ["-n", "lockguard-system"];
     node.kubectl_run(
-        &["-n", "lockguard-system", "rollout", "status", "statefulset/lockguard-etcd", "--timeout=180s"],
+        &[ns[0], ns[1], "rollout", "status", "statefulset/lockguard-etcd", "--timeout=180s"],
         None,
     )
     .unwrap();
     eprintln!("lock etcd: 3 members Ready in {:.1}s", started.elapsed().as_secs_f64());
-    let logs = node.kubectl_run(&["-n", "lockguard-system", "logs", "lockguard-etcd-0"], None).unwrap();
+    let job = ["wait", "--for=condition=complete", "job/lockguard-etcd-certs", "--timeout=180s"];
+    node.kubectl_run(&[ns[0], ns[1], job[0], job[1], job[2], job[3]], None).unwrap();
+    let said = node.kubectl_run(&[ns[0], ns[1], "logs", "job/lockguard-etcd-certs"], None).unwrap();
+    assert!(said.contains("auth enabled"), "the Job turned auth on: {said}");
+    let logs = node.kubectl_run(&[ns[0], ns[1], "logs", "lockguard-etcd-0"], None).unwrap();
     assert!(logs.contains("lockguard-etcd-2"), "member 0 knows member 2 by name: {logs}");
 
+    let ip = node
+        .kubectl_run(
+            &[ns[0], ns[1], "get", "pod", "lockguard-etcd-0", "-o", "jsonpath={.status.podIP}"],
+            None,
+        )
+        .unwrap();
+    let pki = dir.join("etcd-pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let secret_file = |secret: &str, key: &str| {
+        let template = format!("go-template={{{{index .data \"{key}\" | base64decode}}}}");
+        let text = node.kubectl_run(&[ns[0], ns[1], "get", "secret", secret, "-o", &template], None).unwrap();
+        let path = pki.join(format!("{secret}-{key}"));
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key) =
+        (secret_file("lockguard-etcd-client", "tls.crt"), secret_file("lockguard-etcd-client", "tls.key"));
+    let forged = devenv::certs::generate_etcd(&dir.join("forged")).unwrap();
+    let https = format!("https://{ip}:2379");
+    // The member's certificate names its DNS names, not its pod address: the client checks
+    // no server name here; the server still checks the client's certificate.
+    let etcdctl = |endpoint: &str, pair: Option<(&str, &str)>, args: &[&str]| {
+        let mut command = std::process::Command::new(devenv::binary("etcdctl").unwrap());
+        command.args(["--endpoints", endpoint, "--dial-timeout=3s", "--command-timeout=5s"]);
+        if endpoint.starts_with("https") {
+            command.arg("--insecure-skip-tls-verify");
+        }
+        if let Some((cert, key)) = pair {
+            command.args(["--cert", cert, "--key", key]);
+        }
+        let out = command.args(args).output().unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let (own, text) = etcdctl(&https, Some((&cert, &key)), &["put", "lockguard/e2e", "x"]);
+    assert!(own, "the operator's certificate writes lockguard/ keys: {text}");
+    let (elsewhere, text) = etcdctl(&https, Some((&cert, &key)), &["put", "other/e2e", "x"]);
+    assert!(!elsewhere && text.contains("permission denied"), "and no other key: {text}");
+    let (plain, text) = etcdctl(&format!("http://{ip}:2379"), None, &["get", "lockguard/e2e"]);
+    assert!(!plain, "plain HTTP is refused: {text}");
+    let (anonymous, text) = etcdctl(&https, None, &["get", "lockguard/e2e"]);
+    assert!(!anonymous, "no client certificate is refused: {text}");
+    let other = (forged.client_cert.display().to_string(), forged.client_key.display().to_string());
+    let (foreign, text) = etcdctl(&https, Some((&other.0, &other.1)), &["get", "lockguard/e2e"]);
+    assert!(!foreign, "a certificate of another CA is refused: {text}");
+    eprintln!(
+        "lock etcd: mutual TLS and auth hold (operator's keys only; plain, anonymous and foreign clients refused)"
+    );
+
     stop_clean(node, &dir);
+}
+
+/// The operator image built from the Dockerfile (`make image image-archive`).
+fn image_archive() -> std::path::PathBuf {
+    let archive = std::env::var_os("LOCKGUARD_IMAGE_ARCHIVE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/image/lockguard.oci.tar"));
+    assert!(archive.exists(), "{}: build it with make image image-archive", archive.display());
+    archive
 }
 
 /// The image deploy/etcd/etcd.yaml names, made here from bin/etcd.
@@ -255,10 +322,7 @@ fn claims_bound(node: &Node, namespace: &str, names: &[&str], timeout: &str) {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs root, the node tools and the operator image: make e2e-cluster"]
 async fn the_readme_install_runs_lockguard_on_one_real_node() {
-    let archive = std::env::var_os("LOCKGUARD_IMAGE_ARCHIVE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/image/lockguard.oci.tar"));
-    assert!(archive.exists(), "{}: build it with make image image-archive", archive.display());
+    let archive = image_archive();
     let dir = devenv::run_dir("node").unwrap();
     let node = Node::start(&dir).await.unwrap_or_else(|e| panic!("start the node: {e}"));
     import_etcd_image(&node, &dir);
