@@ -199,7 +199,8 @@ async fn the_lock_etcd_of_deploy_forms_its_cluster_over_mutual_tls_on_one_real_n
 
     import_etcd_image(&node, &dir);
     node.import_archive(&image_archive()).unwrap();
-    node.create_host_path_volumes("etcd-data", 3, "1Gi").unwrap();
+    // A fourth volume for the member that loses its own below.
+    node.create_host_path_volumes("etcd-data", 4, "1Gi").unwrap();
 
     let rendered =
         node.kubectl_run(&["kustomize", &repo().join("deploy").display().to_string()], None).unwrap();
@@ -277,6 +278,102 @@ async fn the_lock_etcd_of_deploy_forms_its_cluster_over_mutual_tls_on_one_real_n
     eprintln!(
         "lock etcd: mutual TLS and auth hold (operator's keys only; plain, anonymous and foreign clients refused)"
     );
+
+    // Member 1 loses its volume and is replaced as docs/operations.md says: removed from the
+    // cluster and added again, then started afresh with --initial-cluster-state=existing.
+    let root = (secret_file("lockguard-etcd-root", "tls.crt"), secret_file("lockguard-etcd-root", "tls.key"));
+    let root = Some((root.0.as_str(), root.1.as_str()));
+    let (put, text) = etcdctl(&https, root, &["put", "lockguard/before-replace", "kept"]);
+    assert!(put, "{text}");
+    let (_, members) = etcdctl(&https, root, &["member", "list"]);
+    let id = members
+        .lines()
+        .find(|l| l.contains(", lockguard-etcd-1,"))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("member 1 in {members}"))
+        .to_string();
+    let sts = node
+        .kubectl_run(&[ns[0], ns[1], "get", "statefulset", "lockguard-etcd", "-o", "json"], None)
+        .unwrap();
+    let sts: serde_json::Value = serde_json::from_str(&sts).unwrap();
+    let args = sts["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap();
+    let at = args.iter().position(|a| a == "--initial-cluster-state=new").expect("the bootstrap flag");
+    let patch = format!(
+        r#"[{{"op":"replace","path":"/spec/updateStrategy","value":{{"type":"OnDelete"}}}},{{"op":"replace","path":"/spec/template/spec/containers/0/args/{at}","value":"--initial-cluster-state=existing"}}]"#
+    );
+    node.kubectl_run(
+        &[ns[0], ns[1], "patch", "statefulset", "lockguard-etcd", "--type=json", "-p", &patch],
+        None,
+    )
+    .unwrap();
+    let (removed, text) = etcdctl(&https, root, &["member", "remove", &id]);
+    assert!(removed, "{text}");
+    let peer = "--peer-urls=https://lockguard-etcd-1.lockguard-etcd.lockguard-system.svc:2380";
+    let (added, text) = etcdctl(&https, root, &["member", "add", "lockguard-etcd-1", peer]);
+    assert!(added, "{text}");
+    let replaced = Instant::now();
+    let claim_uid = || {
+        let uid =
+            ["get", "pvc", "data-lockguard-etcd-1", "-o", "jsonpath={.metadata.uid}", "--ignore-not-found"];
+        node.kubectl_run(&[ns[0], ns[1], uid[0], uid[1], uid[2], uid[3], uid[4], uid[5]], None)
+            .unwrap_or_default()
+    };
+    let lost = claim_uid();
+    node.kubectl_run(&[ns[0], ns[1], "delete", "pvc", "data-lockguard-etcd-1", "--wait=false"], None)
+        .unwrap();
+    // The claim goes once no pod uses it, and the StatefulSet makes a new one for the next pod;
+    // a pod it made again on the old claim before it saw the claim going is deleted again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pod = ["delete", "pod", "lockguard-etcd-1", "--ignore-not-found"];
+        node.kubectl_run(&[ns[0], ns[1], pod[0], pod[1], pod[2], pod[3]], None).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        if claim_uid() != lost {
+            break;
+        }
+        let seen =
+            node.kubectl_run(&[ns[0], ns[1], "get", "pod,pvc", "-o", "wide"], None).unwrap_or_default();
+        assert!(Instant::now() < deadline, "the old claim stays:\n{seen}");
+    }
+    let ready = ["wait", "--for=condition=Ready", "pod/lockguard-etcd-1", "--timeout=10s"];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while node.kubectl_run(&[ns[0], ns[1], ready[0], ready[1], ready[2], ready[3]], None).is_err() {
+        let logs = node.kubectl_run(&[ns[0], ns[1], "logs", "lockguard-etcd-1"], None).unwrap_or_default();
+        assert!(Instant::now() < deadline, "the new member 1 is not Ready:\n{logs}");
+    }
+    let volume = node
+        .kubectl_run(
+            &[ns[0], ns[1], "get", "pvc", "data-lockguard-etcd-1", "-o", "jsonpath={.spec.volumeName}"],
+            None,
+        )
+        .unwrap();
+    assert_eq!(volume, "etcd-data-3", "the member's new volume");
+    let (_, members) = etcdctl(&https, root, &["member", "list"]);
+    assert_eq!(members.lines().filter(|l| l.contains(", started, lockguard-etcd-")).count(), 3, "{members}");
+    let ip1 = node
+        .kubectl_run(
+            &[ns[0], ns[1], "get", "pod", "lockguard-etcd-1", "-o", "jsonpath={.status.podIP}"],
+            None,
+        )
+        .unwrap();
+    let (read, text) = etcdctl(
+        &format!("https://{ip1}:2379"),
+        root,
+        &["get", "lockguard/before-replace", "--print-value-only"],
+    );
+    assert!(read && text.trim() == "kept", "the new member has the data: {text}");
+    let selector = "app.kubernetes.io/component=etcd";
+    let ips = node
+        .kubectl_run(
+            &[ns[0], ns[1], "get", "pods", "-l", selector, "-o", "jsonpath={.items[*].status.podIP}"],
+            None,
+        )
+        .unwrap();
+    let all: Vec<String> = ips.split_whitespace().map(|ip| format!("https://{ip}:2379")).collect();
+    assert_eq!(all.len(), 3, "{ips}");
+    let (healthy, text) = etcdctl(&all.join(","), root, &["endpoint", "health"]);
+    assert!(healthy, "every member healthy: {text}");
+    eprintln!("lock etcd: member 1 replaced on a new volume in {:.1}s", replaced.elapsed().as_secs_f64());
 
     stop_clean(node, &dir);
 }
