@@ -474,3 +474,49 @@ async fn a_replica_turns_ready_once_its_caches_synced() {
     assert!(ready.await.is_some(), "/readyz never answered 200:\n{}", replicas.log(0));
     assert!(replicas.log(0).contains("caches synced; ready"), "{}", replicas.log(0));
 }
+
+/// The cert-manager Component, switched on as its kustomization says, makes the same four
+/// Secrets `lockguard certs` makes, with the same users and the same names for the members,
+/// and turns the Job into one that waits for them. (No cert-manager runs here: what it does
+/// with these objects is not tested.)
+#[test]
+fn the_cert_manager_component_makes_the_secrets_lockguard_certs_would() {
+    let deploy = support::repo().join("deploy");
+    let default = std::fs::read_to_string(deploy.join("default/kustomization.yaml")).expect("default");
+    assert!(default.lines().any(|l| l == "- ../etcd"), "{default}");
+    let dir = devenv::run_dir("cert-manager").expect("run dir");
+    let on = default
+        .replace("- ../etcd\n", "- ../etcd\n- ../etcd-cert-manager\n")
+        .replace("- ../", &format!("- {}/", up_to(&dir, &deploy)));
+    std::fs::write(dir.join("kustomization.yaml"), on).expect("write");
+    let docs = kustomize(&dir);
+    let certificates: Vec<&serde_json::Value> = docs.iter().filter(|d| d["kind"] == "Certificate").collect();
+    let secret = |name: &str| {
+        certificates
+            .iter()
+            .find(|c| c["spec"]["secretName"] == name)
+            .unwrap_or_else(|| panic!("no Certificate makes Secret {name}"))
+    };
+    assert_eq!(secret("lockguard-etcd-ca")["spec"]["isCA"], true);
+    assert_eq!(
+        secret("lockguard-etcd-client")["spec"]["commonName"],
+        "lockguard",
+        "the operator's etcd user"
+    );
+    assert_eq!(secret("lockguard-etcd-root")["spec"]["commonName"], "root");
+    let member = secret("lockguard-etcd-member");
+    let mut names: Vec<String> = ["dnsNames", "ipAddresses"]
+        .iter()
+        .flat_map(|k| member["spec"][k].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    let mut expected = lockguard::certs::member_names("lockguard-etcd", "lockguard-system");
+    names.sort();
+    expected.sort();
+    assert_eq!(names, expected, "the members' names as lockguard certs gives them");
+    let usages = member["spec"]["usages"].to_string();
+    assert!(usages.contains("server auth") && usages.contains("client auth"), "{usages}");
+    let job = docs.iter().find(|d| d["kind"] == "Job").expect("the Job");
+    let args = job["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--external") && args.contains("--etcd-endpoints=https://"), "{args}");
+}

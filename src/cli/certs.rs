@@ -39,9 +39,13 @@ pub struct CertsArgs {
     /// With the lock etcd's endpoints (https://), wait for it and set up its users and auth.
     #[arg(long = "etcd-endpoints", env = "LOCKGUARD_ETCD_ENDPOINTS")]
     pub endpoints: Option<String>,
-    /// How long to wait for the lock etcd to answer.
+    /// How long to wait for the lock etcd to answer (and, with `--external`, for the Secrets).
     #[arg(long, default_value_t = 600)]
     pub wait_seconds: u64,
+    /// The Secrets are made by someone else (cert-manager, deploy/etcd-cert-manager): wait for
+    /// them instead of making them, then set up auth.
+    #[arg(long)]
+    pub external: bool,
 }
 
 pub async fn certs(args: CertsArgs) -> ExitCode {
@@ -57,15 +61,24 @@ pub async fn certs(args: CertsArgs) -> ExitCode {
 async fn make(args: &CertsArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context("connect to the Kubernetes API")?;
     let secrets: Api<Secret> = Api::namespaced(client, &args.namespace);
-    let validity = Validity::from_now(args.days);
-    let ca = ca(&secrets, validity).await?;
-    let ca_cert = ca.pem().cert.clone();
-    let member = || ca.member(&args.service, &args.namespace, validity);
-    ensure(&secrets, MEMBER_SECRET, &ca_cert, member).await?;
-    ensure(&secrets, CLIENT_SECRET, &ca_cert, || ca.client(OPERATOR_USER, validity)).await?;
-    let root = ensure(&secrets, ROOT_SECRET, &ca_cert, || ca.client("root", validity)).await?;
-    let Some(endpoints) = &args.endpoints else { return Ok(()) };
     let deadline = Instant::now() + Duration::from_secs(args.wait_seconds);
+    let (ca_cert, root) = if args.external {
+        let ca = wait_for(&secrets, CA_SECRET, deadline).await?;
+        for name in [MEMBER_SECRET, CLIENT_SECRET] {
+            wait_for(&secrets, name, deadline).await?;
+        }
+        (ca.cert, wait_for(&secrets, ROOT_SECRET, deadline).await?)
+    } else {
+        let validity = Validity::from_now(args.days);
+        let ca = ca(&secrets, validity).await?;
+        let ca_cert = ca.pem().cert.clone();
+        let member = || ca.member(&args.service, &args.namespace, validity);
+        ensure(&secrets, MEMBER_SECRET, &ca_cert, member).await?;
+        ensure(&secrets, CLIENT_SECRET, &ca_cert, || ca.client(OPERATOR_USER, validity)).await?;
+        let root = ensure(&secrets, ROOT_SECRET, &ca_cert, || ca.client("root", validity)).await?;
+        (ca_cert, root)
+    };
+    let Some(endpoints) = &args.endpoints else { return Ok(()) };
     loop {
         match enable_auth(endpoints, &ca_cert, &root).await {
             Ok(()) => return Ok(()),
@@ -75,6 +88,21 @@ async fn make(args: &CertsArgs) -> anyhow::Result<()> {
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The certificate in Secret `name` once someone else made it.
+async fn wait_for(secrets: &Api<Secret>, name: &str, deadline: Instant) -> anyhow::Result<Pem> {
+    loop {
+        // Until issued, the Secret may exist without its certificate.
+        match read(secrets, name).await {
+            Ok(Some(pem)) => return Ok(pem),
+            Ok(None) | Err(_) if Instant::now() < deadline => {}
+            Ok(None) => anyhow::bail!("Secret {name} was not made in time (is cert-manager running?)"),
+            Err(e) => return Err(e),
+        }
+        eprintln!("lockguard certs: waiting for Secret {name}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
 }
 
