@@ -8,8 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod adopt;
+mod dispute;
 
-pub use adopt::{Adopted, Dispute, Party};
+pub use dispute::{Adopted, Dispute, Party};
 
 /// The ledger format this binary reads and writes: 2 names items by value (1, by their
 /// position in the spec, moved items when the spec was re-sorted or shrunk).

@@ -3,39 +3,8 @@
 //! what: their items are adopted before anything is given out. An item two claims show goes
 //! to neither, nor to any other claim, until all but one of them let go of it.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
+use super::dispute::{Adopted, Dispute, Party};
 use super::{AllocError, Entry, Items, Ledger, LedgerError, MAX_CLAIMS_PER_POOL};
-
-// An item shown by several claims, held for none of them (`status.disputed[]`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-pub struct Dispute {
-    pub item: String,
-    pub claims: Vec<Party>,
-}
-
-// A claim that shows a disputed item.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
-pub struct Party {
-    pub claim: String,
-    pub uid: String,
-}
-
-impl Party {
-    pub fn new(claim: &str, uid: &str) -> Self {
-        Self { claim: claim.into(), uid: uid.into() }
-    }
-}
-
-/// What adopting one claim's items did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Adopted {
-    /// Items now the claim's in the ledger.
-    pub taken: Vec<String>,
-    /// Items another claim shows or holds as well: now disputed.
-    pub disputed: Vec<String>,
-}
 
 impl Ledger {
     /// The ledger with the disputes a pool's status records; an item both held and disputed
