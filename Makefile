@@ -69,7 +69,7 @@ test: deps tools lint ## Run every test, against real kube-apiserver and etcd, t
 chaos: deps tools ## Faults at random (seed printed; LOCKGUARD_CHAOS_SEED repeats), then the audit; needs root
 	$(CARGO) test --test chaos -- --nocapture
 
-soak: deps tools ## Lock churn against a lock etcd compacting every 2 s (LOCKGUARD_SOAK_SECONDS, default 120); prints the figures
+soak: deps tools ## Lock churn against a lock etcd compacting every 2 s (LOCKGUARD_SOAK_SECONDS, default 180); prints the figures
 	$(CARGO) test --test soak -- --nocapture
 
 audit: ## Check the allocation invariants of the current KUBECONFIG's cluster (read-only)

@@ -194,10 +194,12 @@ async fn a_claim_gets_the_items_it_names_and_gets_them_back_after_a_restore() {
 
 /// A stored fencing token out of reach (set by hand, or by a build with the fence off) refuses
 /// every honest write of its epoch; the annotation the operator acts on opens a new epoch.
+/// (On a Lease pool: nothing tells the operator which Lease tokens were ever issued. An Etcd
+/// pool repairs itself, below.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_poisoned_token_is_repaired_by_a_new_lock_epoch() {
     let op = Operator::start(2, "poison").await;
-    op.apply_pool("{range: {start: 1, end: 10}}", "Etcd");
+    op.apply_pool("{range: {start: 1, end: 10}}", "Lease");
     op.claim("a", 2).await;
     op.bound("a", Duration::from_secs(30), "a bound").await;
     let epoch = pool_status(&op.pool).await.lock_epoch.expect("an epoch");
@@ -219,6 +221,28 @@ async fn a_poisoned_token_is_repaired_by_a_new_lock_epoch() {
     // Honoured once: the same annotation opens no further epoch.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(pool_status(&op.pool).await.lock_epoch, Some(epoch + 1));
+}
+
+/// On an Etcd pool a stored token above every revision the lock etcd has reached cannot have
+/// been issued by it: the operator opens a new epoch by itself, as after a restore.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poisoned_token_of_an_etcd_pool_opens_a_new_epoch_by_itself() {
+    let op = Operator::start(2, "poison-etcd").await;
+    op.apply_pool("{range: {start: 1, end: 10}}", "Etcd");
+    op.claim("a", 2).await;
+    op.bound("a", Duration::from_secs(30), "a bound").await;
+    let epoch = pool_status(&op.pool).await.lock_epoch.expect("an epoch");
+    let poison = r#"{"status":{"fencingToken":9223372036854775807}}"#;
+    kubectl_ok(&["patch", "pool", &op.pool, "--subresource=status", "--type=merge", "-p", poison], None);
+    op.claim("b", 1).await;
+    op.bound("b", Duration::from_secs(30), "bound under a new epoch").await;
+    let status = pool_status(&op.pool).await;
+    assert_eq!(status.lock_epoch, Some(epoch + 1));
+    assert_eq!(status.epoch_request, None, "nobody asked");
+    let said = status.conditions.iter().find(|c| c.type_ == "LockEpoch").map(|c| c.message.clone());
+    assert!(said.as_deref().is_some_and(|m| m.contains("went back in time")), "{said:?}");
+    assert_eq!(items_of(&op).await["a"], ["1", "2"], "the repair moved nothing");
+    assert_eq!(audit(&[&op.pool]).await.map(|_| ()), Ok(()));
 }
 
 /// A pool re-created from its manifest without status (its finalizer stripped by hand, then

@@ -2,7 +2,7 @@
 //! from the operator churn against an etcd that compacts its history every few seconds (as
 //! deploy/ configures it, only more often). Mutual exclusion holds (a counter the lock
 //! protects equals the number of holds), every claim binds, and the database in use stays
-//! flat. `LOCKGUARD_SOAK_SECONDS` sets its length (default 120), and
+//! flat. `LOCKGUARD_SOAK_SECONDS` sets its length (default 180), and
 //! `LOCKGUARD_SOAK_COMPACTION=0` turns compaction off, to see the size check fail.
 
 mod support;
@@ -21,7 +21,7 @@ fn env_or(name: &str, default: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_a_compacting_lock_etcd_keeps_mutual_exclusion_and_a_flat_database() {
-    let length = Duration::from_secs(env_or("LOCKGUARD_SOAK_SECONDS", "120").parse().expect("seconds"));
+    let length = Duration::from_secs(env_or("LOCKGUARD_SOAK_SECONDS", "180").parse().expect("seconds"));
     let retention = env_or("LOCKGUARD_SOAK_COMPACTION", "2s");
     let dir = devenv::run_dir("soak").expect("dir");
     let compaction = format!("--auto-compaction-retention={retention}");
