@@ -130,7 +130,9 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
     let Some(pool) = get_existing(&pools, name).await? else { return Ok(None) };
     let mut ledger = ledger_of(&pool)?;
     let claims = claims_of(ctx, &pool);
-    let adopted = adopt_lost(ctx, &pool, &mut ledger, &claims).await?;
+    // Only a pool that cannot vanish with its ledger adopts (as it gives out items).
+    let adopted =
+        if pool.may_grow() { adopt_lost(ctx, &pool, &mut ledger, &claims).await? } else { Vec::new() };
     let settled = settle_disputes(ctx, &mut ledger, &claims).await?;
     let wants = live_shrinks(ctx, &ledger, wants(&claims, &pool, &ledger)).await?;
     let mut planned = plan(&ledger, &wants, pool.may_grow());
@@ -372,7 +374,7 @@ fn planned(ctx: &Context, pool: &Pool) -> Result<(Plan, bool), Error> {
     let planned = plan(&ledger, &wants(&claims, pool, &ledger), pool.may_grow());
     let cached = |key: &str| claims.iter().find(|c| c.ledger_key() == key).map(|c| &**c);
     let work = has_work(&planned)
-        || claims.iter().any(|c| awaits_adoption(c, pool, &ledger))
+        || (pool.may_grow() && claims.iter().any(|c| awaits_adoption(c, pool, &ledger)))
         || !settleable(&ledger, cached).is_empty();
     Ok((planned, work))
 }
