@@ -17,8 +17,8 @@ pub use conditions::{
     is_true, same_conditions, set_condition,
 };
 pub use pool::{
-    FenceRule, ItemRange, LockSpec, MAX_LIST_ITEMS, MAX_POOL_ITEMS, NEW_LOCK_EPOCH, POOL_FINALIZER, Pool,
-    PoolItems, PoolSpec, PoolStatus,
+    Fairness, FenceRule, ItemRange, LockSpec, MAX_LIST_ITEMS, MAX_POOL_ITEMS, NEW_LOCK_EPOCH, POOL_FINALIZER,
+    Pool, PoolItems, PoolSpec, PoolStatus,
 };
 pub use reason::Reason;
 

@@ -49,6 +49,27 @@ pub struct PoolSpec {
     pub items: PoolItems,
     #[serde(default)]
     pub lock: LockSpec,
+    /// How claims that do not fit wait. A claim that does not fit holds up the younger claims
+    /// of its own namespace only; one that has waited longer than `maxWaitSeconds` (default
+    /// 300) holds up every namespace until it fits, so that no claim waits for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness: Option<Fairness>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Fairness {
+    /// Seconds a claim may wait for items before every namespace waits for it.
+    #[schemars(range(min = 1, max = 86_400))]
+    pub max_wait_seconds: i64,
+}
+
+impl PoolSpec {
+    /// How long a claim may wait for items before every namespace waits for it.
+    pub fn max_wait(&self) -> std::time::Duration {
+        let seconds = self.fairness.map_or(300, |f| f.max_wait_seconds);
+        std::time::Duration::from_secs(seconds.clamp(1, 86_400) as u64)
+    }
 }
 
 /// Exactly one of `range` or `list`.

@@ -280,6 +280,7 @@ mod tests {
                     list: None,
                 },
                 lock: Default::default(),
+                fairness: None,
             },
         );
         let ledger: Vec<Allocation> =

@@ -71,8 +71,10 @@ mod tests {
 
     fn pool(uid: &str, fenced: bool) -> Pool {
         let range = Some(ItemRange { start: 100, end: 109 });
-        let mut pool =
-            Pool::new("p", PoolSpec { items: PoolItems { range, list: None }, lock: LockSpec::default() });
+        let mut pool = Pool::new(
+            "p",
+            PoolSpec { items: PoolItems { range, list: None }, lock: LockSpec::default(), fairness: None },
+        );
         pool.metadata.uid = Some(uid.into());
         if fenced {
             pool.status =

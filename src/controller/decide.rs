@@ -155,6 +155,13 @@ pub fn waiting(
             let message = format!("pool {pool_name}: {e}; the claim binds when items are freed");
             NotBound { reason: Reason::PoolExhausted, message }
         }
+        Outcome::BehindLongWait => {
+            let bound = pool.spec.max_wait().as_secs();
+            let message = format!(
+                "pool {pool_name} gives its free items first to an older claim that has waited longer than {bound} s and does not fit yet; this claim binds after it"
+            );
+            NotBound { reason: Reason::PoolExhausted, message }
+        }
         Outcome::Behind { older } => {
             let message = format!(
                 "pool {pool_name} has too few free items for the older claim {older}, which is served first; this claim binds after it"
@@ -164,6 +171,17 @@ pub fn waiting(
         _ => return None,
     };
     Some((state, Recheck::After(EXHAUSTED_RECHECK)))
+}
+
+/// Whether `claim` has waited for items (not bound, `PoolExhausted`) for longer than
+/// `bound` at `now`: then it holds up every namespace of its pool until it fits.
+pub fn waited_past(claim: &Claim, bound: Duration, now: jiff::Timestamp) -> bool {
+    claim.bound_condition().is_some_and(|c| {
+        c.status == "False"
+            && c.reason == Reason::PoolExhausted.as_str()
+            && now.duration_since(c.last_transition_time.0).unsigned_abs() > bound
+            && c.last_transition_time.0 < now
+    })
 }
 
 pub fn pool_not_found(pool: &str, shown: usize) -> NotBound {
@@ -233,8 +251,10 @@ mod tests {
     /// A pool of items 1000–1009, protected unless said otherwise.
     fn pool() -> Pool {
         let range = Some(ItemRange { start: 1000, end: 1009 });
-        let mut pool =
-            Pool::new("p", PoolSpec { items: PoolItems { range, list: None }, lock: LockSpec::default() });
+        let mut pool = Pool::new(
+            "p",
+            PoolSpec { items: PoolItems { range, list: None }, lock: LockSpec::default(), fairness: None },
+        );
         pool.metadata.finalizers = Some(vec![POOL_FINALIZER.to_string()]);
         pool.metadata.uid = Some("pool-uid".into());
         pool.status =
@@ -355,6 +375,26 @@ mod tests {
         assert_eq!(why(None, Some(&too_small)), Some(Reason::PoolTooSmall));
         assert_eq!(why(None, Some(&Outcome::Unchanged)), None);
         assert_eq!(why(None, None), None);
+    }
+
+    #[test]
+    fn a_claim_starves_once_it_waited_for_items_past_the_bound() {
+        let at = |seconds: i64| jiff::Timestamp::from_second(seconds).unwrap();
+        let waiting = |reason: Reason, since: i64| {
+            let mut c = claim(3, &[]);
+            let mut cond = condition(BOUND, false, reason, String::new(), None);
+            cond.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(since));
+            c.status = Some(ClaimStatus { conditions: vec![cond], ..ClaimStatus::default() });
+            c
+        };
+        let bound = Duration::from_secs(300);
+        assert!(waited_past(&waiting(Reason::PoolExhausted, 1_000), bound, at(1_301)));
+        assert!(!waited_past(&waiting(Reason::PoolExhausted, 1_000), bound, at(1_299)));
+        assert!(
+            !waited_past(&waiting(Reason::LockUnavailable, 1_000), bound, at(9_999)),
+            "not waiting for items"
+        );
+        assert!(!waited_past(&claim(3, &[]), bound, at(9_999)), "never told to wait");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::adopt::{awaits_adoption, settleable, still_shows};
 use super::batches::PoolBatch;
 use super::context::Context;
-use super::decide::Failure;
+use super::decide::{Failure, waited_past};
 use super::error::Error;
 use super::fetch::get_existing;
 use super::plan::{Plan, Want, plan};
@@ -392,7 +392,12 @@ fn claims_of(ctx: &Context, pool: &Pool) -> Vec<Arc<Claim>> {
 /// What the claims want of the ledger. A claim whose items wait for adoption wants
 /// nothing yet: given items now, it would hold both those and the ones it shows.
 fn wants(claims: &[Arc<Claim>], pool: &Pool, ledger: &Ledger) -> Vec<Want> {
-    claims.iter().filter(|c| !awaits_adoption(c, pool, ledger)).map(|c| want_of(c, ledger)).collect()
+    let (bound, now) = (pool.spec.max_wait(), jiff::Timestamp::now());
+    claims
+        .iter()
+        .filter(|c| !awaits_adoption(c, pool, ledger))
+        .map(|c| Want { starving: waited_past(c, bound, now), ..want_of(c, ledger) })
+        .collect()
 }
 
 /// A claim's want: its count, whether it is being deleted, and whether its status shows
@@ -406,5 +411,5 @@ fn want_of(claim: &Claim, ledger: &Ledger) -> Want {
     let keeps = if deleting { Vec::new() } else { ledger.keeps(given, count, items.as_deref()) };
     let kept: HashSet<String> = ledger.describe(&keeps).0.into_iter().collect();
     let status_ready = claim.shown_items().iter().all(|item| kept.contains(item));
-    Want { key, uid, count, items, deleting, status_ready }
+    Want { key, uid, count, items, deleting, status_ready, starving: false }
 }

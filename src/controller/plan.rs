@@ -20,6 +20,15 @@ pub struct Want {
     /// Its status shows nothing that the change would take away (a shrink or a release
     /// writes the status first, and the ledger follows).
     pub status_ready: bool,
+    /// It has waited for items longer than the pool's bound: it now holds up every namespace.
+    pub starving: bool,
+}
+
+impl Want {
+    /// The claim's namespace, from its key.
+    pub fn namespace(&self) -> &str {
+        self.key.split_once('/').map_or("", |(ns, _)| ns)
+    }
 }
 
 /// What the plan does for one claim.
@@ -36,9 +45,12 @@ pub enum Outcome {
     OtherUid,
     /// Cannot be given now (too small, exhausted, too many claims).
     Refused(AllocError),
-    /// Waits behind an older claim of the pool that does not fit yet, so that a large
-    /// claim is not starved by a stream of small ones.
+    /// Waits behind an older claim of its own namespace that does not fit yet, so that a
+    /// large claim is not starved by a stream of small ones.
     Behind { older: String },
+    /// Waits behind a claim (of any namespace) that has waited longer than the pool's bound:
+    /// every namespace waits until it fits, so that it is not starved by other namespaces.
+    BehindLongWait,
 }
 
 /// The ledger after the plan, and each claim's outcome.
@@ -67,8 +79,10 @@ impl Plan {
 }
 
 /// Plans one hold of the lock. `wants` come oldest first: items go to the oldest claims
-/// first, and a claim that does not fit makes the younger ones wait behind it. Releases
-/// and shrinks go first, so that what they free serves the growths of the same hold.
+/// first, and a claim that does not fit makes the younger ones of its namespace wait behind
+/// it (other namespaces go on: one team's large growth stalls no other team); one that has
+/// waited past the pool's bound makes every claim wait. Releases and shrinks go first, so
+/// that what they free serves the growths of the same hold.
 /// `grow`: whether the pool may give out items at all (not while it is being deleted or
 /// before its deletion protection is set); releases and shrinks go on regardless.
 pub fn plan(ledger: &Ledger, wants: &[Want], grow: bool) -> Plan {
@@ -121,16 +135,19 @@ pub fn plan(ledger: &Ledger, wants: &[Want], grow: bool) -> Plan {
     // restore every claim asks at once, so one that only counts must not take a named item.
     let mut growths: Vec<&Want> = wants.iter().filter(|w| !outcomes.contains_key(&w.key)).collect();
     growths.sort_by_key(|w| w.items.is_none());
-    let mut blocked_by: Option<&str> = None;
+    let mut behind: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut everyone_waits = false;
     for want in growths {
-        let outcome = match blocked_by {
+        let outcome = match behind.get(want.namespace()) {
             _ if !grow => Outcome::Unchanged,
+            _ if everyone_waits => Outcome::BehindLongWait,
             Some(older) => Outcome::Behind { older: older.to_string() },
             None => match apply(&mut next, want) {
                 refused @ Outcome::Refused(
                     AllocError::Exhausted { .. } | AllocError::TooManyClaims { .. },
                 ) => {
-                    blocked_by = Some(&want.key);
+                    everyone_waits |= want.starving;
+                    behind.insert(want.namespace(), &want.key);
                     refused
                 }
                 other => other,
@@ -172,6 +189,7 @@ mod tests {
             items: None,
             deleting: false,
             status_ready: true,
+            starving: false,
         }
     }
 
@@ -231,6 +249,39 @@ mod tests {
         let plan = super::plan(&ledger, &[want("ns/huge", 9), want("ns/small", 1)], true);
         assert!(matches!(plan.outcomes["ns/huge"], Outcome::Refused(AllocError::TooSmall { .. })));
         assert_eq!(given(&plan, "ns/small"), vec![2]);
+    }
+
+    #[test]
+    fn a_claim_that_does_not_fit_holds_up_its_own_namespace_only() {
+        let (ledger, _) = Ledger::empty(10).allocate("a/filler", "uid-a/filler", 4).unwrap();
+        // Oldest first: a's big growth, then a younger claim of a, then two of b.
+        let wants = [want("a/big", 8), want("a/young", 1), want("b/one", 2), want("b/two", 3)];
+        let planned = plan(&ledger, &wants, true);
+        assert!(matches!(planned.outcomes["a/big"], Outcome::Refused(AllocError::Exhausted { .. })));
+        assert_eq!(planned.outcomes["a/young"], Outcome::Behind { older: "a/big".into() });
+        assert_eq!(given(&planned, "b/one"), [4, 5]);
+        assert_eq!(given(&planned, "b/two"), [6, 7, 8]);
+    }
+
+    #[test]
+    fn a_claim_that_waited_past_the_bound_holds_up_every_namespace_until_it_fits() {
+        let (ledger, _) = Ledger::empty(10).allocate("a/filler", "uid-a/filler", 4).unwrap();
+        let starving = Want { starving: true, ..want("a/big", 8) };
+        let wants = [starving.clone(), want("b/one", 2), want("c/two", 1)];
+        let planned = plan(&ledger, &wants, true);
+        assert!(matches!(planned.outcomes["a/big"], Outcome::Refused(AllocError::Exhausted { .. })));
+        assert_eq!(planned.outcomes["b/one"], Outcome::BehindLongWait);
+        assert_eq!(planned.outcomes["c/two"], Outcome::BehindLongWait);
+        assert!(!planned.changes(), "nothing given while it waits");
+        // Once it fits (the filler went), it is served first.
+        let gone = Want { deleting: true, ..want("a/filler", 4) };
+        let planned = plan(&ledger, &[gone, starving, want("b/one", 2)], true);
+        assert_eq!(given(&planned, "a/big").len(), 8);
+        assert_eq!(given(&planned, "b/one"), [8, 9]);
+        // A claim that waited long but fits holds up nobody.
+        let fits = Want { starving: true, ..want("a/small", 1) };
+        let planned = plan(&ledger, &[fits, want("b/one", 2)], true);
+        assert_eq!((given(&planned, "a/small").len(), given(&planned, "b/one").len()), (1, 2));
     }
 
     #[test]
