@@ -309,8 +309,17 @@ async fn the_lock_etcd_of_deploy_forms_its_cluster_over_mutual_tls_on_one_real_n
     let (removed, text) = etcdctl(&https, root, &["member", "remove", &id]);
     assert!(removed, "{text}");
     let peer = "--peer-urls=https://lockguard-etcd-1.lockguard-etcd.lockguard-system.svc:2380";
-    let (added, text) = etcdctl(&https, root, &["member", "add", "lockguard-etcd-1", peer]);
-    assert!(added, "{text}");
+    // Removing a member can cost an election (it may have led): an add that timed out is
+    // tried again, and one that had gone through says the peer URL exists.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (added, text) = etcdctl(&https, root, &["member", "add", "lockguard-etcd-1", peer]);
+        if added || text.contains("already exists") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "member add: {text}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
     let replaced = Instant::now();
     let claim_uid = || {
         let uid =
