@@ -192,20 +192,27 @@ async fn a_claim_gets_the_items_it_names_and_gets_them_back_after_a_restore() {
     assert!(seen.is_empty(), "violations at some revision:\n{}\n{}", seen.join("\n"), op.replicas.tails());
 }
 
-/// A stored fencing token out of reach (set by hand, or by a build with the fence off) refuses
-/// every honest write of its epoch; the annotation the operator acts on opens a new epoch.
-/// (On a Lease pool: nothing tells the operator which Lease tokens were ever issued. An Etcd
-/// pool repairs itself, below.)
-#[tokio::test(flavor = "multi_thread")]
-async fn a_poisoned_token_is_repaired_by_a_new_lock_epoch() {
-    let op = Operator::start(2, "poison").await;
-    op.apply_pool("{range: {start: 1, end: 10}}", "Lease");
+/// A pool on `backend` whose claim `a` holds items 1 and 2, its stored token then set to the
+/// largest there is, and a claim `b` created after; returns the operator and the epoch before.
+async fn poisoned(label: &str, backend: &str) -> (Operator, i64) {
+    let op = Operator::start(2, label).await;
+    op.apply_pool("{range: {start: 1, end: 10}}", backend);
     op.claim("a", 2).await;
     op.bound("a", Duration::from_secs(30), "a bound").await;
     let epoch = pool_status(&op.pool).await.lock_epoch.expect("an epoch");
     let poison = r#"{"status":{"fencingToken":9223372036854775807}}"#;
     kubectl_ok(&["patch", "pool", &op.pool, "--subresource=status", "--type=merge", "-p", poison], None);
     op.claim("b", 1).await;
+    (op, epoch)
+}
+
+/// A stored fencing token out of reach (set by hand, or by a build with the fence off) refuses
+/// every honest write of its epoch; the annotation the operator acts on opens a new epoch.
+/// (On a Lease pool: nothing tells the operator which Lease tokens were ever issued. An Etcd
+/// pool repairs itself, below.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poisoned_token_is_repaired_by_a_new_lock_epoch() {
+    let (op, epoch) = poisoned("poison", "Lease").await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let stuck = support::reason_of(&op.ns, "b").await;
     assert_ne!(stuck.as_ref().map(|(s, _)| s.as_str()), Some("True"), "bound under a poisoned token?");
@@ -227,14 +234,7 @@ async fn a_poisoned_token_is_repaired_by_a_new_lock_epoch() {
 /// been issued by it: the operator opens a new epoch by itself, as after a restore.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_poisoned_token_of_an_etcd_pool_opens_a_new_epoch_by_itself() {
-    let op = Operator::start(2, "poison-etcd").await;
-    op.apply_pool("{range: {start: 1, end: 10}}", "Etcd");
-    op.claim("a", 2).await;
-    op.bound("a", Duration::from_secs(30), "a bound").await;
-    let epoch = pool_status(&op.pool).await.lock_epoch.expect("an epoch");
-    let poison = r#"{"status":{"fencingToken":9223372036854775807}}"#;
-    kubectl_ok(&["patch", "pool", &op.pool, "--subresource=status", "--type=merge", "-p", poison], None);
-    op.claim("b", 1).await;
+    let (op, epoch) = poisoned("poison-etcd", "Etcd").await;
     op.bound("b", Duration::from_secs(30), "bound under a new epoch").await;
     let status = pool_status(&op.pool).await;
     assert_eq!(status.lock_epoch, Some(epoch + 1));

@@ -43,12 +43,7 @@ async fn a_lock_etcd_out_of_space_is_reported_and_binds_again_after_the_repair()
 
     op.claim("during", 1).await;
     op.reports("during", "LockUnavailable", Duration::from_secs(30), "the claim says why it waits").await;
-    let said = support::claims_in(std::slice::from_ref(&op.ns))
-        .await
-        .into_iter()
-        .find(|c| c.metadata.name.as_deref() == Some("during"))
-        .and_then(|c| c.bound_condition().map(|b| b.message.clone()))
-        .unwrap_or_default();
+    let said = support::bound_message(&op.ns, "during").await.unwrap_or_default();
     assert!(said.contains("NOSPACE") && said.contains("alarm disarm"), "{said}");
     let lock_healthy = || async {
         let status = support::kube_client().await;

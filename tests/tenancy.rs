@@ -36,12 +36,7 @@ async fn an_oversized_growth_in_one_namespace_does_not_stall_another() {
     }
     // Team A's younger claim still waits behind its own namespace's older one.
     op.reports("young", "PoolExhausted", Duration::from_secs(30), "young waits in its namespace").await;
-    let young = support::claims_in(std::slice::from_ref(&op.ns))
-        .await
-        .into_iter()
-        .find(|c| c.metadata.name.as_deref() == Some("young"))
-        .and_then(|c| c.bound_condition().map(|b| b.message.clone()))
-        .unwrap_or_default();
+    let young = support::bound_message(&op.ns, "young").await.unwrap_or_default();
     assert!(young.contains(&format!("{}/big", op.ns)), "{young}");
     assert_eq!(audit(&[&op.pool]).await, Ok(15 + 20));
 }

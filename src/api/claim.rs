@@ -88,10 +88,13 @@ impl Claim {
     /// was re-created (another uid), or its status lost every fence field. Only such items
     /// are adopted by the pool; any other status ahead of the ledger is taken back.
     pub fn shows_lost_ledger(&self, pool: &Pool) -> bool {
-        let Some(status) = self.status.as_ref().filter(|s| !s.items.is_empty()) else { return false };
-        let recorded_elsewhere =
-            status.pool_uid.as_ref().is_some_and(|uid| Some(uid) != pool.metadata.uid.as_ref());
-        recorded_elsewhere || pool.lost_ledger()
+        !self.shown_items().is_empty() && (self.recorded_by_another(pool) || pool.lost_ledger())
+    }
+
+    /// Whether its status records another incarnation of `pool` (another uid).
+    pub fn recorded_by_another(&self, pool: &Pool) -> bool {
+        let recorded = self.status.as_ref().and_then(|s| s.pool_uid.as_ref());
+        recorded.is_some_and(|uid| Some(uid) != pool.metadata.uid.as_ref())
     }
 
     /// Whether it carries the finalizer that returns its items.

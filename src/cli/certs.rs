@@ -70,12 +70,14 @@ async fn make(args: &CertsArgs) -> anyhow::Result<()> {
         (ca.cert, wait_for(&secrets, ROOT_SECRET, deadline).await?)
     } else {
         let validity = Validity::from_now(args.days);
-        let ca = ca(&secrets, validity).await?;
+        let ca = ensure(&secrets, CA_SECRET, None, || Ok(Ca::generate(validity)?.pem().clone())).await?;
+        let ca = Ca::from_pem(ca).context("read the CA from its Secret")?;
         let ca_cert = ca.pem().cert.clone();
+        let signed_by_ca = Some(ca_cert.as_str());
         let member = || ca.member(&args.service, &args.namespace, validity);
-        ensure(&secrets, MEMBER_SECRET, &ca_cert, member).await?;
-        ensure(&secrets, CLIENT_SECRET, &ca_cert, || ca.client(OPERATOR_USER, validity)).await?;
-        let root = ensure(&secrets, ROOT_SECRET, &ca_cert, || ca.client("root", validity)).await?;
+        ensure(&secrets, MEMBER_SECRET, signed_by_ca, member).await?;
+        ensure(&secrets, CLIENT_SECRET, signed_by_ca, || ca.client(OPERATOR_USER, validity)).await?;
+        let root = ensure(&secrets, ROOT_SECRET, signed_by_ca, || ca.client("root", validity)).await?;
         (ca_cert, root)
     };
     let Some(endpoints) = &args.endpoints else { return Ok(()) };
@@ -106,38 +108,19 @@ async fn wait_for(secrets: &Api<Secret>, name: &str, deadline: Instant) -> anyho
     }
 }
 
-/// The CA from its Secret, or a new one stored there.
-async fn ca(secrets: &Api<Secret>, validity: Validity) -> anyhow::Result<Ca> {
-    if let Some(pem) = read(secrets, CA_SECRET).await? {
-        return Ca::from_pem(pem).context("read the CA from its Secret");
-    }
-    let ca = Ca::generate(validity)?;
-    match create(secrets, CA_SECRET, ca.pem(), &ca.pem().cert).await {
-        Ok(()) => {
-            println!("created Secret {CA_SECRET}");
-            Ok(ca)
-        }
-        // Another run made one first: use that.
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            let pem = read(secrets, CA_SECRET).await?.context("the CA Secret vanished")?;
-            Ca::from_pem(pem).context("read the CA from its Secret")
-        }
-        Err(e) => Err(e).context("create the CA Secret"),
-    }
-}
-
-/// The certificate in Secret `name`, made by `make` and stored if the Secret is missing.
+/// The certificate in Secret `name`, made by `make` and stored if the Secret is missing (a
+/// Secret another run made first is used). `ca_cert`: the CA's certificate, `None` for the CA.
 async fn ensure(
     secrets: &Api<Secret>,
     name: &str,
-    ca_cert: &str,
+    ca_cert: Option<&str>,
     make: impl FnOnce() -> Result<Pem, crate::certs::CertError>,
 ) -> anyhow::Result<Pem> {
     if let Some(pem) = read(secrets, name).await? {
         return Ok(pem);
     }
     let pem = make()?;
-    match create(secrets, name, &pem, ca_cert).await {
+    match create(secrets, name, &pem, ca_cert.unwrap_or(&pem.cert)).await {
         Ok(()) => {
             println!("created Secret {name}");
             Ok(pem)

@@ -41,11 +41,7 @@ pub fn waits_for_pool(claim: &Claim) -> bool {
 /// Whether a change of `pool` concerns `claim`: it waits for the pool, its status does not
 /// show exactly what the ledger gives it, or it records another incarnation of the pool.
 pub fn affected_by(claim: &Claim, pool: &Pool, ledger: Option<&Ledger>) -> bool {
-    if waits_for_pool(claim) {
-        return true;
-    }
-    let recorded = claim.status.as_ref().and_then(|s| s.pool_uid.as_ref());
-    if recorded.is_some_and(|uid| Some(uid) != pool.metadata.uid.as_ref()) {
+    if waits_for_pool(claim) || claim.recorded_by_another(pool) {
         return true;
     }
     let Some(ledger) = ledger else { return false };

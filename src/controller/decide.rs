@@ -177,10 +177,11 @@ pub fn waiting(
 /// `bound` at `now`: then it holds up every namespace of its pool until it fits.
 pub fn waited_past(claim: &Claim, bound: Duration, now: jiff::Timestamp) -> bool {
     claim.bound_condition().is_some_and(|c| {
+        let waited = now.duration_since(c.last_transition_time.0);
         c.status == "False"
             && c.reason == Reason::PoolExhausted.as_str()
-            && now.duration_since(c.last_transition_time.0).unsigned_abs() > bound
-            && c.last_transition_time.0 < now
+            && waited.is_positive()
+            && waited.unsigned_abs() > bound
     })
 }
 

@@ -123,16 +123,11 @@ impl Ledger {
                     return false;
                 }
                 self.disputes.remove(&index);
-                let entry = self
-                    .entries
-                    .entry(winner.claim.clone())
-                    .or_insert_with(|| Entry { uid: winner.uid.clone(), indices: Vec::new() });
-                entry.indices.push(index);
-                let mut indices = std::mem::take(&mut entry.indices);
+                let mut indices =
+                    self.entries.get(&winner.claim).map(|e| e.indices.clone()).unwrap_or_default();
+                indices.push(index);
                 self.sort_by_value(&mut indices);
-                if let Some(entry) = self.entries.get_mut(&winner.claim) {
-                    entry.indices = indices;
-                }
+                self.entries.insert(winner.claim.clone(), Entry { uid: winner.uid.clone(), indices });
             }
             _ => {
                 self.disputes.insert(index, left);

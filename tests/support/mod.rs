@@ -427,6 +427,12 @@ pub async fn reason_of(namespace: &str, name: &str) -> Option<(String, String)> 
     api.get(name).await.ok().and_then(|c| bound_reason(&c))
 }
 
+/// The message of claim `name`'s Bound condition.
+pub async fn bound_message(namespace: &str, name: &str) -> Option<String> {
+    let api: Api<Claim> = Api::namespaced(kube_client().await, namespace);
+    api.get(name).await.ok()?.bound_condition().map(|c| c.message.clone())
+}
+
 /// `reason_of` for several claims; a claim without the condition gives an empty pair.
 pub async fn reasons(namespace: &str, names: &[impl AsRef<str>]) -> Vec<(String, String)> {
     let mut out = Vec::with_capacity(names.len());

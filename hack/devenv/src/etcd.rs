@@ -148,11 +148,7 @@ impl EtcdServer {
     /// Replaces this server by a fresh cluster on the same ports: stopped, its data
     /// directory removed, started again (a new cluster id; revisions start over).
     pub fn replace_with_fresh_cluster(&mut self) -> Result<()> {
-        self.kill();
-        let data = self.dir.join("data");
-        if data.exists() {
-            std::fs::remove_dir_all(&data)?;
-        }
+        self.kill_and_wipe()?;
         self.start()
     }
 
@@ -167,11 +163,7 @@ impl EtcdServer {
     /// Puts a copy made by `copy_volume` back in place of its data (a volume snapshot
     /// restored), and starts it on it: the same cluster, its revisions as they were then.
     pub fn put_back_volume(&mut self, from: &Path) -> Result<()> {
-        self.kill();
-        let data = self.dir.join("data");
-        if data.exists() {
-            std::fs::remove_dir_all(&data)?;
-        }
+        let data = self.kill_and_wipe()?;
         copy_dir(from, &data)?;
         self.start()
     }
@@ -195,11 +187,7 @@ impl EtcdServer {
     /// bump --mark-compacted` (as the etcd docs advise for a restore that clients watched
     /// past), and starts it on the restored data.
     pub fn restore_snapshot(&mut self, snapshot: &Path, bump: u64) -> Result<()> {
-        self.kill();
-        let data = self.dir.join("data");
-        if data.exists() {
-            std::fs::remove_dir_all(&data)?;
-        }
+        let data = self.kill_and_wipe()?;
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let out = std::process::Command::new(binary("etcdutl")?)
             .arg("snapshot")
@@ -216,6 +204,16 @@ impl EtcdServer {
             return Err(Error::NotReady { what: "etcdutl snapshot restore".into(), log });
         }
         self.start()
+    }
+
+    /// Kills it and removes its data directory, whose path it returns.
+    fn kill_and_wipe(&mut self) -> Result<PathBuf> {
+        self.kill();
+        let data = self.dir.join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        Ok(data)
     }
 
     /// SIGKILL: a crash, not a shutdown.
