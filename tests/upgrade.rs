@@ -100,7 +100,7 @@ async fn new_schema_served(client: &Client) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let config = watcher::Config::default().fields("metadata.name=schema-probe");
-        let mut events = watcher(pools.clone(), config).applied_objects().boxed();
+        let mut events = watcher(pools.clone(), config).default_backoff().applied_objects().boxed();
         let first = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
         if let Ok(Some(Ok(pool))) = first
             && pool.status.and_then(|s| s.ledger_format) == Some(2)
@@ -119,7 +119,10 @@ fn watch_statuses(client: Client, ns: &str) -> Arc<Mutex<BTreeMap<String, Vec<Ve
     let seen: Arc<Mutex<BTreeMap<String, Vec<Vec<String>>>>> = Arc::default();
     let record = seen.clone();
     let claims: Api<Claim> = Api::namespaced(client, ns);
-    tokio::spawn(watcher(claims, watcher::Config::default()).applied_objects().for_each(move |claim| {
+    // With a backoff: once the test's control plane is gone, a watch retrying at once would
+    // spin and hold up the runtime's shutdown (a make test run hung there).
+    let watch = watcher(claims, watcher::Config::default()).default_backoff();
+    tokio::spawn(watch.applied_objects().for_each(move |claim| {
         if let Ok(claim) = claim {
             let mut seen = record.lock().unwrap_or_else(|e| e.into_inner());
             let history = seen.entry(claim.uid().unwrap_or_default()).or_default();
