@@ -35,7 +35,7 @@ deps: ## Install what a fresh machine lacks (protoc for etcd-client's build, ipr
 	@$(call apt_install,$(DEPS_PACKAGES))
 	@command -v go >/dev/null || { echo "Go is required to build kube-apiserver and etcd (hack/)"; exit 1; }
 
-tools: ## Build kube-apiserver, kubectl, etcd, etcdctl, promtool into bin/ (cached in ~/.cache/lockguard)
+tools: ## Build kube-apiserver, kubectl, kube-controller-manager, etcd, etcdctl, etcdutl, promtool into bin/ (cached in ~/.cache/lockguard)
 	@hack/tools.sh
 
 node-deps: ## Debian packages of the one-node cluster (containerd, runc, CNI plugins, nftables, busybox-static, gcc)

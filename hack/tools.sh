@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the Go-built tools (kube-apiserver, kubectl, etcd, etcdctl, etcdutl, promtool) from the
-# wrapper modules in hack/ into a cache outside the clone, then links them into bin/.
+# Builds the Go-built tools (kube-apiserver, kubectl, kube-controller-manager, etcd, etcdctl,
+# etcdutl, promtool) from the wrapper modules in hack/ into a cache outside the clone, then
+# links them into bin/.
 # `hack/tools.sh node` builds instead what the one-node cluster adds (`make node-tools`):
-# kubelet, kube-scheduler, kube-controller-manager, kube-proxy (hack/kube-node), CoreDNS
+# kubelet, kube-scheduler, kube-proxy (hack/kube-node, like kube-controller-manager), CoreDNS
 # (hack/coredns) and the pause binary of the sandbox image (gcc -static of the k8s module's
 # build/pause/linux/pause.c).
 # A cache entry is keyed by the pinned version and go.sum, so it is rebuilt only when a
@@ -82,4 +83,6 @@ fi
 build etcd go.etcd.io/etcd/server/v3 etcd:go.etcd.io/etcd/server/v3 etcdctl:go.etcd.io/etcd/etcdctl/v3
 build etcdutl go.etcd.io/etcd/etcdutl/v3 etcdutl:go.etcd.io/etcd/etcdutl/v3
 build kube k8s.io/kubernetes kube-apiserver:k8s.io/kubernetes/cmd/kube-apiserver kubectl:k8s.io/kubernetes/cmd/kubectl
+# The tenancy tests run a few of its controllers (namespace, quota, role aggregation, GC).
+build kube-node k8s.io/kubernetes kube-controller-manager:k8s.io/kubernetes/cmd/kube-controller-manager
 build prometheus github.com/prometheus/prometheus promtool:github.com/prometheus/prometheus/cmd/promtool

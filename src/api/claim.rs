@@ -66,6 +66,16 @@ pub struct ClaimStatus {
 }
 
 impl Claim {
+    /// How this claim's messages name claim `other` (`namespace/name`): by name within its
+    /// own namespace, never by the name of another tenant's claim.
+    pub fn refer_to(&self, other: &str) -> String {
+        let own = self.namespace().unwrap_or_default();
+        match other.split_once('/') {
+            Some((namespace, _)) if namespace == own => format!("claim {other}"),
+            _ => "a claim of another namespace".into(),
+        }
+    }
+
     /// `namespace/name`, the claim's key in a pool's ledger.
     pub fn ledger_key(&self) -> String {
         format!("{}/{}", self.namespace().unwrap_or_default(), self.name_any())

@@ -14,6 +14,7 @@ pub const LOCK_HEALTHY: &str = "LockHealthy";
 pub const LOCK_EPOCH: &str = "LockEpoch";
 pub const REMOVED_ITEMS_HELD: &str = "RemovedItemsHeld";
 pub const ITEMS_DISPUTED: &str = "ItemsDisputed";
+pub const LIMITS_CLAMPED: &str = "LimitsClamped";
 
 /// A condition of `type_` with status True/False.
 pub fn condition(

@@ -13,12 +13,12 @@ mod reason;
 pub use crate::ledger::{Allocation, Dispute, Party};
 pub use claim::{Claim, ClaimSpec, ClaimStatus, FINALIZER};
 pub use conditions::{
-    BOUND, ITEMS_DISPUTED, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, READY, REMOVED_ITEMS_HELD, condition,
-    is_true, same_conditions, set_condition,
+    BOUND, ITEMS_DISPUTED, LEDGER_CORRUPT, LIMITS_CLAMPED, LOCK_EPOCH, LOCK_HEALTHY, READY,
+    REMOVED_ITEMS_HELD, condition, is_true, same_conditions, set_condition,
 };
 pub use pool::{
-    Fairness, FenceRule, ItemRange, LockSpec, MAX_LIST_ITEMS, MAX_POOL_ITEMS, NEW_LOCK_EPOCH, POOL_FINALIZER,
-    Pool, PoolItems, PoolSpec, PoolStatus,
+    AllowedNamespaces, Fairness, FenceRule, ItemRange, LockSpec, MAX_LIST_ITEMS, MAX_POOL_ITEMS,
+    NEW_LOCK_EPOCH, NamespaceLimits, NamespacesFrom, POOL_FINALIZER, Pool, PoolItems, PoolSpec, PoolStatus,
 };
 pub use reason::Reason;
 

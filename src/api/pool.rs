@@ -1,6 +1,8 @@
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::core::{Selector, SelectorExt};
 use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,7 @@ pub const MAX_LIST_ITEMS: u32 = 4_096;
     printcolumn(name = "Free", type_ = "integer", json_path = ".status.free"),
     printcolumn(name = "Capacity", type_ = "integer", json_path = ".status.capacity"),
     printcolumn(name = "Removed", type_ = "integer", json_path = ".status.removedHeld", description = "items removed from spec.items that claims still hold"),
+    printcolumn(name = "Disallowed", type_ = "integer", json_path = ".status.disallowedHeld", priority = 1, description = "items held by namespaces that spec.allowedNamespaces no longer admits"),
     printcolumn(name = "Token", type_ = "integer", json_path = ".status.fencingToken"),
     printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.lockEpoch", priority = 1),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
@@ -54,6 +57,65 @@ pub struct PoolSpec {
     /// 300) holds up every namespace until it fits, so that no claim waits for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fairness: Option<Fairness>,
+    /// Which namespaces may claim items (default: all). A namespace that stops being allowed
+    /// keeps what its claims hold and gets nothing more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
+    /// How much one namespace may hold. A claim past a limit waits (`NamespaceLimitReached`);
+    /// a limit above what the pool has is clamped to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<NamespaceLimits>,
+}
+
+/// Which namespaces may claim from a pool, in the shape of Gateway API's
+/// `allowedRoutes.namespaces`: `from: All`, or `from: Selector` with a label selector over
+/// namespaces.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("self.from == 'Selector' ? has(self.selector) : !has(self.selector)").message("allowedNamespaces.selector is required with from: Selector, and allowed only with it"))]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedNamespaces {
+    /// `All` (the default) or `Selector`.
+    #[serde(default)]
+    pub from: NamespacesFrom,
+    /// Namespaces whose labels match may claim (with `from: Selector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NamespacesFrom {
+    #[default]
+    All,
+    Selector,
+}
+
+impl AllowedNamespaces {
+    /// Whether a namespace with `labels` may claim; `Err` says why the selector cannot be
+    /// read (then no namespace may).
+    pub fn admits(&self, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+        match (self.from, &self.selector) {
+            (NamespacesFrom::All, _) => Ok(true),
+            (NamespacesFrom::Selector, None) => Err("from: Selector without a selector".into()),
+            (NamespacesFrom::Selector, Some(selector)) => Selector::try_from(selector.clone())
+                .map(|s| s.matches(labels))
+                .map_err(|e| format!("spec.allowedNamespaces.selector is invalid: {e}")),
+        }
+    }
+}
+
+/// Per-namespace limits of a pool. Zero is refused at admission; a limit above what the pool
+/// can give (its capacity, or the most claims one pool serves) is clamped to it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceLimits {
+    /// Most items the claims of one namespace may hold together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_items_per_namespace: Option<i32>,
+    /// Most claims of one namespace that may hold items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_claims_per_namespace: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, JsonSchema)]
@@ -64,7 +126,55 @@ pub struct Fairness {
     pub max_wait_seconds: i64,
 }
 
+impl NamespaceLimits {
+    /// The limits in force for a pool of `capacity` items: `(items, claims)`, each clamped
+    /// to what the pool can give.
+    pub fn in_force(&self, capacity: u32) -> (Option<u32>, Option<u32>) {
+        let clamp = |limit: Option<i32>, most: u32| limit.map(|l| (l.max(1) as u32).min(most));
+        (
+            clamp(self.max_items_per_namespace, capacity.max(1)),
+            clamp(self.max_claims_per_namespace, MAX_CLAIMS_PER_POOL as u32),
+        )
+    }
+
+    /// What was clamped, for the pool's `LimitsClamped` condition (`None`: nothing).
+    pub fn clamped(&self, capacity: u32) -> Option<String> {
+        let (items, claims) = self.in_force(capacity);
+        let mut said = Vec::new();
+        if let (Some(asked), Some(used)) = (self.max_items_per_namespace, items)
+            && asked.max(1) as u32 != used
+        {
+            said.push(format!(
+                "maxItemsPerNamespace {asked} is above the pool's {capacity} items; {used} applies"
+            ));
+        }
+        if let (Some(asked), Some(used)) = (self.max_claims_per_namespace, claims)
+            && asked.max(1) as u32 != used
+        {
+            said.push(format!(
+                "maxClaimsPerNamespace {asked} is above the {used} claims one pool serves; {used} applies"
+            ));
+        }
+        (!said.is_empty()).then(|| said.join("; "))
+    }
+}
+
 impl PoolSpec {
+    /// The per-namespace limits in force: `(items, claims)` (see [`NamespaceLimits::in_force`]).
+    pub fn limits_in_force(&self) -> (Option<u32>, Option<u32>) {
+        self.limits.map_or((None, None), |l| l.in_force(self.items.capacity()))
+    }
+
+    /// Whether claims of a namespace with `labels` may get items (see [`AllowedNamespaces`]).
+    pub fn admits(&self, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+        self.allowed_namespaces.as_ref().map_or(Ok(true), |allowed| allowed.admits(labels))
+    }
+
+    /// Whether some namespaces may not claim (the namespaces' labels matter).
+    pub fn selects_namespaces(&self) -> bool {
+        self.allowed_namespaces.as_ref().is_some_and(|a| a.from != NamespacesFrom::All)
+    }
+
     /// How long a claim may wait for items before every namespace waits for it.
     pub fn max_wait(&self) -> std::time::Duration {
         let seconds = self.fairness.map_or(300, |f| f.max_wait_seconds);
@@ -267,6 +377,10 @@ pub struct PoolStatus {
     /// Items removed from spec.items that claims still hold (theirs until released).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed_held: Option<i32>,
+    /// Items held by claims of namespaces that spec.allowedNamespaces no longer admits
+    /// (theirs until released).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disallowed_held: Option<i32>,
     /// Which claim holds which items (by value: numbers as compressed runs, or names).
     #[serde(default)]
     #[schemars(length(max = MAX_CLAIMS_PER_POOL), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["claim"]))]
@@ -385,5 +499,44 @@ mod tests {
         // etcd's default request limit, less room for the pool's metadata, spec and conditions.
         let limit = 1_572_864 - 32_768;
         assert!(bytes < limit, "ledger JSON is {bytes} bytes; more than {limit}");
+    }
+
+    #[test]
+    fn limits_above_what_the_pool_can_give_are_clamped_and_said() {
+        let limits =
+            NamespaceLimits { max_items_per_namespace: Some(50), max_claims_per_namespace: Some(10) };
+        assert_eq!(limits.in_force(20), (Some(20), Some(10)));
+        let said = limits.clamped(20).expect("clamped");
+        assert!(said.contains("maxItemsPerNamespace 50 is above the pool's 20 items; 20 applies"), "{said}");
+        assert_eq!(limits.clamped(50), None);
+        let claims = NamespaceLimits { max_items_per_namespace: None, max_claims_per_namespace: Some(5_000) };
+        assert_eq!(claims.in_force(20), (None, Some(MAX_CLAIMS_PER_POOL as u32)));
+        assert!(claims.clamped(20).is_some_and(|s| s.contains("maxClaimsPerNamespace 5000")));
+    }
+
+    #[test]
+    fn allowed_namespaces_select_by_labels() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let all = AllowedNamespaces::default();
+        assert_eq!(all.admits(&labels(&[])), Ok(true));
+        let selector =
+            LabelSelector { match_labels: Some(labels(&[("team", "blue")])), ..Default::default() };
+        let selected = AllowedNamespaces { from: NamespacesFrom::Selector, selector: Some(selector) };
+        assert_eq!(selected.admits(&labels(&[("team", "blue"), ("x", "y")])), Ok(true));
+        assert_eq!(selected.admits(&labels(&[("team", "red")])), Ok(false));
+        let bad = LabelSelector {
+            match_expressions: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                    key: "team".into(),
+                    operator: "Sometimes".into(),
+                    values: None,
+                },
+            ]),
+            ..Default::default()
+        };
+        let invalid = AllowedNamespaces { from: NamespacesFrom::Selector, selector: Some(bad) };
+        assert!(invalid.admits(&labels(&[("team", "blue")])).is_err());
     }
 }

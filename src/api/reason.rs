@@ -19,6 +19,8 @@ pub enum Reason {
     ItemTaken,
     ItemNotInPool,
     ItemDisputed,
+    NamespaceNotAllowed,
+    NamespaceLimitReached,
     // A pool's conditions.
     LedgerConsistent,
     LedgerReadable,
@@ -29,6 +31,8 @@ pub enum Reason {
     AllHeldItemsInSpec,
     ItemsDisputed,
     NoItemDisputed,
+    LimitAboveCapacity,
+    LimitsWithinCapacity,
     // Events only.
     ItemsAdopted,
     Freed,
@@ -38,7 +42,7 @@ pub enum Reason {
 
 impl Reason {
     /// The reasons of a claim's `Bound` condition, in the order dashboards list them.
-    pub const BOUND: [Reason; 13] = [
+    pub const BOUND: [Reason; 15] = [
         Reason::Allocated,
         Reason::PoolNotFound,
         Reason::PoolNotReady,
@@ -52,6 +56,8 @@ impl Reason {
         Reason::ItemTaken,
         Reason::ItemNotInPool,
         Reason::ItemDisputed,
+        Reason::NamespaceNotAllowed,
+        Reason::NamespaceLimitReached,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -69,6 +75,10 @@ impl Reason {
             Reason::ItemTaken => "ItemTaken",
             Reason::ItemNotInPool => "ItemNotInPool",
             Reason::ItemDisputed => "ItemDisputed",
+            Reason::NamespaceNotAllowed => "NamespaceNotAllowed",
+            Reason::NamespaceLimitReached => "NamespaceLimitReached",
+            Reason::LimitAboveCapacity => "LimitAboveCapacity",
+            Reason::LimitsWithinCapacity => "LimitsWithinCapacity",
             Reason::LedgerConsistent => "LedgerConsistent",
             Reason::LedgerReadable => "LedgerReadable",
             Reason::DeletionBlocked => "DeletionBlocked",
@@ -98,6 +108,8 @@ impl Reason {
                 | Reason::ItemTaken
                 | Reason::ItemNotInPool
                 | Reason::ItemDisputed
+                | Reason::NamespaceNotAllowed
+                | Reason::NamespaceLimitReached
         )
     }
 
@@ -107,7 +119,7 @@ impl Reason {
     }
 
     /// The reasons of a pool's conditions and of Events only.
-    const OTHERS: [Reason; 13] = [
+    const OTHERS: [Reason; 15] = [
         Reason::LedgerConsistent,
         Reason::LedgerReadable,
         Reason::DeletionBlocked,
@@ -117,6 +129,8 @@ impl Reason {
         Reason::AllHeldItemsInSpec,
         Reason::ItemsDisputed,
         Reason::NoItemDisputed,
+        Reason::LimitAboveCapacity,
+        Reason::LimitsWithinCapacity,
         Reason::ItemsAdopted,
         Reason::Freed,
         Reason::FencedWriteRejected,

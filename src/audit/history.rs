@@ -19,10 +19,12 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::{Scope, Violation, check_pool, claim_key};
+use super::{Scope, Violation, check_pool, claim_key, limits_passed};
 use crate::api::{Claim, Pool};
 
 /// One recorded change.
+// Nearly every change is a pool or a claim, so boxing them would only add an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Change {
     Pool(Pool),
@@ -246,6 +248,16 @@ pub fn replay(mut log: Vec<Recorded>) -> Replay {
         let touched: Option<String> = match change {
             Change::Pool(pool) => {
                 let name = pool.name_any();
+                let passed = match pools.get(&name) {
+                    Some(before) if before.uid() == pool.uid() => limits_passed(before, &pool),
+                    _ => Vec::new(),
+                };
+                for violation in passed {
+                    if seen.insert(violation.clone()) {
+                        let context = describe(Some(&pool), None);
+                        result.violations.push(Seen { revision, violation, context });
+                    }
+                }
                 pools.insert(name.clone(), pool);
                 Some(name)
             }

@@ -13,7 +13,7 @@
 
 pub mod history;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kube::ResourceExt;
 use serde::Serialize;
@@ -45,6 +45,9 @@ pub enum Kind {
     /// A pool whose ledger gives out items lacks its deletion protection (finalizer): it
     /// could vanish and leave its claims holding items nobody records.
     Unprotected,
+    /// A ledger write gave a namespace items or claims past the pool's per-namespace limit
+    /// (checked on history: a namespace may stay above a limit lowered after it took them).
+    OverLimit,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -249,6 +252,54 @@ pub fn check_pool(pool: &Pool, claims: &[&Claim], scope: Scope) -> (u64, Vec<Vio
     (u64::from(ledger.allocated()), found)
 }
 
+/// The ledger write from `before` to `after` (two versions of one pool) took a namespace past
+/// a per-namespace limit of the pool: its items or its claims that hold items grew and
+/// ended above the limit. A ledger rebuilt after it was lost adopts what claims show, whatever
+/// the limits, so such a write is not judged.
+pub fn limits_passed(before: &Pool, after: &Pool) -> Vec<Violation> {
+    // A status write keeps the spec it was made under; between versions further apart the
+    // limits may have changed, and the looser one is the one a write could have been made under.
+    let looser = |a: Option<u32>, b: Option<u32>| a.zip(b).map(|(a, b)| a.max(b));
+    let ((items_then, claims_then), (items_now, claims_now)) =
+        (before.spec.limits_in_force(), after.spec.limits_in_force());
+    let (max_items, max_claims) = (looser(items_then, items_now), looser(claims_then, claims_now));
+    if (max_items.is_none() && max_claims.is_none()) || before.lost_ledger() {
+        return Vec::new();
+    }
+    let (Ok(old), Ok(new)) = (namespace_usage(before), namespace_usage(after)) else { return Vec::new() };
+    let mut found = Vec::new();
+    for (namespace, &(items, claims)) in &new {
+        let (had_items, had_claims) = old.get(namespace).copied().unwrap_or_default();
+        let mut passed = |what: &str, had: u32, now: u32, limit: Option<u32>| {
+            if let Some(limit) = limit.filter(|&limit| now > had && now > limit) {
+                found.push(Violation {
+                    kind: Kind::OverLimit,
+                    pool: after.name_any(),
+                    claim: None,
+                    message: format!(
+                        "a ledger write took namespace {namespace} from {had} to {now} {what}, past its limit of {limit}"
+                    ),
+                });
+            }
+        };
+        passed("items", had_items, items, max_items);
+        passed("claims holding items", had_claims, claims, max_claims);
+    }
+    found
+}
+
+/// Per namespace: the items its claims hold in the pool's ledger and how many claims hold any.
+fn namespace_usage(pool: &Pool) -> Result<BTreeMap<String, (u32, u32)>, crate::ledger::LedgerError> {
+    let mut usage: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    for (key, entry) in pool.ledger()?.claims().filter(|(_, e)| !e.indices.is_empty()) {
+        let namespace = key.split_once('/').map_or("", |(ns, _)| ns);
+        let used = usage.entry(namespace.to_string()).or_default();
+        used.0 += entry.indices.len() as u32;
+        used.1 += 1;
+    }
+    Ok(usage)
+}
+
 fn status_items(claim: &Claim) -> Vec<String> {
     claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default()
 }
@@ -281,6 +332,8 @@ mod tests {
                 },
                 lock: Default::default(),
                 fairness: None,
+                allowed_namespaces: None,
+                limits: None,
             },
         );
         let ledger: Vec<Allocation> =
@@ -434,5 +487,34 @@ mod tests {
         assert!(report.is_clean(), "{:?}", &report.violations[..1]);
         assert_eq!(report.items_allocated, u64::from(capacity));
         eprintln!("audit of {capacity} items in {n} claims: {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_ledger_write_that_takes_a_namespace_past_a_limit_is_found() {
+        let limited = |mut pool: Pool, items: i32, claims: i32| {
+            pool.spec.limits = Some(crate::api::NamespaceLimits {
+                max_items_per_namespace: Some(items),
+                max_claims_per_namespace: Some(claims),
+            });
+            pool
+        };
+        let before = limited(pool("p", 10, &[("a/1", "u1", "0-2")]), 4, 2);
+        let within =
+            limited(pool("p", 10, &[("a/1", "u1", "0-2"), ("a/2", "u2", "3"), ("b/1", "u3", "4-7")]), 4, 2);
+        assert_eq!(limits_passed(&before, &within), vec![]);
+        let over = limited(pool("p", 10, &[("a/1", "u1", "0-2"), ("a/2", "u2", "3-4")]), 4, 2);
+        let found = limits_passed(&before, &over);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].kind == Kind::OverLimit && found[0].message.contains("from 3 to 5 items"),
+            "{found:?}"
+        );
+        let claims =
+            limited(pool("p", 10, &[("a/1", "u1", "0"), ("a/2", "u2", "1"), ("a/3", "u3", "2")]), 4, 2);
+        let found = limits_passed(&before, &claims);
+        assert!(found.iter().any(|v| v.message.contains("from 1 to 3 claims")), "{found:?}");
+        // Above a limit lowered later, a namespace that does not grow is no finding.
+        let lowered = limited(pool("p", 10, &[("a/1", "u1", "0-2")]), 1, 1);
+        assert_eq!(limits_passed(&lowered, &lowered.clone()), vec![]);
     }
 }

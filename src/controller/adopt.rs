@@ -48,7 +48,8 @@ pub fn dispute_message(ledger: &Ledger, claim: &Claim) -> Option<String> {
         .disputes()
         .filter(|(_, parties)| parties.contains(&me))
         .map(|(item, parties)| {
-            let others: Vec<&str> = parties.iter().filter(|p| **p != me).map(|p| p.claim.as_str()).collect();
+            let others: Vec<String> =
+                parties.iter().filter(|p| **p != me).map(|p| claim.refer_to(&p.claim)).collect();
             format!("{item} (also shown by {})", others.join(", "))
         })
         .collect();
@@ -73,7 +74,13 @@ mod tests {
         let range = Some(ItemRange { start: 100, end: 109 });
         let mut pool = Pool::new(
             "p",
-            PoolSpec { items: PoolItems { range, list: None }, lock: LockSpec::default(), fairness: None },
+            PoolSpec {
+                items: PoolItems { range, list: None },
+                lock: LockSpec::default(),
+                fairness: None,
+                allowed_namespaces: None,
+                limits: None,
+            },
         );
         pool.metadata.uid = Some(uid.into());
         if fenced {
@@ -126,7 +133,7 @@ mod tests {
         let both = |key: &str| [&a, &b].into_iter().find(|c| c.ledger_key() == key);
         assert!(settleable(&ledger, both).is_empty());
         let message = dispute_message(&ledger, &a).expect("a message");
-        assert!(message.contains("101 (also shown by ns/b)"), "{message}");
+        assert!(message.contains("101 (also shown by claim ns/b)"), "{message}");
         let b_let_go = claim("b", &[], Some("old"));
         let one = |key: &str| [&a, &b_let_go].into_iter().find(|c| c.ledger_key() == key);
         assert_eq!(settleable(&ledger, one), ["101"]);

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
@@ -29,12 +31,16 @@ pub struct Settings {
     pub concurrency: u16,
 }
 
+/// The caches the controllers read.
+pub type Stores = (Store<Claim>, Store<Pool>, Store<PartialObjectMeta<Namespace>>);
+
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
-    /// Every claim and every pool, each fed by one watch.
+    /// Every claim, pool and namespace (metadata only), each fed by one watch.
     pub claims: Store<Claim>,
     pub pools: Store<Pool>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub locks: Locks,
     pub batches: Batches,
     pub events: Events,
@@ -52,7 +58,7 @@ impl Context {
         client: Client,
         locks: Locks,
         settings: Settings,
-        (claims, pools): (Store<Claim>, Store<Pool>),
+        (claims, pools, namespaces): Stores,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -61,6 +67,7 @@ impl Context {
             settings,
             claims,
             pools,
+            namespaces,
             locks,
             batches: Batches::default(),
             deferrals: Deferrals::default(),
@@ -89,6 +96,17 @@ impl Context {
     /// (newer until the watch delivers it).
     pub fn cached_pool(&self, name: &str) -> Option<Arc<Pool>> {
         Pool::newest(self.pools.get(&ObjectRef::new(name)), self.batches.written(name))
+    }
+
+    /// Whether `pool` admits claims of `namespace` (spec.allowedNamespaces, against the
+    /// cached labels; a namespace not cached is not admitted by a selector).
+    pub fn admits(&self, pool: &Pool, namespace: &str) -> bool {
+        if !pool.spec.selects_namespaces() {
+            return true;
+        }
+        self.namespaces
+            .get(&ObjectRef::new(namespace))
+            .is_some_and(|ns| pool.spec.admits(ns.labels()).unwrap_or(false))
     }
 
     /// The pool's ledger, parsed once per version of the pool.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use super::adopt::{awaits_adoption, dispute_message};
-use super::plan::Outcome;
+use super::plan::{Outcome, Reached};
 use super::policy::{
     CLAIM_RESYNC, EXHAUSTED_RECHECK, LOCK_UNAVAILABLE_RECHECK, POOL_MISSING_RECHECK, POOL_NOT_READY_RECHECK,
 };
@@ -140,8 +140,9 @@ pub fn waiting(
             too_small(pool_name, count, pool.spec.items.capacity())
         }
         Outcome::Refused(AllocError::Taken { item, holder }) => {
+            let holder = claim.refer_to(holder);
             let message = format!(
-                "item {item} of pool {pool_name} is held by claim {holder}; this claim binds when that claim lets go of it"
+                "item {item} of pool {pool_name} is held by {holder}; this claim binds when that claim lets go of it"
             );
             NotBound { reason: Reason::ItemTaken, message }
         }
@@ -168,9 +169,39 @@ pub fn waiting(
             );
             NotBound { reason: Reason::PoolExhausted, message }
         }
+        Outcome::NamespaceNotAllowed => not_allowed(claim, pool),
+        Outcome::NamespaceLimit(reached) => limit_reached(claim, *reached),
         _ => return None,
     };
     Some((state, Recheck::After(EXHAUSTED_RECHECK)))
+}
+
+fn not_allowed(claim: &Claim, pool: &Pool) -> NotBound {
+    let (pool_name, namespace) = (&claim.spec.pool_ref, claim.namespace().unwrap_or_default());
+    let why = match pool.spec.admits(&Default::default()) {
+        Err(e) => format!("pool {pool_name} admits no namespace ({e})"),
+        Ok(_) => format!(
+            "namespace {namespace} may not claim from pool {pool_name}: its labels do not match the pool's spec.allowedNamespaces"
+        ),
+    };
+    let message = match claim.shown_items().len() {
+        0 => format!("{why}; the claim gets no items"),
+        n => format!("{why}; the claim keeps the {n} items it holds and gets no more"),
+    };
+    NotBound { reason: Reason::NamespaceNotAllowed, message }
+}
+
+fn limit_reached(claim: &Claim, reached: Reached) -> NotBound {
+    let (pool_name, namespace) = (&claim.spec.pool_ref, claim.namespace().unwrap_or_default());
+    let message = match reached {
+        Reached::Items { limit, held, more } => format!(
+            "namespace {namespace} holds {held} items of pool {pool_name} and this claim asks for {more} more: past the pool's limit of {limit} items per namespace (spec.limits.maxItemsPerNamespace); it binds when the namespace's claims let go of items"
+        ),
+        Reached::Claims { limit, held } => format!(
+            "{held} claims of namespace {namespace} hold items of pool {pool_name}: the pool's limit of {limit} claims per namespace (spec.limits.maxClaimsPerNamespace); this claim binds when one of them lets go"
+        ),
+    };
+    NotBound { reason: Reason::NamespaceLimitReached, message }
 }
 
 /// Whether `claim` has waited for items (not bound, `PoolExhausted`) for longer than
@@ -254,7 +285,13 @@ mod tests {
         let range = Some(ItemRange { start: 1000, end: 1009 });
         let mut pool = Pool::new(
             "p",
-            PoolSpec { items: PoolItems { range, list: None }, lock: LockSpec::default(), fairness: None },
+            PoolSpec {
+                items: PoolItems { range, list: None },
+                lock: LockSpec::default(),
+                fairness: None,
+                allowed_namespaces: None,
+                limits: None,
+            },
         );
         pool.metadata.finalizers = Some(vec![POOL_FINALIZER.to_string()]);
         pool.metadata.uid = Some("pool-uid".into());
@@ -344,7 +381,7 @@ mod tests {
             panic!()
         };
         assert_eq!((state.reason, shown), (Reason::ItemDisputed, None));
-        assert!(state.message.contains("1003 (also shown by ns/other)"), "{}", state.message);
+        assert!(state.message.contains("1003 (also shown by claim ns/other)"), "{}", state.message);
     }
 
     #[test]

@@ -107,7 +107,7 @@ mod tests {
             claim(Some("LockUnavailable")),
         ];
         let counts = reason_counts(&claims);
-        assert_eq!(counts.len(), 15);
+        assert_eq!(counts.len(), Reason::BOUND.len() + 2);
         assert_eq!(counts["Allocated"], 2);
         assert_eq!(counts["Pending"], 1);
         assert_eq!(counts["Other"], 1);

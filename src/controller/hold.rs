@@ -4,7 +4,7 @@
 //! another replica, and runs one hold per pool at a time, in a task of the pool's own:
 //! claims ask for a hold and go on, and the next hold serves all who asked meanwhile.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,7 +19,7 @@ use super::context::Context;
 use super::decide::{Failure, waited_past};
 use super::error::Error;
 use super::fetch::get_existing;
-use super::plan::{Plan, Want, plan};
+use super::plan::{Plan, Rules, Want, plan};
 use super::policy::{LOCK_WAIT_RECHECK, retry_delay};
 use super::pool_ledger::{disputed_summary, ledger_of, lock_pool, report_lock_unavailable, write_ledger};
 use crate::api::{Claim, Party, Pool, Reason};
@@ -134,14 +134,14 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
     let adopted =
         if pool.may_grow() { adopt_lost(ctx, &pool, &mut ledger, &claims).await? } else { Vec::new() };
     let settled = settle_disputes(ctx, &mut ledger, &claims).await?;
-    let wants = live_shrinks(ctx, &ledger, wants(&claims, &pool, &ledger)).await?;
-    let mut planned = plan(&ledger, &wants, pool.may_grow());
+    let wants = live_shrinks(ctx, &ledger, wants(ctx, &claims, &pool, &ledger)).await?;
+    let mut planned = plan(&ledger, &wants, Rules::of(&pool));
     let stale = stale_entries(ctx, &planned, &wants).await?;
     if !stale.is_empty() {
         for key in &stale {
             ledger.remove(key);
         }
-        planned = plan(&ledger, &wants, pool.may_grow());
+        planned = plan(&ledger, &wants, Rules::of(&pool));
     }
     if !planned.changes() && stale.is_empty() && adopted.is_empty() && settled.is_empty() {
         // Another replica did it while this one waited.
@@ -282,7 +282,7 @@ async fn live_shrinks(ctx: &Context, ledger: &Ledger, wants: Vec<Want>) -> Resul
         if let Some(claim) =
             get_existing(&api, name).await?.filter(|c| c.uid().as_deref() == Some(want.uid.as_str()))
         {
-            live.push(want_of(&claim, ledger));
+            live.push(Want { starving: want.starving, allowed: want.allowed, ..want_of(&claim, ledger) });
         }
     }
     Ok(live)
@@ -371,7 +371,7 @@ fn has_work(planned: &Plan) -> bool {
 fn planned(ctx: &Context, pool: &Pool) -> Result<(Plan, bool), Error> {
     let ledger = ctx.ledger(pool)?;
     let claims = claims_of(ctx, pool);
-    let planned = plan(&ledger, &wants(&claims, pool, &ledger), pool.may_grow());
+    let planned = plan(&ledger, &wants(ctx, &claims, pool, &ledger), Rules::of(pool));
     let cached = |key: &str| claims.iter().find(|c| c.ledger_key() == key).map(|c| &**c);
     let work = has_work(&planned)
         || (pool.may_grow() && claims.iter().any(|c| awaits_adoption(c, pool, &ledger)))
@@ -391,12 +391,18 @@ fn claims_of(ctx: &Context, pool: &Pool) -> Vec<Arc<Claim>> {
 
 /// What the claims want of the ledger. A claim whose items wait for adoption wants
 /// nothing yet: given items now, it would hold both those and the ones it shows.
-fn wants(claims: &[Arc<Claim>], pool: &Pool, ledger: &Ledger) -> Vec<Want> {
+fn wants(ctx: &Context, claims: &[Arc<Claim>], pool: &Pool, ledger: &Ledger) -> Vec<Want> {
     let (bound, now) = (pool.spec.max_wait(), jiff::Timestamp::now());
+    let mut admitted: HashMap<String, bool> = HashMap::new();
     claims
         .iter()
         .filter(|c| !awaits_adoption(c, pool, ledger))
-        .map(|c| Want { starving: waited_past(c, bound, now), ..want_of(c, ledger) })
+        .map(|c| {
+            let namespace = c.namespace().unwrap_or_default();
+            let allowed =
+                *admitted.entry(namespace).or_insert_with_key(|namespace| ctx.admits(pool, namespace));
+            Want { starving: waited_past(c, bound, now), allowed, ..want_of(c, ledger) }
+        })
         .collect()
 }
 
@@ -411,5 +417,5 @@ fn want_of(claim: &Claim, ledger: &Ledger) -> Want {
     let keeps = if deleting { Vec::new() } else { ledger.keeps(given, count, items.as_deref()) };
     let kept: HashSet<String> = ledger.describe(&keeps).0.into_iter().collect();
     let status_ready = claim.shown_items().iter().all(|item| kept.contains(item));
-    Want { key, uid, count, items, deleting, status_ready, starving: false }
+    Want { key, uid, count, items, deleting, status_ready, starving: false, allowed: true }
 }

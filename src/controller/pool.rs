@@ -17,9 +17,13 @@ use super::error::Error;
 use super::fetch::get_existing;
 use super::hold;
 use super::policy::{AGAIN_SOON, DELETION_RECHECK, POOL_RESYNC, retry_delay};
-use super::pool_ledger::{ledger_of, lock_pool, report_corrupt, report_lock_unavailable, write_ledger};
+use super::pool_ledger::{
+    disallowed_held, ledger_of, limits_condition, lock_pool, report_corrupt, report_lock_unavailable,
+    write_ledger,
+};
 use crate::api::{
-    Claim, LEDGER_CORRUPT, POOL_FINALIZER, Pool, PoolStatus, READY, Reason, condition, set_condition,
+    Claim, LEDGER_CORRUPT, LIMITS_CLAMPED, POOL_FINALIZER, Pool, PoolStatus, READY, Reason, condition,
+    set_condition,
 };
 use crate::ledger::{LEDGER_FORMAT, Ledger};
 
@@ -53,7 +57,7 @@ fn ready_condition(
 }
 
 /// Whether the status already says what the spec and ledger call for.
-fn status_is_current(pool: &Pool, ledger: &Ledger) -> bool {
+fn status_is_current(ctx: &Context, pool: &Pool, ledger: &Ledger) -> bool {
     let status = pool.status.clone().unwrap_or_default();
     let wanted = ready_condition(pool, ledger);
     let ready = status.conditions.iter().find(|c| c.type_ == READY);
@@ -64,6 +68,11 @@ fn status_is_current(pool: &Pool, ledger: &Ledger) -> bool {
         && status.ledger_format == Some(LEDGER_FORMAT)
         && pool.epoch_requested().is_none()
         && status.removed_held.unwrap_or_default() == ledger.removed_held() as i32
+        && status.disallowed_held.unwrap_or_default() == disallowed_held(ctx, pool, ledger) as i32
+        && status.conditions.iter().any(|c| {
+            let wanted = limits_condition(pool);
+            c.type_ == LIMITS_CLAMPED && c.reason == wanted.reason && c.message == wanted.message
+        })
         && ready.is_some_and(|c| {
             c.status == wanted.status
                 && c.reason == wanted.reason
@@ -99,7 +108,7 @@ async fn reconcile_pool(pool: &Pool, ctx: &Arc<Context>) -> Result<Action, Error
         hold::request(ctx, &name);
         return Ok(Action::requeue(AGAIN_SOON));
     }
-    if status_is_current(pool, &ledger) && gone.is_empty() {
+    if status_is_current(ctx, pool, &ledger) && gone.is_empty() {
         ctx.failures.succeeded(&name);
         return Ok(Action::requeue(if pool.is_deleting() { DELETION_RECHECK } else { POOL_RESYNC }));
     }

@@ -13,8 +13,8 @@ use super::context::Context;
 use super::epoch::{next_epoch, went_back};
 use super::error::Error;
 use crate::api::{
-    FenceRule, ITEMS_DISPUTED, LEDGER_CORRUPT, LOCK_EPOCH, LOCK_HEALTHY, Pool, PoolStatus, READY,
-    REMOVED_ITEMS_HELD, Reason, condition, same_conditions, set_condition,
+    FenceRule, ITEMS_DISPUTED, LEDGER_CORRUPT, LIMITS_CLAMPED, LOCK_EPOCH, LOCK_HEALTHY, Pool, PoolStatus,
+    READY, REMOVED_ITEMS_HELD, Reason, condition, same_conditions, set_condition,
 };
 use crate::failpoint;
 use crate::ledger::{LEDGER_FORMAT, Ledger, LedgerError};
@@ -105,6 +105,8 @@ pub async fn write_ledger(
     status.ledger_format = Some(LEDGER_FORMAT);
     status.removed_held = Some(ledger.removed_held() as i32);
     set_condition(&mut status.conditions, removed_items_condition(ledger, pool.metadata.generation));
+    status.disallowed_held = Some(disallowed_held(ctx, pool, ledger) as i32);
+    set_condition(&mut status.conditions, limits_condition(pool));
     status.disputed = ledger.disputes_to_status();
     set_condition(&mut status.conditions, disputes_condition(ledger, pool.metadata.generation));
     status.capacity = ledger.capacity() as i32;
@@ -217,6 +219,30 @@ pub fn removed_items_condition(
             ),
             generation,
         ),
+    }
+}
+
+/// Items held by claims of namespaces the pool no longer admits.
+pub fn disallowed_held(ctx: &Context, pool: &Pool, ledger: &Ledger) -> u32 {
+    if !pool.spec.selects_namespaces() {
+        return 0;
+    }
+    ledger
+        .claims()
+        .filter(|(key, _)| !ctx.admits(pool, key.split_once('/').map_or("", |(ns, _)| ns)))
+        .map(|(_, entry)| entry.indices.len() as u32)
+        .sum()
+}
+
+/// Whether a per-namespace limit is above what the pool can give, and so clamped.
+pub fn limits_condition(pool: &Pool) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let generation = pool.metadata.generation;
+    match pool.spec.limits.and_then(|l| l.clamped(pool.spec.items.capacity())) {
+        Some(message) => condition(LIMITS_CLAMPED, true, Reason::LimitAboveCapacity, message, generation),
+        None => {
+            let message = "the per-namespace limits apply as written";
+            condition(LIMITS_CLAMPED, false, Reason::LimitsWithinCapacity, message, generation)
+        }
     }
 }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -32,13 +34,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let claims: Api<Claim> = Api::all(client.clone());
     let pools: Api<Pool> = Api::all(client.clone());
+    let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
     let config = controller::Config::default().concurrency(settings.concurrency);
 
     // Ready once both caches have their first complete listing, seen on their own streams
     // (not with Store::wait_until_ready: its signal wakes only the last of several waiters,
     // and the controllers wait on it already, so a second waiter could wait forever).
-    let synced = Arc::new(CacheSync::new(ready, 2));
-    let (claims_synced, pools_synced) = (synced.clone(), synced);
+    let synced = Arc::new(CacheSync::new(ready, 3));
+    let (claims_synced, pools_synced, namespaces_synced) = (synced.clone(), synced.clone(), synced);
     // The claim cache holds every claim: without their managedFields (and kubectl's copy of
     // the last applied object) it is about half the size, which matters at thousands.
     let (claim_store, writer) = reflector::store();
@@ -69,9 +72,27 @@ pub async fn run(
             }
         })
         .for_each(|_| async {});
-    let pool_controller =
-        Controller::for_shared_stream(pools_for_pools, pool_store.clone()).with_config(config);
-    let stores = (claim_store.clone(), pool_store.clone());
+    // Namespaces, metadata only: their labels decide which pools admit their claims.
+    let (namespace_store, writer) = reflector::store_shared(POOL_EVENTS_BUFFER);
+    let (namespaces_for_claims, namespaces_for_pools) = (subscribe(&writer)?, subscribe(&writer)?);
+    let namespace_watch = watcher(namespaces, watcher::Config::default())
+        .default_backoff()
+        .reflect_shared(writer)
+        .inspect_ok(move |event| namespaces_synced.listed(2, event))
+        .for_each(|_| async {});
+    // A namespace's labels change what the pools that select namespaces say about it.
+    let selecting = pool_store.clone();
+    let pool_controller = Controller::for_shared_stream(pools_for_pools, pool_store.clone())
+        .with_config(config)
+        .watches_shared_stream(namespaces_for_pools, move |_: Arc<PartialObjectMeta<Namespace>>| {
+            selecting
+                .state()
+                .iter()
+                .filter(|p| p.spec.selects_namespaces())
+                .map(|p| ObjectRef::from_obj(&**p))
+                .collect::<Vec<_>>()
+        });
+    let stores = (claim_store.clone(), pool_store.clone(), namespace_store);
     let ctx = Arc::new(Context::new(client, locks, settings, stores, metrics));
 
     // A pool that changes (items freed, created, deleted, its ledger restored or edited)
@@ -81,7 +102,23 @@ pub async fn run(
     // items), once this replica has forgotten the copy its last hold wrote.
     let (of_pool, pools_now) = (claim_store.clone(), pool_store.clone());
     let ledgers = ctx.clone();
+    // A namespace whose labels change wakes its claims of pools that select namespaces.
+    let (in_namespace, admitting) = (claim_store.clone(), pool_store.clone());
     let claim_controller = claim_controller
+        .watches_shared_stream(namespaces_for_claims, move |ns: Arc<PartialObjectMeta<Namespace>>| {
+            let namespace = ns.name_any();
+            in_namespace
+                .state()
+                .into_iter()
+                .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+                .filter(|c| {
+                    admitting
+                        .get(&ObjectRef::new(&c.spec.pool_ref))
+                        .is_some_and(|p| p.spec.selects_namespaces())
+                })
+                .map(|c| ObjectRef::from_obj(&*c))
+                .collect::<Vec<_>>()
+        })
         .watches_shared_stream(
             futures::stream::select(pools_for_claims, deleted_rx),
             move |pool: Arc<Pool>| {
@@ -124,14 +161,19 @@ pub async fn run(
     // The pool watch runs until both controllers stopped: they read its cache to the end.
     tokio::select! {
         _ = pool_watch => tracing::warn!("the pool watch ended"),
+        _ = namespace_watch => tracing::warn!("the namespace watch ended"),
         _ = async { tokio::join!(claim_controller, pool_controller) } => {}
     }
     tracing::info!("controllers stopped");
     Ok(())
 }
 
-fn subscribe(writer: &reflector::store::Writer<Pool>) -> anyhow::Result<reflector::ReflectHandle<Pool>> {
-    writer.subscribe().ok_or_else(|| anyhow::anyhow!("the pool cache was not made shared"))
+fn subscribe<K>(writer: &reflector::store::Writer<K>) -> anyhow::Result<reflector::ReflectHandle<K>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    writer.subscribe().ok_or_else(|| anyhow::anyhow!("a cache was not made shared"))
 }
 
 /// Turns `ready` true once each of several watch streams has had its first complete listing

@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod control_plane;
+pub mod controllers;
 pub mod etcd;
 pub mod netns;
 pub mod node;
@@ -18,6 +19,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use control_plane::{ControlPlane, client_for};
+pub use controllers::ControllerManager;
 pub use etcd::{EtcdCluster, EtcdServer, http_get};
 pub use process::Process;
 
@@ -125,7 +127,20 @@ fn alive(pid: i32) -> bool {
 pub struct Shared {
     pub control_plane: ControlPlane,
     pub lock_etcd: EtcdServer,
+    /// Started by the first test that asks ([`Shared::controllers`]).
+    controllers: OnceLock<ControllerManager>,
     dir: PathBuf,
+}
+
+impl Shared {
+    /// kube-controller-manager with the [`controllers::TENANCY`] controllers, started on first
+    /// use.
+    pub fn controllers(&self) -> &ControllerManager {
+        self.controllers.get_or_init(|| {
+            ControllerManager::start(&self.control_plane, controllers::TENANCY)
+                .unwrap_or_else(|e| panic!("devenv: cannot start kube-controller-manager: {e}"))
+        })
+    }
 }
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
@@ -141,7 +156,7 @@ pub fn shared() -> &'static Shared {
             let lock_etcd = etcd::start_single(&dir, "lock-etcd")?;
             // SAFETY: registers a plain extern "C" function.
             unsafe { libc::atexit(teardown_shared) };
-            Ok::<_, Error>(Shared { control_plane, lock_etcd, dir })
+            Ok::<_, Error>(Shared { control_plane, lock_etcd, controllers: OnceLock::new(), dir })
         })
         .join()
         .expect("devenv start-up thread panicked")
@@ -155,6 +170,7 @@ extern "C" fn teardown_shared() {
             Some(shared.control_plane.apiserver_pid()),
             shared.control_plane.etcd().pid(),
             shared.lock_etcd.pid(),
+            shared.controllers.get().map(ControllerManager::pid),
         ];
         for pid in pids.into_iter().flatten() {
             // SAFETY: our own children; the statics are never dropped, so kill them here.
