@@ -9,7 +9,12 @@ use crate::process::Process;
 use crate::{Error, Result, binary};
 
 /// The controllers tests of namespaces, quotas and RBAC need.
-pub const TENANCY: &[&str] = &["namespace", "resourcequota", "clusterrole-aggregation", "garbage-collector"];
+pub const TENANCY: &[&str] = &[
+    "namespace-controller",
+    "resourcequota-controller",
+    "clusterrole-aggregation-controller",
+    "garbage-collector-controller",
+];
 
 #[derive(Debug)]
 pub struct ControllerManager {
