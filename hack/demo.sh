@@ -5,7 +5,8 @@
 #   3. a contended Etcd pool and a Lease pool with many claims: lock waits, tokens, allocations
 #   4. split brain made visible: one replica stops itself (SIGSTOP) while holding a pool's
 #      lock; after the TTL another takes over; thawed, its stale write is rejected
-#   5. a summary (kubectl get lockguard), then it runs until Ctrl-C or DEMO_SECONDS.
+#   5. a pool shared by teams: one namespace it does not admit, one past its limit
+#   6. a summary (kubectl get lockguard), then it runs until Ctrl-C or DEMO_SECONDS.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 lockguard=${LOCKGUARD_BIN:-$root/target/debug/lockguard}
@@ -110,10 +111,30 @@ else
   echo "(replica-2 never held a lock with work to do; no split brain this run)"
 fi
 
-say "waiting until 38 claims are bound and 2 wait for a VLAN (PoolExhausted)"
+say "a pool shared by teams: it admits namespaces labelled tenant=approved, 4 items each"
+kubectl label namespace team-a team-b team-c tenant=approved >/dev/null
+kubectl apply -f - <<'YAML'
+apiVersion: lockguard.dev/v1alpha1
+kind: Pool
+metadata: {name: demo-ids}
+spec:
+  items: {range: {start: 1, end: 50}}
+  allowedNamespaces: {from: Selector, selector: {matchLabels: {tenant: approved}}}
+  limits: {maxItemsPerNamespace: 4}
+  lock: {backend: Etcd, ttlSeconds: 5, acquireTimeoutSeconds: 20}
+YAML
+{
+  for ns in team-a team-b team-c team-d; do
+    printf 'apiVersion: lockguard.dev/v1alpha1\nkind: Claim\nmetadata: {name: id-1, namespace: %s}\nspec: {poolRef: demo-ids, count: 2}\n---\n' "$ns"
+  done
+  printf 'apiVersion: lockguard.dev/v1alpha1\nkind: Claim\nmetadata: {name: id-2, namespace: team-a}\nspec: {poolRef: demo-ids, count: 3}\n'
+} | kubectl apply -f - >/dev/null
+
+say "waiting until 41 claims are bound, 2 wait for a VLAN (PoolExhausted), 1 is refused (NamespaceNotAllowed), 1 is past its limit"
 reasons() { kubectl get claims -A -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Bound")].reason}{"\n"}{end}'; }
 for _ in $(seq 120); do
-  [ "$(reasons | grep -c '^Allocated$')" = 38 ] && [ "$(reasons | grep -c '^PoolExhausted$')" = 2 ] && break
+  [ "$(reasons | grep -c '^Allocated$')" = 41 ] && [ "$(reasons | grep -c '^PoolExhausted$')" = 2 ] \
+    && [ "$(reasons | grep -c '^NamespaceNotAllowed$')" = 1 ] && [ "$(reasons | grep -c '^NamespaceLimitReached$')" = 1 ] && break
   sleep 0.5
 done
 kubectl get claims -A | grep -v ' True ' || true
@@ -123,6 +144,10 @@ sleep 3
 
 say "summary: kubectl get lockguard -A"
 kubectl get lockguard -A
+echo
+echo "Claims that wait, and why:"
+kubectl get claims -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,POOL:.spec.poolRef,REASON:.status.conditions[?(@.type=="Bound")].reason,MESSAGE:.status.conditions[?(@.type=="Bound")].message' \
+  | awk 'NR == 1 || $4 != "Allocated"'
 echo
 echo "Events by reason:"
 kubectl get events -A -o jsonpath='{range .items[*]}{.reason}{"\n"}{end}' | sort | uniq -c | sort -rn

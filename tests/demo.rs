@@ -34,6 +34,9 @@ fn the_demo_tells_the_story_and_tears_down() {
         "failpoint stop-before-ledger-write",
         "fenced ledger write rejected", // the thawed holder's stale write
         "PoolExhausted",
+        "NamespaceNotAllowed", // the shared pool refuses team-d …
+        "namespace team-d may not claim from pool demo-ids",
+        "NamespaceLimitReached",         // … and team-a's claim past its limit
         "pool.lockguard.dev/demo-ports", // the summary
         "lockguard_lock_acquire_wait_seconds_count",
         "devenv: lock timeline (",

@@ -145,6 +145,26 @@ async fn invalid_input_is_rejected_at_admission_with_a_clear_message() {
             "acquireTimeoutSeconds in body should be greater than or equal to 1",
         ),
         (pool("{items: {list: [a]}, lock: {backend: Zookeeper}}"), "supported values: \"Etcd\", \"Lease\""),
+        (
+            pool("{items: {list: [a]}, allowedNamespaces: {from: Selector}}"),
+            "allowedNamespaces.selector is required with from: Selector",
+        ),
+        (
+            pool("{items: {list: [a]}, allowedNamespaces: {selector: {matchLabels: {a: b}}}}"),
+            "allowedNamespaces.selector is required with from: Selector, and allowed only with it",
+        ),
+        (
+            pool("{items: {list: [a]}, allowedNamespaces: {from: Some}}"),
+            "supported values: \"All\", \"Selector\"",
+        ),
+        (
+            pool("{items: {list: [a]}, limits: {maxItemsPerNamespace: 0}}"),
+            "maxItemsPerNamespace in body should be greater than or equal to 1",
+        ),
+        (
+            pool("{items: {list: [a]}, limits: {maxClaimsPerNamespace: -1}}"),
+            "maxClaimsPerNamespace in body should be greater than or equal to 1",
+        ),
         (claim("zero", "{poolRef: p, count: 0}"), "count in body should be greater than or equal to 1"),
         (
             claim("toomany", "{poolRef: p, count: 65537}"),
@@ -238,6 +258,7 @@ async fn deploy_kustomization_is_accepted_by_the_api_server_under_restricted_pod
         "service/lockguard-metrics",
         "clusterrole.rbac.authorization.k8s.io/lockguard-claim-editor",
         "clusterrole.rbac.authorization.k8s.io/lockguard-claim-viewer",
+        "clusterrole.rbac.authorization.k8s.io/lockguard-pool-viewer",
     ] {
         assert!(stdout.contains(kind), "{kind} missing from:\n{stdout}");
     }
@@ -418,12 +439,22 @@ async fn the_claim_roles_aggregate_into_edit_admin_and_view_and_grant_claims_onl
     ] {
         assert!(!can(user, verb, resource, namespace), "{user} may not {verb} {resource} in {namespace}");
     }
-    // Pools are cluster-scoped: bound in a namespace (as edit, admin and view are given), the
-    // roles' pool rule grants nothing; it counts only under a ClusterRoleBinding.
-    for user in [&alice, &bob] {
-        let out = kubectl(&["auth", "can-i", "list", "pools.lockguard.dev", "--as", user], None);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "{user} lists pools cluster-wide");
+    // Pools are not theirs to read (a ledger names every tenant's claims), not even in a
+    // ClusterRoleBinding of these roles: lockguard-pool-viewer is for the platform team.
+    let (carol, dave) = (unique("carol"), unique("dave"));
+    for (user, role) in [(&carol, "lockguard-claim-editor"), (&dave, "lockguard-pool-viewer")] {
+        let role = format!("--clusterrole={role}");
+        kubectl_ok(&["create", "clusterrolebinding", user, &role, "--user", user], None);
     }
+    let lists_pools = |user: &str| {
+        let out = kubectl(&["auth", "can-i", "list", "pools.lockguard.dev", "--as", user], None);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for user in [&alice, &bob, &carol] {
+        assert!(!lists_pools(user), "{user} lists pools");
+    }
+    assert!(lists_pools(&dave), "the pool viewer lists pools");
+    assert!(!can(&dave, "update", "pools.lockguard.dev/status", "default"), "the pool viewer writes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

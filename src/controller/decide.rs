@@ -413,6 +413,37 @@ mod tests {
         assert_eq!(why(None, Some(&too_small)), Some(Reason::PoolTooSmall));
         assert_eq!(why(None, Some(&Outcome::Unchanged)), None);
         assert_eq!(why(None, None), None);
+        let said =
+            |outcome: Outcome| waiting(&c, &p, None, Some(&outcome)).map(|(s, _)| (s.reason, s.message));
+        let (reason, message) = said(Outcome::NamespaceNotAllowed).expect("said");
+        assert_eq!(reason, Reason::NamespaceNotAllowed);
+        assert!(
+            message.contains("namespace ns may not claim from pool p") && message.contains("gets no items"),
+            "{message}"
+        );
+        let reached = Reached::Items { limit: 5, held: 4, more: 3 };
+        let (reason, message) = said(Outcome::NamespaceLimit(reached)).expect("said");
+        assert_eq!(reason, Reason::NamespaceLimitReached);
+        assert!(
+            message.contains("holds 4 items") && message.contains("3 more") && message.contains("limit of 5"),
+            "{message}"
+        );
+        let (_, message) =
+            said(Outcome::NamespaceLimit(Reached::Claims { limit: 2, held: 2 })).expect("said");
+        assert!(
+            message.contains("2 claims of namespace ns") && message.contains("maxClaimsPerNamespace"),
+            "{message}"
+        );
+        // Another namespace's claim is never named.
+        let taken =
+            |holder: &str| Outcome::Refused(AllocError::Taken { item: "7".into(), holder: holder.into() });
+        let (_, message) = said(taken("ns/mine")).expect("said");
+        assert!(message.contains("held by claim ns/mine"), "{message}");
+        let (_, message) = said(taken("other/theirs")).expect("said");
+        assert!(
+            message.contains("held by a claim of another namespace") && !message.contains("theirs"),
+            "{message}"
+        );
     }
 
     #[test]
