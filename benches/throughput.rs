@@ -4,7 +4,8 @@
 //!
 //! `LOCKGUARD_BENCH=burst1000,burst4000,onebyone300,pools20x100` picks scenarios,
 //! `LOCKGUARD_BENCH_BACKENDS=Etcd,Lease` and `LOCKGUARD_BENCH_REPLICAS=1,3` the rest;
-//! `LOCKGUARD_BIN` benchmarks another build; `LOCKGUARD_BENCH_PLOTS=dir` (default
+//! `LOCKGUARD_BIN` benchmarks another build; `LOCKGUARD_BENCH_SHARD=false` runs the replicas
+//! with `--shard=false` (every replica serves every pool); `LOCKGUARD_BENCH_PLOTS=dir` (default
 //! docs/bench) says where the plots go.
 
 #[path = "../tests/support/mod.rs"]
@@ -197,11 +198,12 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
     create_namespace(&client, "bench").await;
 
     let concurrency = format!("--concurrency={}", concurrency());
+    let shard = format!("--shard={}", std::env::var("LOCKGUARD_BENCH_SHARD").as_deref().unwrap_or("true"));
     let replicas = Replicas::start_with(
         replicas_n,
         &servers.operator_kubeconfig,
         &servers.lock_etcd.endpoint(),
-        &[&concurrency],
+        &[&concurrency, &shard],
     );
     // Wait until every pool is protected (the replicas are up and their caches synced).
     let pool_api: Api<Pool> = Api::all(client.clone());

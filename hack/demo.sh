@@ -55,12 +55,13 @@ contexts: [{name: demo, context: {cluster: demo, user: lockguard}}]
 current-context: demo
 KUBECONFIG
 
-say "starting 3 operator replicas (active-active); replica-2 carries a failpoint"
+say "starting 3 operator replicas (pools divided between them); replica-2 carries a failpoint"
 for i in 0 1 2; do
   failpoint=""
   [ "$i" = 2 ] && failpoint=stop-before-ledger-write
   KUBECONFIG="$run/operator.kubeconfig" LOCKGUARD_FAILPOINT=$failpoint RUST_LOG=info,kube=warn \
-    "$lockguard" run --identity "replica-$i" --metrics-addr 127.0.0.1:0 >"$run/replica-$i.log" 2>&1 &
+    "$lockguard" run --identity "replica-$i" --metrics-addr 127.0.0.1:0 --member-lease-seconds 3 \
+    >"$run/replica-$i.log" 2>&1 &
   pids+=($!)
   eval "replica_$i=$!"
 done
@@ -100,8 +101,9 @@ YAML
 say "split brain: waiting for replica-2 to stop itself while it holds a lock"
 for _ in $(seq 200); do grep -q "failpoint" "$run/replica-2.log" && break; sleep 0.1; done
 if grep -q "failpoint" "$run/replica-2.log"; then
-  echo "replica-2 is frozen (SIGSTOP) inside its critical section. Its lease keeps no keep-alive:"
-  echo "after the 5 s TTL another replica takes the lock with a higher fencing token."
+  echo "replica-2 is frozen (SIGSTOP) inside its critical section. Its member Lease lapses after 3 s"
+  echo "and another replica takes its pools; its lock keeps no keep-alive: after the 5 s TTL the"
+  echo "other replica takes the lock with a higher fencing token."
   sleep 7
   say "thawing replica-2 (SIGCONT): it still believes it holds the lock and writes its ledger"
   kill -CONT "$replica_2"

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub claims: Family<ByReason, Gauge>,
     pub pool_free: Family<ByPool, Gauge>,
     pub pool_capacity: Family<ByPool, Gauge>,
+    pub members: Gauge,
+    pub pools_served: Gauge,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -141,6 +143,13 @@ impl Default for Metrics {
         );
         registry.register("pool_free_items", "Free items per pool, from its ledger", pool_free.clone());
         registry.register("pool_capacity_items", "Items per pool", pool_capacity.clone());
+        let (members, pools_served) = (Gauge::default(), Gauge::default());
+        registry.register(
+            "members",
+            "Live replicas that divide the pools between them, as this replica sees them",
+            members.clone(),
+        );
+        registry.register("pools_served", "Pools this replica serves", pools_served.clone());
         // Counters an alert watches exist from the start at 0: a series that first appears
         // at 1 is not an increase to Prometheus, and the first lost lock would go unseen.
         for backend in [Backend::Etcd, Backend::Lease] {
@@ -166,6 +175,8 @@ impl Default for Metrics {
             claims,
             pool_free,
             pool_capacity,
+            members,
+            pools_served,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! own network namespace — while claims are created, resized, deleted and re-created under the
 //! same names and pools are deleted and re-created. Faults are injected at random with a
 //! printed seed (`LOCKGUARD_CHAOS_SEED` repeats a run): SIGKILL and SIGSTOP (past the TTL)
-//! of a replica, SIGKILL and SIGSTOP of the lock etcd's leader, a kube-apiserver restart,
+//! of a replica, a replica that leaves the members (SIGTERM) and joins again when restarted,
+//! SIGKILL and SIGSTOP of the lock etcd's leader, a kube-apiserver restart,
 //! and a partition of the namespaced replica from the lock etcd only. A recorder checks the
 //! safety invariants at every revision; after the faults the cluster must converge and
 //! `lockguard audit` must be clean.
@@ -61,6 +62,9 @@ fn seconds(var: &str, default: u64) -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
     KillReplica,
+    /// SIGTERM: the replica leaves the members (its pools move at once); restarted, it joins
+    /// again under a new identity.
+    ReplicaLeaves,
     PauseReplica,
     KillEtcdLeader,
     PauseEtcdLeader,
@@ -68,8 +72,9 @@ enum Fault {
     PartitionFromEtcd,
 }
 
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 7] = [
     Fault::KillReplica,
+    Fault::ReplicaLeaves,
     Fault::PauseReplica,
     Fault::KillEtcdLeader,
     Fault::PauseEtcdLeader,
@@ -486,6 +491,10 @@ async fn inject(
         Fault::KillReplica => {
             let i = rng.below(3);
             replicas.lock().unwrap_or_else(|e| e.into_inner()).signal(i, libc::SIGKILL);
+        }
+        Fault::ReplicaLeaves => {
+            let i = rng.below(3);
+            replicas.lock().unwrap_or_else(|e| e.into_inner()).signal(i, libc::SIGTERM);
         }
         Fault::PauseReplica => {
             let i = holder(cluster, replicas).await.unwrap_or_else(|| rng.below(3));

@@ -24,6 +24,13 @@ async fn logged(replicas: &Replicas, i: usize, needle: &str, times: usize, what:
     }
 }
 
+/// The replica among `live` that serves `pool` (pools are divided between the replicas).
+fn serving(replicas: &Replicas, live: &[usize], pool: &str) -> usize {
+    let members: Vec<String> = live.iter().map(|&i| replicas.identity(i).to_string()).collect();
+    let owner = lockguard::controller::pool_owner(pool, &members).expect("an owner");
+    live[members.iter().position(|m| m == owner).expect("a member")]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_replicas_leave_no_leaked_or_duplicated_item() {
     let mut op = Operator::start(3, "crash").await;
@@ -35,9 +42,10 @@ async fn killed_replicas_leave_no_leaked_or_duplicated_item() {
         let pool = if i % 2 == 0 { ports } else { &seats };
         create_claim(&namespaces[i % 2], &format!("c{i}"), pool, 3).await;
     }
-    // Kill replica 0 as soon as it is in the middle of allocating.
-    logged(&op.replicas, 0, "allocated claim=", 3, "replica 0 never allocated").await;
-    op.replicas.kill(0);
+    // Kill the replica that serves the first pool as soon as it is in the middle of allocating.
+    let first = serving(&op.replicas, &[0, 1, 2], ports);
+    logged(&op.replicas, first, "allocated claim=", 3, "the serving replica never allocated").await;
+    op.replicas.kill(first);
     op.replicas
         .eventually(Duration::from_secs(120), "the surviving replicas bind everything", || async {
             let claims = claims_in(&namespaces).await;
@@ -51,8 +59,10 @@ async fn killed_replicas_leave_no_leaked_or_duplicated_item() {
         let api: Api<Claim> = Api::namespaced(kube_client().await, &namespaces[i % 2]);
         api.delete(&format!("c{i}"), &DeleteParams::default()).await.expect("delete");
     }
-    logged(&op.replicas, 1, "freed", 2, "replica 1 never freed").await;
-    op.replicas.kill(1);
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != first).collect();
+    let second = serving(&op.replicas, &survivors, &seats);
+    logged(&op.replicas, second, "freed", 2, "the serving replica never freed").await;
+    op.replicas.kill(second);
     op.replicas.add();
     op.replicas
         .eventually(Duration::from_secs(120), "every deleted claim's items are back", || async {

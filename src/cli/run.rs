@@ -49,6 +49,17 @@ pub struct RunArgs {
     /// Seconds a dead leader keeps the leadership (the lock's TTL).
     #[arg(long, default_value_t = 15)]
     pub leader_elect_ttl: u32,
+    /// Divide the pools between the replicas (each announces itself with a Lease); with
+    /// `--shard=false` every replica serves every pool and the pool lock decides who writes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub shard: bool,
+    /// Replicas of one group divide the pools between them; replicas of another group (a
+    /// second install in the same namespace, a test) serve them again on their own.
+    #[arg(long, default_value = "default")]
+    pub shard_group: String,
+    /// Seconds a replica that stopped renewing its member Lease keeps its pools.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub member_lease_seconds: u64,
 }
 
 pub async fn run(args: RunArgs) -> ExitCode {
@@ -84,7 +95,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config =
         LockConfig { etcd, ..LockConfig::new(&identity).with_leases(client.clone(), &args.lease_namespace) };
     let locks = Locks::new(config.clone(), metrics.clone());
-    let settings = Settings { identity: identity.clone(), concurrency: args.concurrency.max(1) };
+    let settings = Settings {
+        identity: identity.clone(),
+        concurrency: args.concurrency.max(1),
+        shard: args.shard,
+        shard_group: args.shard_group.clone(),
+        member_lease: std::time::Duration::from_secs(args.member_lease_seconds),
+        namespace: args.lease_namespace.clone(),
+    };
     let controllers = controller::run(client.clone(), locks, settings, metrics, ready);
     if !args.leader_elect {
         controllers.await?;

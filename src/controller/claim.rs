@@ -24,7 +24,8 @@ use super::error::Error;
 use super::fetch::get_existing;
 use super::hold;
 use super::policy::{
-    AGAIN_SOON, CLAIM_RESYNC, FRESH_READ, PENDING_RECHECK, POOL_MISSING_RECHECK, retry_delay,
+    AGAIN_SOON, CLAIM_RESYNC, FRESH_READ, NOT_SERVED_RECHECK, PENDING_RECHECK, POOL_MISSING_RECHECK,
+    retry_delay,
 };
 use super::pool_ledger::ledger_of;
 use crate::api::{BOUND, Claim, ClaimStatus, FINALIZER, Pool, Reason, condition, set_condition};
@@ -56,6 +57,11 @@ pub async fn reconcile(claim: Arc<Claim>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    // Another replica serves the pool; a change of members that gives it to this one wakes
+    // the claim again.
+    if !ctx.members.serves(&claim.spec.pool_ref) {
+        return Ok(Action::requeue(NOT_SERVED_RECHECK));
+    }
     if claim.metadata.deletion_timestamp.is_some() {
         // kube's finalizer helper would remove the finalizer as soon as a cleanup returns;
         // this one stays until the pool's task has freed the items.

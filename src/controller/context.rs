@@ -19,6 +19,7 @@ use super::events::Events;
 use super::fetch::get_existing;
 use super::gauges::CorruptPools;
 use super::locks::Locks;
+use super::members::Members;
 use super::policy::Failures;
 use crate::api::{Claim, Pool};
 use crate::ledger::Ledger;
@@ -29,6 +30,14 @@ use crate::metrics::Metrics;
 pub struct Settings {
     pub identity: String,
     pub concurrency: u16,
+    /// Pools divided between the replicas (off: every replica serves every pool).
+    pub shard: bool,
+    /// The group of replicas that divide the pools (the member Leases' label value).
+    pub shard_group: String,
+    /// How long a replica that stopped renewing its member Lease keeps its pools.
+    pub member_lease: Duration,
+    /// The operator's namespace: member Leases live there.
+    pub namespace: String,
 }
 
 /// The caches the controllers read.
@@ -49,6 +58,8 @@ pub struct Context {
     pub quiet: Quiet,
     pub corrupt: CorruptPools,
     pub metrics: Arc<Metrics>,
+    /// The replicas that serve pools, and which pools this one serves.
+    pub members: Arc<Members>,
     /// Per pool: its ledger as parsed at a resourceVersion.
     ledgers: Mutex<HashMap<String, (String, Arc<Ledger>)>>,
 }
@@ -60,8 +71,10 @@ impl Context {
         settings: Settings,
         (claims, pools, namespaces): Stores,
         metrics: Arc<Metrics>,
+        members: Arc<Members>,
     ) -> Self {
         Self {
+            members,
             events: Events::new(client.clone(), &settings.identity),
             client,
             settings,
@@ -127,6 +140,10 @@ impl Context {
     /// `Some(wait)` while this replica leaves `write` of claim `key` to the replica that
     /// last wrote `pool`'s ledger.
     pub fn defer(&self, key: &str, write: Deferred, pool: &Pool) -> Option<Duration> {
+        // Sharded, this replica serves the pool: no other replica writes its claims.
+        if self.members.sharded() {
+            return None;
+        }
         let writer = pool.status.as_ref().and_then(|s| s.lock_holder.as_deref());
         self.deferrals.defer(key, write, writer, self.identity())
     }

@@ -85,6 +85,10 @@ async fn run(ctx: Arc<Context>, name: String, batch: Arc<PoolBatch>) {
 /// One round: plan from the caches; if that changes anything, take the lock (unless the
 /// caches show the work done meanwhile) and hold it once.
 async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Error> {
+    // The pool moved to another replica (members changed): that one serves it now.
+    if !ctx.members.serves(name) {
+        return Ok(Round::Idle);
+    }
     let written = batch.state().written.clone();
     let Some(pool) = Pool::newest(ctx.pool(name).await?, written) else { return Ok(Round::NoPool) };
     let (planned, work) = planned(ctx, &pool)?;

@@ -37,6 +37,9 @@ pub const DEFER_RECHECK: Duration = Duration::from_millis(500);
 pub const FRESH_READ: Duration = Duration::from_millis(200);
 /// A claim looks again this soon after a write of its own changed what it decides next.
 pub const AGAIN_SOON: Duration = Duration::from_millis(100);
+/// A claim or pool another replica serves is looked at again after this, in case a change of
+/// members that gives it to this replica went unnoticed (a change wakes them at once).
+pub const NOT_SERVED_RECHECK: Duration = Duration::from_secs(30);
 /// The longest a connection to a lock service may take before the reconcile gives up.
 pub const LOCK_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest backoff after repeated failures.

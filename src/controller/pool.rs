@@ -16,7 +16,7 @@ use super::context::Context;
 use super::error::Error;
 use super::fetch::get_existing;
 use super::hold;
-use super::policy::{AGAIN_SOON, DELETION_RECHECK, POOL_RESYNC, retry_delay};
+use super::policy::{AGAIN_SOON, DELETION_RECHECK, NOT_SERVED_RECHECK, POOL_RESYNC, retry_delay};
 use super::pool_ledger::{
     disallowed_held, ledger_of, limits_condition, lock_pool, report_corrupt, report_lock_unavailable,
     write_ledger,
@@ -83,6 +83,9 @@ fn status_is_current(ctx: &Context, pool: &Pool, ledger: &Ledger) -> bool {
 
 async fn reconcile_pool(pool: &Pool, ctx: &Arc<Context>) -> Result<Action, Error> {
     let name = pool.name_any();
+    if !ctx.members.serves(&name) {
+        return Ok(Action::requeue(NOT_SERVED_RECHECK));
+    }
     let ledger = match pool.ledger() {
         Ok(l) => l,
         Err(e) => {

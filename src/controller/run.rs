@@ -16,7 +16,8 @@ use kube::{Api, Client};
 
 use super::context::{Context, Settings};
 use super::locks::Locks;
-use super::{claim, gauges, pool};
+use super::members::{self, Members};
+use super::{claim, gauges, pool, shard};
 use crate::api::{Claim, Pool};
 use crate::metrics::Metrics;
 
@@ -40,8 +41,9 @@ pub async fn run(
     // Ready once both caches have their first complete listing, seen on their own streams
     // (not with Store::wait_until_ready: its signal wakes only the last of several waiters,
     // and the controllers wait on it already, so a second waiter could wait forever).
-    let synced = Arc::new(CacheSync::new(ready, 3));
-    let (claims_synced, pools_synced, namespaces_synced) = (synced.clone(), synced.clone(), synced);
+    let synced = Arc::new(CacheSync::new(ready, if settings.shard { 4 } else { 3 }));
+    let (claims_synced, pools_synced, namespaces_synced, members_synced) =
+        (synced.clone(), synced.clone(), synced.clone(), synced);
     // The claim cache holds every claim: without their managedFields (and kubectl's copy of
     // the last applied object) it is about half the size, which matters at thousands.
     let (claim_store, writer) = reflector::store();
@@ -93,7 +95,41 @@ pub async fn run(
                 .collect::<Vec<_>>()
         });
     let stores = (claim_store.clone(), pool_store.clone(), namespace_store);
-    let ctx = Arc::new(Context::new(client, locks, settings, stores, metrics));
+    let members = Arc::new(Members::new(
+        &settings.identity,
+        &settings.shard_group,
+        settings.shard,
+        settings.member_lease,
+    ));
+    let ctx = Arc::new(Context::new(client.clone(), locks, settings, stores, metrics, members.clone()));
+
+    // Sharded: announce this replica, follow the others, and when the members change wake the
+    // pools (and their claims) that this replica serves from now on.
+    let (gained_pools_tx, gained_pools) = futures::channel::mpsc::unbounded();
+    let (gained_claims_tx, gained_claims) = futures::channel::mpsc::unbounded();
+    if ctx.settings.shard {
+        let namespace = ctx.settings.namespace.clone();
+        tokio::spawn(members::announce(client.clone(), namespace.clone(), members.clone()));
+        let (pools_now, claims_now, me) =
+            (pool_store.clone(), claim_store.clone(), ctx.identity().to_string());
+        let watched = members.clone();
+        tokio::spawn(async move {
+            let changed = |before: &[String]| {
+                let live = watched.live();
+                let names: Vec<String> = pools_now.state().iter().map(|p| p.name_any()).collect();
+                let gained = shard::gained(names.iter().map(String::as_str), before, &live, &me);
+                for pool in &gained {
+                    let _ = gained_pools_tx.unbounded_send(ObjectRef::new(pool));
+                }
+                for claim in claims_now.state().iter().filter(|c| gained.contains(&c.spec.pool_ref.as_str()))
+                {
+                    let _ = gained_claims_tx.unbounded_send(ObjectRef::from_obj(&**claim));
+                }
+            };
+            let listed = |e: &_| members_synced.listed(3, e);
+            members::watch_members(client, &namespace, watched.clone(), listed, changed).await;
+        });
+    }
 
     // A pool that changes (items freed, created, deleted, its ledger restored or edited)
     // wakes the claims that wait for it and those whose status no longer shows what its
@@ -105,6 +141,7 @@ pub async fn run(
     // A namespace whose labels change wakes its claims of pools that select namespaces.
     let (in_namespace, admitting) = (claim_store.clone(), pool_store.clone());
     let claim_controller = claim_controller
+        .reconcile_on(gained_claims)
         .watches_shared_stream(namespaces_for_claims, move |ns: Arc<PartialObjectMeta<Namespace>>| {
             let namespace = ns.name_any();
             in_namespace
@@ -142,17 +179,21 @@ pub async fn run(
         .run(claim::reconcile, claim::error_policy, ctx.clone())
         .for_each(|_| async {});
 
-    let gauges = (ctx.metrics.clone(), claim_store.clone(), pool_store.clone());
+    let gauges = (ctx.metrics.clone(), claim_store.clone(), pool_store.clone(), members);
     tokio::spawn(async move {
-        let (metrics, claims, pools) = gauges;
+        let (metrics, claims, pools, members) = gauges;
         let mut tick = tokio::time::interval(gauges::INTERVAL);
         let mut pools_seen = Default::default();
         loop {
             tick.tick().await;
             pools_seen = gauges::observe(&metrics, &claims, &pools, &pools_seen);
+            metrics.members.set(members.live().len() as i64);
+            let served = pools.state().iter().filter(|p| members.serves(&p.name_any())).count();
+            metrics.pools_served.set(served as i64);
         }
     });
     let pool_controller = pool_controller
+        .reconcile_on(gained_pools)
         .shutdown_on_signal()
         .run(pool::reconcile, pool::error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -165,6 +206,9 @@ pub async fn run(
         _ = async { tokio::join!(claim_controller, pool_controller) } => {}
     }
     tracing::info!("controllers stopped");
+    if ctx.settings.shard {
+        members::leave(ctx.client.clone(), &ctx.settings.namespace, ctx.identity()).await;
+    }
     Ok(())
 }
 

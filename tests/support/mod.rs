@@ -118,6 +118,8 @@ pub struct Replicas {
     kubeconfig: PathBuf,
     etcd: String,
     args: Vec<String>,
+    /// The replicas' shard group: they divide the pools between them, apart from other tests'.
+    group: String,
     /// RLIMIT_AS for every replica, as a container's memory limit would cap it.
     address_space: Option<u64>,
 }
@@ -157,6 +159,7 @@ impl Replicas {
             kubeconfig: kubeconfig.into(),
             etcd: etcd_endpoints.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            group: unique("group"),
             address_space: None,
         }
     }
@@ -208,6 +211,13 @@ impl Replicas {
         command.args(["run", "--identity", &identity]);
         if !self.args.iter().any(|a| a.starts_with("--concurrency")) {
             command.args(["--concurrency", "4"]);
+        }
+        // An older release knows no shard flags.
+        if spec.binary.is_none() {
+            command.args(["--shard-group", &self.group]);
+            if !self.args.iter().any(|a| a.starts_with("--member-lease-seconds")) {
+                command.args(["--member-lease-seconds", "3"]);
+            }
         }
         command
             .args(["--metrics-addr", "127.0.0.1:0"])
