@@ -95,7 +95,7 @@ install: ## Install the CRDs into the current KUBECONFIG's cluster and wait unti
 deploy: install ## Install everything: CRDs, namespace, RBAC, operator, lock etcd (kubectl apply -k deploy/)
 	kubectl apply -k deploy/
 
-undeploy: ## Remove claims first (their finalizers need the operator), then the rest
+undeploy: ## Remove claims, then pools (their finalizer needs the operator to see the claims gone), then the rest
 	-kubectl delete claims --all --all-namespaces --wait=true --timeout=120s
 	-kubectl delete pools --all --wait=true --timeout=60s
 	kubectl delete -k deploy/ --ignore-not-found

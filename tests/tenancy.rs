@@ -328,3 +328,38 @@ async fn a_claim_that_waited_past_the_bound_holds_up_every_namespace_until_it_fi
     .unwrap_or_else(|| op.replicas.fail("late bound after big"));
     assert_eq!(audit(&[&op.pool]).await, Ok(15 + 1 + 1));
 }
+
+/// Gone means gone: a claim that another controller's finalizer keeps (as PVC protection
+/// does) keeps its items while it exists, and no other claim gets them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_kept_by_another_finalizer_keeps_its_items_until_it_is_gone() {
+    let op = Operator::start(2, "kept").await;
+    op.apply_pool("{range: {start: 1, end: 4}}", "Etcd");
+    op.claim("kept", 4).await;
+    op.bound("kept", Duration::from_secs(30), "kept bound").await;
+    let keep = r#"{"metadata":{"finalizers":["example.com/keep"]}}"#;
+    kubectl_ok(&["patch", "claim", "kept", "-n", &op.ns, "--type=merge", "-p", keep], None);
+    kubectl_ok(&["delete", "claim", "kept", "-n", &op.ns, "--wait=false"], None);
+    op.claim("next", 2).await;
+    op.reports("next", "PoolExhausted", Duration::from_secs(30), "the kept claim's items are not free").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = support::claims_in(std::slice::from_ref(&op.ns)).await;
+    let kept = kept.iter().find(|c| c.metadata.name.as_deref() == Some("kept")).expect("kept exists");
+    assert_eq!(kept.shown_items().len(), 4, "a claim being deleted still shows its items");
+    assert_eq!(pool_status(&op.pool)["allocated"], 4);
+    kubectl_ok(
+        &[
+            "patch",
+            "claim",
+            "kept",
+            "-n",
+            &op.ns,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+        None,
+    );
+    op.bound("next", Duration::from_secs(30), "next binds once kept is gone").await;
+    assert_eq!(audit(&[&op.pool]).await, Ok(2));
+}

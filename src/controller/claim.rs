@@ -1,5 +1,7 @@
-//! Reconciling a Claim: allocate its items from the pool's ledger under the pool's lock,
-//! and give them back (finalizer) when it is deleted.
+//! Reconciling a Claim: allocate its items from the pool's ledger under the pool's lock.
+//! A claim carries no finalizer: once it is gone (a read of the server says so, under the
+//! pool's lock) the pool's next hold frees its items. Claims of earlier versions still carry
+//! one, and let go of their items before it is removed.
 //!
 //! The ledger is the truth and a claim's status follows it, never leads it: growing writes
 //! the ledger first and the status after; shrinking and freeing write the status first and
@@ -11,7 +13,6 @@ use std::sync::Arc;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Error as FinalizerError, Event as Finalize, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -63,45 +64,16 @@ async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action
         return Ok(Action::requeue(NOT_SERVED_RECHECK));
     }
     if claim.metadata.deletion_timestamp.is_some() {
-        // kube's finalizer helper would remove the finalizer as soon as a cleanup returns;
-        // this one stays until the pool's task has freed the items.
+        // A claim of an earlier version lets go of its items before its finalizer goes; any
+        // other keeps them while it exists (another controller's finalizer may hold it, as
+        // PVC protection does) and the pool frees them once it is gone.
         let action = if claim.has_finalizer() { release(&claim, ctx).await? } else { Action::await_change() };
         ctx.failures.succeeded(&claim.ledger_key());
         return Ok(action);
     }
-    let key = claim.ledger_key();
-    if claim.has_finalizer() {
-        ctx.deferrals.done(&key, Deferred::Finalizer);
-    } else if let Some(pool) = ctx.cached_pool(&claim.spec.pool_ref)
-        && let Some(wait) = ctx.defer(&key, Deferred::Finalizer, &pool)
-    {
-        return Ok(Action::requeue(wait));
-    }
-    let api: Api<Claim> = Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
-    let result = finalizer(&api, FINALIZER, claim.clone(), |event| async {
-        match event {
-            Finalize::Apply(claim) => apply(&claim, ctx).await,
-            // Deletion is handled above; a claim deleted since it was read comes back.
-            Finalize::Cleanup(_) => Ok(Action::requeue(AGAIN_SOON)),
-        }
-    })
-    .await;
-    match result {
-        Ok(action) => {
-            ctx.failures.succeeded(&key);
-            Ok(action)
-        }
-        Err(FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e)) => Err(e),
-        // Another replica added it first (the helper's JSON patch tests the list it read).
-        Err(FinalizerError::AddFinalizer(kube::Error::Api(e))) if e.code == 409 || e.code == 422 => {
-            Err(Error::Changed { claim: key })
-        }
-        Err(FinalizerError::AddFinalizer(source)) => Err(Error::Finalizer { action: "add", source }),
-        Err(FinalizerError::RemoveFinalizer(source)) => Err(Error::Finalizer { action: "remove", source }),
-        Err(e @ (FinalizerError::UnnamedObject | FinalizerError::InvalidFinalizer)) => {
-            Err(Error::Invariant(e.to_string()))
-        }
-    }
+    let action = apply(&claim, ctx).await?;
+    ctx.failures.succeeded(&claim.ledger_key());
+    Ok(action)
 }
 
 pub fn error_policy(claim: Arc<Claim>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -225,8 +197,9 @@ async fn show(claim: &Claim, ctx: &Context, pool: &Pool, given: &[u32]) -> Resul
     Ok(Action::requeue(CLAIM_RESYNC))
 }
 
-/// A claim being deleted: its status lets go of the items, the pool's task frees them in
-/// the ledger, and only then does the finalizer go (checked against a fresh read).
+/// A claim of an earlier version (it carries the finalizer) being deleted: its status lets go
+/// of the items, the pool's task frees them in the ledger, and only then does the finalizer go
+/// (checked against a fresh read).
 async fn release(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
     let key = claim.ledger_key();
     let pool_name = &claim.spec.pool_ref;

@@ -11,8 +11,6 @@ use super::policy::{DEFER, DEFER_RECHECK};
 /// The claim writes that one replica makes while the others wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Deferred {
-    /// Adding the finalizer to a new claim.
-    Finalizer,
     /// Showing the items of a hold in the claim's status.
     Status,
 }

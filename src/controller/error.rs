@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use lockguard_lock::{Backend, LockError};
 
-use crate::api::FINALIZER;
 use crate::ledger::LedgerError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +18,6 @@ pub enum Error {
         "pool {pool}: ledger write with token {token} rejected by its {by}: another holder wrote the ledger, this one lost its lock"
     )]
     Fenced { pool: String, token: u64, by: &'static str },
-    #[error("could not {action} the finalizer {FINALIZER}: {source}")]
-    Finalizer { action: &'static str, source: kube::Error },
     #[error("{claim} changed since it was read; retrying from a fresh read")]
     Changed { claim: String },
     #[error("invariant: {0}")]
@@ -47,7 +44,6 @@ impl Error {
             Error::Lock(_) => "lock",
             Error::Ledger { .. } => "ledger",
             Error::Fenced { .. } => "fenced",
-            Error::Finalizer { .. } => "finalizer",
             Error::Changed { .. } => "changed",
             Error::Invariant(_) => "invariant",
             Error::BackendChanged { .. } => "backend_changed",

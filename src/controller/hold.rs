@@ -383,12 +383,17 @@ fn planned(ctx: &Context, pool: &Pool) -> Result<(Plan, bool), Error> {
     Ok((planned, work))
 }
 
-/// The cached claims of `pool`, oldest first. Only claims that carry the finalizer take
-/// part: a claim without it could go without giving its items back.
+/// The cached claims of `pool`, oldest first. A claim being deleted takes part only if it
+/// carries the finalizer of earlier versions (it lets go of its items first); any other keeps
+/// what it holds, untouched, until it is gone and the pool frees its items.
 fn claims_of(ctx: &Context, pool: &Pool) -> Vec<Arc<Claim>> {
     let name = pool.name_any();
-    let mut claims: Vec<Arc<Claim>> =
-        ctx.claims.state().into_iter().filter(|c| c.spec.pool_ref == name && c.has_finalizer()).collect();
+    let mut claims: Vec<Arc<Claim>> = ctx
+        .claims
+        .state()
+        .into_iter()
+        .filter(|c| c.spec.pool_ref == name && (c.metadata.deletion_timestamp.is_none() || c.has_finalizer()))
+        .collect();
     claims.sort_by_cached_key(|c| (c.metadata.creation_timestamp.as_ref().map(|t| t.0), c.ledger_key()));
     claims
 }

@@ -47,6 +47,14 @@ pub async fn run(
     // The claim cache holds every claim: without their managedFields (and kubectl's copy of
     // the last applied object) it is about half the size, which matters at thousands.
     let (claim_store, writer) = reflector::store();
+    let (deleted_claims_tx, deleted_claims) = futures::channel::mpsc::unbounded();
+    let members = Arc::new(Members::new(
+        &settings.identity,
+        &settings.shard_group,
+        settings.shard,
+        settings.member_lease,
+    ));
+    let serving = members.clone();
     let claim_events = watcher(claims, watcher::Config::default())
         .default_backoff()
         .modify(|claim: &mut Claim| {
@@ -54,8 +62,17 @@ pub async fn run(
             claim.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(writer)
-        .inspect_ok(move |event| claims_synced.listed(0, event))
-        .applied_objects();
+        .inspect_ok(move |event| {
+            claims_synced.listed(0, event);
+            // A claim gone frees its items at its pool's next reconcile: wake that pool now.
+            if let watcher::Event::Delete(claim) = event {
+                let _ = deleted_claims_tx.unbounded_send(ObjectRef::<Pool>::new(&claim.spec.pool_ref));
+            }
+        })
+        .applied_objects()
+        // Claims of pools another replica serves cost this one the watch and nothing more; a
+        // change of members wakes the claims of the pools this replica gains.
+        .try_filter(move |claim| futures::future::ready(serving.serves(&claim.spec.pool_ref)));
     let claim_controller =
         Controller::for_stream(claim_events, claim_store.clone()).with_config(config.clone());
 
@@ -95,12 +112,6 @@ pub async fn run(
                 .collect::<Vec<_>>()
         });
     let stores = (claim_store.clone(), pool_store.clone(), namespace_store);
-    let members = Arc::new(Members::new(
-        &settings.identity,
-        &settings.shard_group,
-        settings.shard,
-        settings.member_lease,
-    ));
     let ctx = Arc::new(Context::new(client.clone(), locks, settings, stores, metrics, members.clone()));
 
     // Sharded: announce this replica, follow the others, and when the members change wake the
@@ -164,6 +175,9 @@ pub async fn run(
                 if gone {
                     ledgers.batches.forget(&name, pool.uid().as_deref());
                 }
+                if !ledgers.members.serves(&name) {
+                    return Vec::new();
+                }
                 let ledger = ledgers.ledger(&pool).ok();
                 of_pool
                     .state()
@@ -194,6 +208,7 @@ pub async fn run(
     });
     let pool_controller = pool_controller
         .reconcile_on(gained_pools)
+        .reconcile_on(deleted_claims)
         .shutdown_on_signal()
         .run(pool::reconcile, pool::error_policy, ctx.clone())
         .for_each(|_| async {});
