@@ -2,7 +2,7 @@
 //! lock etcd of its own, release-built replicas under the deploy/ RBAC, and claims created
 //! the way users create them; it prints a table and writes two SVG plots.
 //!
-//! `LOCKGUARD_BENCH=burst1000,burst4000,onebyone300,pools20x100` picks scenarios,
+//! `LOCKGUARD_BENCH=burst1000,burst4000,onebyone300,pools20x100,scale20000` picks scenarios,
 //! `LOCKGUARD_BENCH_BACKENDS=Etcd,Lease` and `LOCKGUARD_BENCH_REPLICAS=1,3` the rest;
 //! `LOCKGUARD_BIN` benchmarks another build; `LOCKGUARD_BENCH_SHARD=false` runs the replicas
 //! with `--shard=false` (every replica serves every pool); `LOCKGUARD_BENCH_PLOTS=dir` (default
@@ -37,11 +37,12 @@ struct Scenario {
     at_once: bool,
 }
 
-const SCENARIOS: [Scenario; 4] = [
+const SCENARIOS: [Scenario; 5] = [
     Scenario { id: "burst1000", title: "1,000 at once", pools: 1, claims_per_pool: 1000, at_once: true },
     Scenario { id: "burst4000", title: "4,000 at once", pools: 1, claims_per_pool: 4000, at_once: true },
     Scenario { id: "onebyone300", title: "300 one by one", pools: 1, claims_per_pool: 300, at_once: false },
     Scenario { id: "pools20x100", title: "20 pools × 100", pools: 20, claims_per_pool: 100, at_once: true },
+    Scenario { id: "scale20000", title: "200 pools × 100", pools: 200, claims_per_pool: 100, at_once: true },
 ];
 
 struct Figures {
@@ -58,6 +59,8 @@ struct Figures {
     /// CPU seconds while the claims were bound: all replicas, and the API server.
     operator_cpu: f64,
     apiserver_cpu: f64,
+    /// Seconds a replica started after the claims were bound took to be Ready.
+    startup: Option<f64>,
 }
 
 impl Figures {
@@ -199,7 +202,7 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
 
     let concurrency = format!("--concurrency={}", concurrency());
     let shard = format!("--shard={}", std::env::var("LOCKGUARD_BENCH_SHARD").as_deref().unwrap_or("true"));
-    let replicas = Replicas::start_with(
+    let mut replicas = Replicas::start_with(
         replicas_n,
         &servers.operator_kubeconfig,
         &servers.lock_etcd.endpoint(),
@@ -296,6 +299,7 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
         })
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let startup = start_up(&mut replicas).await;
     drop(replicas);
     Figures {
         scenario,
@@ -309,7 +313,22 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
         peak_rss_mib,
         operator_cpu,
         apiserver_cpu,
+        startup,
     }
+}
+
+/// Starts one more replica with every claim present and times it to Ready (/readyz 200).
+async fn start_up(replicas: &mut Replicas) -> Option<f64> {
+    let started = Instant::now();
+    let i = replicas.add();
+    while started.elapsed() < Duration::from_secs(120) {
+        let ready = replicas.metrics_addr(i).and_then(|addr| devenv::http_get(&addr, "/readyz"));
+        if ready.is_some_and(|(code, _)| code == 200) {
+            return Some(started.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 /// The API server's own rate on this machine for the writes a claim needs: creates, then
@@ -477,6 +496,9 @@ fn main() {
                         f.operator_cpu,
                         f.apiserver_cpu
                     );
+                    if let Some(seconds) = f.startup {
+                        println!("|   a replica started with {} claims present: Ready in {seconds:.2} s", f.claims);
+                    }
                     all.push(f);
                 }
             }
