@@ -428,6 +428,17 @@ impl Ledger {
         self.entries.get(claim)
     }
 
+    /// Per namespace: the items its claims hold and how many of its claims hold any.
+    pub fn namespace_usage(&self) -> BTreeMap<String, (u32, u32)> {
+        let mut usage: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+        for (key, entry) in self.claims().filter(|(_, e)| !e.indices.is_empty()) {
+            let used = usage.entry(namespace_of(key).to_string()).or_default();
+            used.0 += entry.indices.len() as u32;
+            used.1 += 1;
+        }
+        usage
+    }
+
     pub fn claims(&self) -> impl Iterator<Item = (&str, &Entry)> {
         self.entries.iter().map(|(c, e)| (c.as_str(), e))
     }
@@ -581,6 +592,11 @@ impl Ledger {
 }
 
 /// `[0,1,2,3,7,9,10]` → `"0-3,7,9-10"`.
+/// The namespace of a ledger key (`namespace/name`).
+pub fn namespace_of(key: &str) -> &str {
+    key.split_once('/').map_or("", |(namespace, _)| namespace)
+}
+
 pub fn format_indices(sorted: &[u32]) -> String {
     let mut out = String::new();
     for (start, end) in runs(sorted) {

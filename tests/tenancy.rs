@@ -82,6 +82,11 @@ async fn bound_in(op: &Operator, ns: &str, names: &[&str]) {
     }
 }
 
+/// The test's pool of 20 items (Etcd) with `fields` added to its spec.
+fn pool_of_20(op: &Operator, fields: &str) -> String {
+    op.pool_yaml("{range: {start: 1, end: 20}}", "Etcd").replace("lock:", &format!("{fields}, lock:"))
+}
+
 fn pool_status(pool: &str) -> serde_json::Value {
     let json = kubectl_ok(&["get", "pool", pool, "-o", "json"], None);
     serde_json::from_str::<serde_json::Value>(&json).expect("pool json")["status"].clone()
@@ -92,9 +97,9 @@ async fn a_selector_pool_serves_the_namespaces_it_selects_and_follows_their_labe
     controllers().await;
     let op = Operator::start(2, "allow").await;
     let team = unique("team");
-    let yaml = op.pool_yaml("{range: {start: 1, end: 20}}", "Etcd").replace(
-        "lock:",
-        &format!("allowedNamespaces: {{from: Selector, selector: {{matchLabels: {{team: {team}}}}}}}, lock:"),
+    let yaml = pool_of_20(
+        &op,
+        &format!("allowedNamespaces: {{from: Selector, selector: {{matchLabels: {{team: {team}}}}}}}"),
     );
     support::apply(&yaml);
     let outside = namespace("allow-out").await;
@@ -143,9 +148,7 @@ async fn namespace_limits_hold_for_an_editor_and_a_limit_above_capacity_is_clamp
     controllers().await;
     let recorder = support::record_history().await;
     let op = Operator::start(2, "limits").await;
-    let yaml = op
-        .pool_yaml("{range: {start: 1, end: 20}}", "Etcd")
-        .replace("lock:", "limits: {maxItemsPerNamespace: 5, maxClaimsPerNamespace: 3}, lock:");
+    let yaml = pool_of_20(&op, "limits: {maxItemsPerNamespace: 5, maxClaimsPerNamespace: 3}");
     support::apply(&yaml);
     let other = namespace("limits-b").await;
     let user = editor(&[&op.ns, &other]);
@@ -175,15 +178,11 @@ async fn namespace_limits_hold_for_an_editor_and_a_limit_above_capacity_is_clamp
     assert!(violations.is_empty(), "{violations:#?}");
 
     // Zero is refused at admission; a limit above the pool's capacity is clamped and said.
-    let zero = op
-        .pool_yaml("{range: {start: 1, end: 20}}", "Etcd")
-        .replace("lock:", "limits: {maxItemsPerNamespace: 0}, lock:");
+    let zero = pool_of_20(&op, "limits: {maxItemsPerNamespace: 0}");
     let refused = kubectl(&["apply", "-f", "-"], Some(&zero));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("maxItemsPerNamespace"), "{stderr}");
-    let wide = op
-        .pool_yaml("{range: {start: 1, end: 20}}", "Etcd")
-        .replace("lock:", "limits: {maxItemsPerNamespace: 500}, lock:");
+    let wide = pool_of_20(&op, "limits: {maxItemsPerNamespace: 500}");
     support::apply(&wide);
     let clamped = support::eventually(Duration::from_secs(30), || async {
         let status = pool_status(&op.pool);
@@ -288,9 +287,7 @@ async fn an_oversized_growth_in_one_namespace_does_not_stall_another() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_claim_that_waited_past_the_bound_holds_up_every_namespace_until_it_fits() {
     let op = Operator::start(2, "starve").await;
-    let yaml = op
-        .pool_yaml("{range: {start: 1, end: 20}}", "Etcd")
-        .replace("lock:", "fairness: {maxWaitSeconds: 3}, lock:");
+    let yaml = pool_of_20(&op, "fairness: {maxWaitSeconds: 3}");
     support::apply(&yaml);
     let other = namespace("starve-b").await;
     op.claim("filler", 10).await;

@@ -90,16 +90,21 @@ pub enum NamespacesFrom {
 }
 
 impl AllowedNamespaces {
-    /// Whether a namespace with `labels` may claim; `Err` says why the selector cannot be
-    /// read (then no namespace may).
-    pub fn admits(&self, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+    /// The selector namespaces must match (`None`: every namespace may claim); `Err` says why
+    /// it cannot be read (then no namespace may).
+    pub fn selector(&self) -> Result<Option<Selector>, String> {
         match (self.from, &self.selector) {
-            (NamespacesFrom::All, _) => Ok(true),
+            (NamespacesFrom::All, _) => Ok(None),
             (NamespacesFrom::Selector, None) => Err("from: Selector without a selector".into()),
             (NamespacesFrom::Selector, Some(selector)) => Selector::try_from(selector.clone())
-                .map(|s| s.matches(labels))
+                .map(Some)
                 .map_err(|e| format!("spec.allowedNamespaces.selector is invalid: {e}")),
         }
+    }
+
+    /// Whether a namespace with `labels` may claim; `Err` as for [`Self::selector`].
+    pub fn admits(&self, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+        Ok(self.selector()?.is_none_or(|s| s.matches(labels)))
     }
 }
 
@@ -159,15 +164,29 @@ impl NamespaceLimits {
     }
 }
 
+#[cfg(test)]
+impl PoolSpec {
+    /// A spec of items `start..=end` with every other field at its default, for unit tests.
+    pub(crate) fn of_range(start: i64, end: i64) -> Self {
+        Self {
+            items: PoolItems { range: Some(ItemRange { start, end }), list: None },
+            lock: LockSpec::default(),
+            fairness: None,
+            allowed_namespaces: None,
+            limits: None,
+        }
+    }
+}
+
 impl PoolSpec {
     /// The per-namespace limits in force: `(items, claims)` (see [`NamespaceLimits::in_force`]).
     pub fn limits_in_force(&self) -> (Option<u32>, Option<u32>) {
         self.limits.map_or((None, None), |l| l.in_force(self.items.capacity()))
     }
 
-    /// Whether claims of a namespace with `labels` may get items (see [`AllowedNamespaces`]).
-    pub fn admits(&self, labels: &BTreeMap<String, String>) -> Result<bool, String> {
-        self.allowed_namespaces.as_ref().map_or(Ok(true), |allowed| allowed.admits(labels))
+    /// The selector claims' namespaces must match (see [`AllowedNamespaces::selector`]).
+    pub fn namespace_selector(&self) -> Result<Option<Selector>, String> {
+        self.allowed_namespaces.as_ref().map_or(Ok(None), AllowedNamespaces::selector)
     }
 
     /// Whether some namespaces may not claim (the namespaces' labels matter).

@@ -13,7 +13,7 @@
 
 pub mod history;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use kube::ResourceExt;
 use serde::Serialize;
@@ -266,7 +266,8 @@ pub fn limits_passed(before: &Pool, after: &Pool) -> Vec<Violation> {
     if (max_items.is_none() && max_claims.is_none()) || before.lost_ledger() {
         return Vec::new();
     }
-    let (Ok(old), Ok(new)) = (namespace_usage(before), namespace_usage(after)) else { return Vec::new() };
+    let (Ok(old), Ok(new)) = (before.ledger(), after.ledger()) else { return Vec::new() };
+    let (old, new) = (old.namespace_usage(), new.namespace_usage());
     let mut found = Vec::new();
     for (namespace, &(items, claims)) in &new {
         let (had_items, had_claims) = old.get(namespace).copied().unwrap_or_default();
@@ -288,18 +289,6 @@ pub fn limits_passed(before: &Pool, after: &Pool) -> Vec<Violation> {
     found
 }
 
-/// Per namespace: the items its claims hold in the pool's ledger and how many claims hold any.
-fn namespace_usage(pool: &Pool) -> Result<BTreeMap<String, (u32, u32)>, crate::ledger::LedgerError> {
-    let mut usage: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-    for (key, entry) in pool.ledger()?.claims().filter(|(_, e)| !e.indices.is_empty()) {
-        let namespace = key.split_once('/').map_or("", |(ns, _)| ns);
-        let used = usage.entry(namespace.to_string()).or_default();
-        used.0 += entry.indices.len() as u32;
-        used.1 += 1;
-    }
-    Ok(usage)
-}
-
 fn status_items(claim: &Claim) -> Vec<String> {
     claim.status.as_ref().map(|s| s.items.clone()).unwrap_or_default()
 }
@@ -316,26 +305,11 @@ fn preview<'a>(items: impl Iterator<Item = &'a str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{
-        Allocation, BOUND, ClaimSpec, ClaimStatus, ItemRange, PoolItems, PoolSpec, PoolStatus, Reason,
-        condition,
-    };
+    use crate::api::{Allocation, BOUND, ClaimSpec, ClaimStatus, PoolSpec, PoolStatus, Reason, condition};
     use crate::ledger::format_indices;
 
     pub(crate) fn pool(name: &str, capacity: u32, ledger: &[(&str, &str, &str)]) -> Pool {
-        let mut pool = Pool::new(
-            name,
-            PoolSpec {
-                items: PoolItems {
-                    range: Some(ItemRange { start: 0, end: i64::from(capacity) - 1 }),
-                    list: None,
-                },
-                lock: Default::default(),
-                fairness: None,
-                allowed_namespaces: None,
-                limits: None,
-            },
-        );
+        let mut pool = Pool::new(name, PoolSpec::of_range(0, i64::from(capacity) - 1));
         let ledger: Vec<Allocation> =
             ledger.iter().map(|(claim, uid, items)| Allocation::positions(claim, uid, items)).collect();
         let allocated = crate::ledger::Ledger::from_status(&ledger, crate::ledger::Items::indices(capacity))

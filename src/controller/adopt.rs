@@ -65,23 +65,10 @@ pub fn dispute_message(ledger: &Ledger, claim: &Claim) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{
-        BOUND, ClaimSpec, ClaimStatus, ItemRange, LockSpec, PoolItems, PoolSpec, PoolStatus, Reason,
-        condition,
-    };
+    use crate::api::{BOUND, ClaimSpec, ClaimStatus, PoolSpec, PoolStatus, Reason, condition};
 
     fn pool(uid: &str, fenced: bool) -> Pool {
-        let range = Some(ItemRange { start: 100, end: 109 });
-        let mut pool = Pool::new(
-            "p",
-            PoolSpec {
-                items: PoolItems { range, list: None },
-                lock: LockSpec::default(),
-                fairness: None,
-                allowed_namespaces: None,
-                limits: None,
-            },
-        );
+        let mut pool = Pool::new("p", PoolSpec::of_range(100, 109));
         pool.metadata.uid = Some(uid.into());
         if fenced {
             pool.status =

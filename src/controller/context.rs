@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::core::PartialObjectMeta;
+use kube::core::{PartialObjectMeta, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
@@ -111,15 +111,21 @@ impl Context {
         Pool::newest(self.pools.get(&ObjectRef::new(name)), self.batches.written(name))
     }
 
-    /// Whether `pool` admits claims of `namespace` (spec.allowedNamespaces, against the
-    /// cached labels; a namespace not cached is not admitted by a selector).
-    pub fn admits(&self, pool: &Pool, namespace: &str) -> bool {
-        if !pool.spec.selects_namespaces() {
-            return true;
+    /// Whether `pool` admits claims of a namespace (spec.allowedNamespaces against the cached
+    /// labels; a namespace not cached is not admitted by a selector, and an invalid selector
+    /// admits none). The selector is read once, each namespace judged once.
+    pub fn admission(&self, pool: &Pool) -> impl FnMut(&str) -> bool + use<'_> {
+        let selector = pool.spec.namespace_selector();
+        let mut judged: HashMap<String, bool> = HashMap::new();
+        move |namespace| match &selector {
+            Ok(None) => true,
+            Err(_) => false,
+            Ok(Some(selector)) => *judged.entry(namespace.to_string()).or_insert_with(|| {
+                self.namespaces
+                    .get(&ObjectRef::new(namespace))
+                    .is_some_and(|ns| selector.matches(ns.labels()))
+            }),
         }
-        self.namespaces
-            .get(&ObjectRef::new(namespace))
-            .is_some_and(|ns| pool.spec.admits(ns.labels()).unwrap_or(false))
     }
 
     /// The pool's ledger, parsed once per version of the pool.

@@ -178,7 +178,7 @@ pub fn waiting(
 
 fn not_allowed(claim: &Claim, pool: &Pool) -> NotBound {
     let (pool_name, namespace) = (&claim.spec.pool_ref, claim.namespace().unwrap_or_default());
-    let why = match pool.spec.admits(&Default::default()) {
+    let why = match pool.spec.namespace_selector() {
         Err(e) => format!("pool {pool_name} admits no namespace ({e})"),
         Ok(_) => format!(
             "namespace {namespace} may not claim from pool {pool_name}: its labels do not match the pool's spec.allowedNamespaces"
@@ -272,8 +272,7 @@ pub fn next_step(
 mod tests {
     use super::*;
     use crate::api::{
-        Allocation, BOUND, ClaimSpec, ClaimStatus, ItemRange, LockSpec, POOL_FINALIZER, PoolItems, PoolSpec,
-        PoolStatus, condition,
+        Allocation, BOUND, ClaimSpec, ClaimStatus, POOL_FINALIZER, PoolSpec, PoolStatus, condition,
     };
 
     fn items(v: &[u32]) -> Vec<String> {
@@ -282,17 +281,7 @@ mod tests {
 
     /// A pool of items 1000–1009, protected unless said otherwise.
     fn pool() -> Pool {
-        let range = Some(ItemRange { start: 1000, end: 1009 });
-        let mut pool = Pool::new(
-            "p",
-            PoolSpec {
-                items: PoolItems { range, list: None },
-                lock: LockSpec::default(),
-                fairness: None,
-                allowed_namespaces: None,
-                limits: None,
-            },
-        );
+        let mut pool = Pool::new("p", PoolSpec::of_range(1000, 1009));
         pool.metadata.finalizers = Some(vec![POOL_FINALIZER.to_string()]);
         pool.metadata.uid = Some("pool-uid".into());
         pool.status =

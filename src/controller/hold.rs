@@ -4,7 +4,7 @@
 //! another replica, and runs one hold per pool at a time, in a task of the pool's own:
 //! claims ask for a hold and go on, and the next hold serves all who asked meanwhile.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -402,14 +402,12 @@ fn claims_of(ctx: &Context, pool: &Pool) -> Vec<Arc<Claim>> {
 /// nothing yet: given items now, it would hold both those and the ones it shows.
 fn wants(ctx: &Context, claims: &[Arc<Claim>], pool: &Pool, ledger: &Ledger) -> Vec<Want> {
     let (bound, now) = (pool.spec.max_wait(), jiff::Timestamp::now());
-    let mut admitted: HashMap<String, bool> = HashMap::new();
+    let mut admits = ctx.admission(pool);
     claims
         .iter()
         .filter(|c| !awaits_adoption(c, pool, ledger))
         .map(|c| {
-            let namespace = c.namespace().unwrap_or_default();
-            let allowed =
-                *admitted.entry(namespace).or_insert_with_key(|namespace| ctx.admits(pool, namespace));
+            let allowed = admits(&c.namespace().unwrap_or_default());
             Want { starving: waited_past(c, bound, now), allowed, ..want_of(c, ledger) }
         })
         .collect()

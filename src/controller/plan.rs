@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ledger::{AllocError, Change, Ledger};
+use crate::ledger::{AllocError, Change, Ledger, namespace_of};
 
 /// What a claim of the pool wants, as the claim cache shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub struct Want {
 impl Want {
     /// The claim's namespace, from its key.
     pub fn namespace(&self) -> &str {
-        self.key.split_once('/').map_or("", |(ns, _)| ns)
+        namespace_of(&self.key)
     }
 }
 
@@ -219,14 +219,7 @@ impl Usage {
         if rules.max_items.is_none() && rules.max_claims.is_none() {
             return Self(None);
         }
-        let mut usage: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-        for (key, entry) in ledger.claims().filter(|(_, e)| !e.indices.is_empty()) {
-            let namespace = key.split_once('/').map_or("", |(ns, _)| ns);
-            let used = usage.entry(namespace.to_string()).or_default();
-            used.0 += entry.indices.len() as u32;
-            used.1 += 1;
-        }
-        Self(Some(usage))
+        Self(Some(ledger.namespace_usage()))
     }
 
     /// The limit that `want`'s growth would pass, if any.

@@ -61,6 +61,7 @@ fn status_is_current(ctx: &Context, pool: &Pool, ledger: &Ledger) -> bool {
     let status = pool.status.clone().unwrap_or_default();
     let wanted = ready_condition(pool, ledger);
     let ready = status.conditions.iter().find(|c| c.type_ == READY);
+    let limits = limits_condition(pool);
     status.observed_generation == pool.metadata.generation
         && status.capacity == ledger.capacity() as i32
         && status.allocated == ledger.allocated() as i32
@@ -69,10 +70,10 @@ fn status_is_current(ctx: &Context, pool: &Pool, ledger: &Ledger) -> bool {
         && pool.epoch_requested().is_none()
         && status.removed_held.unwrap_or_default() == ledger.removed_held() as i32
         && status.disallowed_held.unwrap_or_default() == disallowed_held(ctx, pool, ledger) as i32
-        && status.conditions.iter().any(|c| {
-            let wanted = limits_condition(pool);
-            c.type_ == LIMITS_CLAMPED && c.reason == wanted.reason && c.message == wanted.message
-        })
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == LIMITS_CLAMPED && c.reason == limits.reason && c.message == limits.message)
         && ready.is_some_and(|c| {
             c.status == wanted.status
                 && c.reason == wanted.reason

@@ -17,7 +17,7 @@ use crate::api::{
     READY, REMOVED_ITEMS_HELD, Reason, condition, same_conditions, set_condition,
 };
 use crate::failpoint;
-use crate::ledger::{LEDGER_FORMAT, Ledger, LedgerError};
+use crate::ledger::{LEDGER_FORMAT, Ledger, LedgerError, namespace_of};
 use crate::metrics::by as by_backend;
 use lockguard_lock::LockGuard;
 
@@ -227,9 +227,10 @@ pub fn disallowed_held(ctx: &Context, pool: &Pool, ledger: &Ledger) -> u32 {
     if !pool.spec.selects_namespaces() {
         return 0;
     }
+    let mut admits = ctx.admission(pool);
     ledger
         .claims()
-        .filter(|(key, _)| !ctx.admits(pool, key.split_once('/').map_or("", |(ns, _)| ns)))
+        .filter(|(key, _)| !admits(namespace_of(key)))
         .map(|(_, entry)| entry.indices.len() as u32)
         .sum()
 }
