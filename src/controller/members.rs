@@ -46,6 +46,7 @@ pub struct Members {
     /// The member Leases were listed once: before that this replica serves nothing, since it
     /// would take itself for the only member.
     listed: AtomicBool,
+    first_listing: tokio::sync::Notify,
 }
 
 impl Members {
@@ -58,6 +59,16 @@ impl Members {
             seen: RwLock::default(),
             live: RwLock::new(Arc::new(vec![identity.to_string()])),
             listed: AtomicBool::new(false),
+            first_listing: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Returns once the member Leases were listed (at once when not sharded). The claim watch
+    /// waits for it: a claim that went by before, when this replica served nothing, would be
+    /// dropped for good. One waiter only.
+    pub async fn until_listed(&self) {
+        if self.shard {
+            self.first_listing.notified().await;
         }
     }
 
@@ -96,6 +107,9 @@ impl Members {
     /// then this replica served nothing).
     fn observe(&self, event: &Event<Lease>) -> bool {
         let first = matches!(event, Event::InitDone) && !self.listed.swap(true, Ordering::AcqRel);
+        if first {
+            self.first_listing.notify_one();
+        }
         let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
         match event {
             Event::Init => {}

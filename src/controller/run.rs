@@ -55,14 +55,21 @@ pub async fn run(
         settings.shard,
         settings.member_lease,
     ));
-    let serving = members.clone();
-    let claim_events = watcher(claims, watcher::Config::default())
-        .default_backoff()
-        .modify(|claim: &mut Claim| {
-            claim.managed_fields_mut().clear();
-            claim.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
-        })
-        .reflect(writer)
+    let (serving, listing) = (members.clone(), members.clone());
+    // Sharded, the claim watch starts once the members are known: claims are dropped below
+    // for pools this replica does not serve, and until then it serves none.
+    let members_known = futures::stream::once(async move { listing.until_listed().await })
+        .filter_map(|()| futures::future::ready(None));
+    let claim_events = members_known
+        .chain(
+            watcher(claims, watcher::Config::default())
+                .default_backoff()
+                .modify(|claim: &mut Claim| {
+                    claim.managed_fields_mut().clear();
+                    claim.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+                })
+                .reflect(writer),
+        )
         .inspect_ok(move |event| {
             claims_synced.listed(0, event);
             // A claim gone frees its items at its pool's next reconcile: wake that pool now.
