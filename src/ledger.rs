@@ -1,7 +1,7 @@
 //! The allocation ledger of a pool, as pure functions: ledger in, ledger out. No I/O, so
 //! every rule (uniqueness, no loss, idempotence) is unit-tested without a server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 
 use schemars::JsonSchema;
@@ -164,9 +164,11 @@ pub struct Ledger {
     /// Values held but no longer in the spec; index `capacity + position`.
     removed: Vec<String>,
     entries: BTreeMap<String, Entry>,
-    /// Which indices are held: derived from `entries`, kept so that finding free items
-    /// does not walk every entry (a hold can serve thousands of claims).
-    used: Vec<bool>,
+    /// Which indices are held (or disputed): derived from `entries`, kept so that finding
+    /// free items does not walk every entry (a hold can serve thousands of claims). A set,
+    /// not one flag per item: a pool of 65,536 ports holding a few hundred costs as little as
+    /// one of a few hundred, in each copy a hold plans on.
+    used: BTreeSet<u32>,
     /// Held indices in the spec.
     allocated: u32,
     /// Items several claims showed when the ledger was rebuilt: held for none of them.
@@ -193,8 +195,8 @@ struct Reader<'a> {
     positions: std::collections::HashMap<&'a str, u32>,
     removed: Vec<String>,
     removed_at: std::collections::HashMap<String, u32>,
-    /// Which entry holds each index.
-    owner: Vec<Option<usize>>,
+    /// Which entry holds each index held.
+    owner: HashMap<u32, usize>,
     held: usize,
 }
 
@@ -209,7 +211,7 @@ impl<'a> Reader<'a> {
             positions,
             removed: Vec::new(),
             removed_at: Default::default(),
-            owner: vec![None; items.len() as usize],
+            owner: HashMap::new(),
             held: 0,
         }
     }
@@ -225,7 +227,6 @@ impl<'a> Reader<'a> {
         let i = self.items.len() + self.removed.len() as u32;
         self.removed.push(value.to_string());
         self.removed_at.insert(value.to_string(), i);
-        self.owner.push(None);
         i
     }
 
@@ -235,7 +236,7 @@ impl<'a> Reader<'a> {
         if self.held > MAX_HELD_ITEMS {
             return Err(LedgerError::TooManyItems { max: MAX_HELD_ITEMS });
         }
-        if let Some(first) = self.owner[index as usize].replace(n) {
+        if let Some(first) = self.owner.insert(index, n) {
             let item = self.value(index);
             return Err(LedgerError::Duplicate {
                 item,
@@ -292,12 +293,11 @@ impl<'a> Reader<'a> {
 impl Ledger {
     /// A ledger of nothing held from `items`.
     pub fn new(items: Items) -> Self {
-        let used = vec![false; items.len() as usize];
         Self {
             items,
             removed: Vec::new(),
             entries: BTreeMap::new(),
-            used,
+            used: BTreeSet::new(),
             allocated: 0,
             disputes: BTreeMap::new(),
         }
@@ -328,8 +328,8 @@ impl Ledger {
                 return Err(LedgerError::TwoEntries { claim: a.claim.clone() });
             }
         }
-        let used: Vec<bool> = reader.owner.iter().map(Option::is_some).collect();
-        let allocated = used[..items.len() as usize].iter().filter(|u| **u).count() as u32;
+        let used: BTreeSet<u32> = reader.owner.keys().copied().collect();
+        let allocated = used.range(..items.len()).count() as u32;
         let removed = reader.removed;
         let mut ledger =
             Self { items, removed, entries: BTreeMap::new(), used, allocated, disputes: BTreeMap::new() };
@@ -421,7 +421,7 @@ impl Ledger {
     /// Items removed from the spec that claims still hold: theirs until released, never
     /// given again.
     pub fn removed_held(&self) -> u32 {
-        self.used[self.capacity() as usize..].iter().filter(|u| **u).count() as u32
+        self.used.range(self.capacity()..).count() as u32
     }
 
     pub fn entry(&self, claim: &str) -> Option<&Entry> {
@@ -501,8 +501,8 @@ impl Ledger {
             let index = self.index_of(item);
             match index {
                 Some(i) if held.contains(&i) => {}
-                Some(i) if i < self.capacity() && !self.used[i as usize] => {}
-                Some(i) if self.used[i as usize] => {
+                Some(i) if i < self.capacity() && !self.used.contains(&i) => {}
+                Some(i) if self.used.contains(&i) => {
                     let disputed = self.disputes.get(&i).map(|parties| {
                         let names: Vec<&str> = parties.iter().map(|p| p.claim.as_str()).collect();
                         format!("none of {} (they all show it)", names.join(", "))
@@ -571,8 +571,8 @@ impl Ledger {
     fn mark(&mut self, indices: &[u32], used: bool) {
         let capacity = self.capacity();
         for &i in indices {
-            self.used[i as usize] = used;
-            if i < capacity {
+            let changed = if used { self.used.insert(i) } else { self.used.remove(&i) };
+            if changed && i < capacity {
                 self.allocated = if used { self.allocated + 1 } else { self.allocated - 1 };
             }
         }
@@ -586,8 +586,19 @@ impl Ledger {
         }
     }
 
+    /// One walk along the held indices: time and memory grow with what is held and `n`,
+    /// not with the pool's capacity.
     fn lowest_free(&self, n: usize) -> Vec<u32> {
-        (0..self.capacity()).filter(|&i| !self.used[i as usize]).take(n).collect()
+        let mut held = self.used.range(..self.capacity()).peekable();
+        let mut free = Vec::with_capacity(n.min(self.free() as usize));
+        let mut i = 0;
+        while free.len() < n && i < self.capacity() {
+            if held.next_if_eq(&&i).is_none() {
+                free.push(i);
+            }
+            i += 1;
+        }
+        free
     }
 }
 

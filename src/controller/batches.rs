@@ -7,14 +7,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::decide::Failure;
 use super::plan::{Outcome, Plan};
+use super::policy::HOLDS_AT_ONCE;
 use crate::api::Pool;
 
 /// Per pool on this replica: a task runs the pool's holds one after another, woken by the
 /// claims that need one. A claim's reconcile asks and goes on; the hold's ledger write wakes
 /// the claims it served (through the pool watch), and they show their items.
-#[derive(Default)]
 pub struct Batches {
     pools: Mutex<HashMap<String, Arc<PoolBatch>>>,
+    /// Holds running at once on this replica.
+    holding: tokio::sync::Semaphore,
+}
+
+impl Default for Batches {
+    fn default() -> Self {
+        Self { pools: Mutex::default(), holding: tokio::sync::Semaphore::new(HOLDS_AT_ONCE) }
+    }
 }
 
 #[derive(Default)]
@@ -45,6 +53,12 @@ impl Batches {
             batch
         });
         batch.wake.notify_one();
+    }
+
+    /// Waits for a turn to hold a pool's lock. Each hold keeps API requests (and their
+    /// connections) in flight: 200 pools held at once made a replica slower, not faster.
+    pub async fn turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.holding.acquire().await.ok()
     }
 
     /// The task of pool `name` ended (the pool is gone).

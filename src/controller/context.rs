@@ -12,6 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use super::batches::Batches;
+use super::claim_cache::ClaimCache;
 use super::defer::{Deferrals, Deferred};
 use super::epoch::Quiet;
 use super::error::Error;
@@ -21,7 +22,7 @@ use super::gauges::CorruptPools;
 use super::locks::Locks;
 use super::members::Members;
 use super::policy::Failures;
-use crate::api::{Claim, Pool};
+use crate::api::Pool;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 
@@ -41,13 +42,13 @@ pub struct Settings {
 }
 
 /// The caches the controllers read.
-pub type Stores = (Store<Claim>, Store<Pool>, Store<PartialObjectMeta<Namespace>>);
+pub type Stores = (ClaimCache, Store<Pool>, Store<PartialObjectMeta<Namespace>>);
 
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
     /// Every claim, pool and namespace (metadata only), each fed by one watch.
-    pub claims: Store<Claim>,
+    pub claims: ClaimCache,
     pub pools: Store<Pool>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub locks: Locks,

@@ -18,7 +18,7 @@ use super::batches::PoolBatch;
 use super::context::Context;
 use super::decide::{Failure, waited_past};
 use super::error::Error;
-use super::fetch::get_existing;
+use super::fetch::{get_existing, lean};
 use super::plan::{Plan, Rules, Want, plan};
 use super::policy::{LOCK_WAIT_RECHECK, retry_delay};
 use super::pool_ledger::{disputed_summary, ledger_of, lock_pool, report_lock_unavailable, write_ledger};
@@ -96,6 +96,7 @@ async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Er
     if !work {
         return Ok(Round::Idle);
     }
+    let _turn = ctx.batches.turn().await;
     let Some(guard) = acquire_unless_done(ctx, &pool, batch).await? else { return Ok(Round::Idle) };
     let result = hold(ctx, name, &guard).await;
     let lost = guard.is_lost();
@@ -131,7 +132,8 @@ struct Held {
 /// another uid by reading those claims, write the ledger once.
 async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Held>, Error> {
     let pools: Api<Pool> = Api::all(ctx.client.clone());
-    let Some(pool) = get_existing(&pools, name).await? else { return Ok(None) };
+    let Some(mut pool) = get_existing(&pools, name).await? else { return Ok(None) };
+    lean(&mut pool);
     let mut ledger = ledger_of(&pool)?;
     let claims = claims_of(ctx, &pool);
     // Only a pool that cannot vanish with its ledger adopts (as it gives out items).
@@ -151,7 +153,8 @@ async fn hold(ctx: &Context, name: &str, guard: &LockGuard) -> Result<Option<Hel
         // Another replica did it while this one waited.
         return Ok(Some(Held { pool, plan: planned, wrote: false }));
     }
-    let written = write_ledger(ctx, &pool, &planned.ledger, guard, |_| {}).await?;
+    let mut written = write_ledger(ctx, &pool, &planned.ledger, guard, |_| {}).await?;
+    lean(&mut written);
     let (given, freed) = log_changes(ctx, &written, &planned, guard);
     let note = format!(
         "ledger written under token {}: {given} claims given items, {freed} claims' items freed; {} items free",
@@ -387,13 +390,8 @@ fn planned(ctx: &Context, pool: &Pool) -> Result<(Plan, bool), Error> {
 /// carries the finalizer of earlier versions (it lets go of its items first); any other keeps
 /// what it holds, untouched, until it is gone and the pool frees its items.
 fn claims_of(ctx: &Context, pool: &Pool) -> Vec<Arc<Claim>> {
-    let name = pool.name_any();
-    let mut claims: Vec<Arc<Claim>> = ctx
-        .claims
-        .state()
-        .into_iter()
-        .filter(|c| c.spec.pool_ref == name && (c.metadata.deletion_timestamp.is_none() || c.has_finalizer()))
-        .collect();
+    let mut claims = ctx.claims.of_pool(&pool.name_any());
+    claims.retain(|c| c.metadata.deletion_timestamp.is_none() || c.has_finalizer());
     claims.sort_by_cached_key(|c| (c.metadata.creation_timestamp.as_ref().map(|t| t.0), c.ledger_key()));
     claims
 }

@@ -16,7 +16,9 @@ use super::context::Context;
 use super::error::Error;
 use super::fetch::get_existing;
 use super::hold;
-use super::policy::{AGAIN_SOON, DELETION_RECHECK, NOT_SERVED_RECHECK, POOL_RESYNC, retry_delay};
+use super::policy::{
+    AGAIN_SOON, CLAIMS_NOT_LISTED_RECHECK, DELETION_RECHECK, NOT_SERVED_RECHECK, POOL_RESYNC, retry_delay,
+};
 use super::pool_ledger::{
     disallowed_held, ledger_of, limits_condition, lock_pool, report_corrupt, report_lock_unavailable,
     write_ledger,
@@ -87,6 +89,11 @@ async fn reconcile_pool(pool: &Pool, ctx: &Arc<Context>) -> Result<Action, Error
     if !ctx.members.serves(&name) {
         return Ok(Action::requeue(NOT_SERVED_RECHECK));
     }
+    // Every ledger entry whose claim the cache lacks is read from the server: with the cache
+    // still listing, that was a read per entry of every pool served (thousands at start-up).
+    if !ctx.claims.is_listed() {
+        return Ok(Action::requeue(CLAIMS_NOT_LISTED_RECHECK));
+    }
     let ledger = match pool.ledger() {
         Ok(l) => l,
         Err(e) => {
@@ -106,9 +113,7 @@ async fn reconcile_pool(pool: &Pool, ctx: &Arc<Context>) -> Result<Action, Error
     }
     // A lost ledger is rebuilt by a hold, which adopts what the claims show: a write of the
     // empty ledger first would give the pool fence fields and hide that it was lost.
-    if pool.lost_ledger()
-        && ctx.claims.state().iter().any(|c| c.spec.pool_ref == name && c.shows_lost_ledger(pool))
-    {
+    if pool.lost_ledger() && ctx.claims.of_pool(&name).iter().any(|c| c.shows_lost_ledger(pool)) {
         hold::request(ctx, &name);
         return Ok(Action::requeue(AGAIN_SOON));
     }

@@ -15,7 +15,9 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
+use super::claim_cache::ClaimCache;
 use super::context::{Context, Settings};
+use super::fetch::lean;
 use super::locks::Locks;
 use super::members::{self, Members};
 use super::{claim, gauges, pool, shard};
@@ -45,9 +47,9 @@ pub async fn run(
     let synced = Arc::new(CacheSync::new(ready, if settings.shard { 4 } else { 3 }));
     let (claims_synced, pools_synced, namespaces_synced, members_synced) =
         (synced.clone(), synced.clone(), synced.clone(), synced);
-    // The claim cache holds every claim: without their managedFields (and kubectl's copy of
-    // the last applied object) it is about half the size, which matters at thousands.
     let (claim_store, writer) = reflector::store();
+    let claim_cache = ClaimCache::new(claim_store.clone());
+    let indexed = claim_cache.clone();
     let (deleted_claims_tx, deleted_claims) = futures::channel::mpsc::unbounded();
     let members = Arc::new(Members::new(
         &settings.identity,
@@ -61,17 +63,10 @@ pub async fn run(
     let members_known = futures::stream::once(async move { listing.until_listed().await })
         .filter_map(|()| futures::future::ready(None));
     let claim_events = members_known
-        .chain(
-            watcher(claims, watcher::Config::default())
-                .default_backoff()
-                .modify(|claim: &mut Claim| {
-                    claim.managed_fields_mut().clear();
-                    claim.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
-                })
-                .reflect(writer),
-        )
+        .chain(watcher(claims, watcher::Config::default()).default_backoff().modify(lean).reflect(writer))
         .inspect_ok(move |event| {
             claims_synced.listed(0, event);
+            indexed.observe(event);
             // A claim gone frees its items at its pool's next reconcile: wake that pool now.
             if let watcher::Event::Delete(claim) = event {
                 let _ = deleted_claims_tx.unbounded_send(ObjectRef::<Pool>::new(&claim.spec.pool_ref));
@@ -91,6 +86,7 @@ pub async fn run(
     let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded();
     let pool_watch = watcher(pools, watcher::Config::default())
         .default_backoff()
+        .modify(lean)
         .reflect_shared(writer)
         .inspect_ok(move |event| {
             pools_synced.listed(1, event);
@@ -119,7 +115,7 @@ pub async fn run(
                 .map(|p| ObjectRef::from_obj(&**p))
                 .collect::<Vec<_>>()
         });
-    let stores = (claim_store.clone(), pool_store.clone(), namespace_store);
+    let stores = (claim_cache.clone(), pool_store.clone(), namespace_store);
     let ctx = Arc::new(Context::new(client.clone(), locks, settings, stores, metrics, members.clone()));
 
     // Sharded: announce this replica, follow the others, and when the members change wake the
@@ -130,7 +126,7 @@ pub async fn run(
         let namespace = ctx.settings.namespace.clone();
         tokio::spawn(members::announce(client.clone(), namespace.clone(), members.clone()));
         let (pools_now, claims_now, me) =
-            (pool_store.clone(), claim_store.clone(), ctx.identity().to_string());
+            (pool_store.clone(), claim_cache.clone(), ctx.identity().to_string());
         let watched = members.clone();
         tokio::spawn(async move {
             let changed = |before: &[String]| {
@@ -140,9 +136,9 @@ pub async fn run(
                     shard::gained(names.iter().map(String::as_str), before, &live, &me).into_iter().collect();
                 for pool in &gained {
                     let _ = gained_pools_tx.unbounded_send(ObjectRef::new(pool));
-                }
-                for claim in claims_now.state().iter().filter(|c| gained.contains(c.spec.pool_ref.as_str())) {
-                    let _ = gained_claims_tx.unbounded_send(ObjectRef::from_obj(&**claim));
+                    for claim in claims_now.of_pool(pool) {
+                        let _ = gained_claims_tx.unbounded_send(ObjectRef::from_obj(&*claim));
+                    }
                 }
             };
             let listed = |e: &_| members_synced.listed(3, e);
@@ -155,7 +151,7 @@ pub async fn run(
     // ledger gives them; claims not yet reconciled are queued by their own events already.
     // A pool gone for good wakes all of its claims (they say PoolNotFound and keep their
     // items), once this replica has forgotten the copy its last hold wrote.
-    let (of_pool, pools_now) = (claim_store.clone(), pool_store.clone());
+    let (of_pool, pools_now) = (claim_cache.clone(), pool_store.clone());
     let ledgers = ctx.clone();
     // A namespace whose labels change wakes its claims of pools that select namespaces.
     let (in_namespace, admitting) = (claim_store.clone(), pool_store.clone());
@@ -188,11 +184,9 @@ pub async fn run(
                 }
                 let ledger = ledgers.ledger(&pool).ok();
                 of_pool
-                    .state()
+                    .of_pool(&name)
                     .into_iter()
-                    .filter(|c| {
-                        c.spec.pool_ref == name && (gone || claim::affected_by(c, &pool, ledger.as_deref()))
-                    })
+                    .filter(|c| gone || claim::affected_by(c, &pool, ledger.as_deref()))
                     .map(|c| ObjectRef::from_obj(&*c))
                     .collect::<Vec<_>>()
             },

@@ -12,7 +12,7 @@ impl Ledger {
     pub fn with_disputes(mut self, disputes: &[Dispute]) -> Result<Self, LedgerError> {
         for dispute in disputes {
             let index = self.index_or_add(&dispute.item);
-            if self.used[index as usize] {
+            if self.used.contains(&index) {
                 let first = self.holder(index).unwrap_or_default();
                 let second = dispute.claims.first().map(|p| p.claim.clone()).unwrap_or_default();
                 return Err(LedgerError::Duplicate { item: dispute.item.clone(), first, second });
@@ -147,7 +147,6 @@ impl Ledger {
             return index;
         }
         self.removed.push(value.to_string());
-        self.used.push(false);
         self.capacity() + self.removed.len() as u32 - 1
     }
 }
