@@ -35,14 +35,21 @@ struct Scenario {
     pools: usize,
     claims_per_pool: usize,
     at_once: bool,
+    /// Created while no replica runs; the clock starts when the replicas start again.
+    backlog: bool,
 }
 
-const SCENARIOS: [Scenario; 5] = [
-    Scenario { id: "burst1000", title: "1,000 at once", pools: 1, claims_per_pool: 1000, at_once: true },
-    Scenario { id: "burst4000", title: "4,000 at once", pools: 1, claims_per_pool: 4000, at_once: true },
-    Scenario { id: "onebyone300", title: "300 one by one", pools: 1, claims_per_pool: 300, at_once: false },
-    Scenario { id: "pools20x100", title: "20 pools × 100", pools: 20, claims_per_pool: 100, at_once: true },
-    Scenario { id: "scale20000", title: "200 pools × 100", pools: 200, claims_per_pool: 100, at_once: true },
+const fn scenario(id: &'static str, title: &'static str, pools: usize, claims_per_pool: usize) -> Scenario {
+    Scenario { id, title, pools, claims_per_pool, at_once: true, backlog: false }
+}
+
+const SCENARIOS: [Scenario; 6] = [
+    scenario("burst1000", "1,000 at once", 1, 1000),
+    Scenario { backlog: true, ..scenario("backlog1000", "1,000 waiting", 1, 1000) },
+    scenario("burst4000", "4,000 at once", 1, 4000),
+    Scenario { at_once: false, ..scenario("onebyone300", "300 one by one", 1, 300) },
+    scenario("pools20x100", "20 pools × 100", 20, 100),
+    scenario("scale20000", "200 pools × 100", 200, 100),
 ];
 
 struct Figures {
@@ -251,9 +258,14 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
     let requests_before = api_requests(&breakdown_before);
     let replica_cpu = |r: &Replicas| (0..replicas_n).filter_map(|i| r.pid(i)).map(cpu_seconds).sum::<f64>();
     let apiserver_pid = servers.control_plane.apiserver_pid();
-    let cpu_before = (replica_cpu(&replicas), cpu_seconds(apiserver_pid));
+    let mut cpu_before = (replica_cpu(&replicas), cpu_seconds(apiserver_pid));
     let total = scenario.pools * scenario.claims_per_pool;
-    let started = Instant::now();
+    if scenario.backlog {
+        for i in 0..replicas_n {
+            replicas.terminate(i, Duration::from_secs(30));
+        }
+    }
+    let mut started = Instant::now();
     let create = |i: usize| {
         let (claims, created, pool) = (claims.clone(), created.clone(), pools[i % pools.len()].clone());
         async move {
@@ -269,6 +281,15 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
         for i in 0..total {
             create(i).await;
         }
+    }
+    if scenario.backlog {
+        // Every claim waits from now on; their creates are outside the clock.
+        started = Instant::now();
+        created.lock().expect("created").values_mut().for_each(|at| *at = started);
+        for i in 0..replicas_n {
+            replicas.restart(i);
+        }
+        cpu_before = (0.0, cpu_seconds(apiserver_pid));
     }
     loop {
         if bound.lock().expect("bound").len() >= total {
@@ -424,6 +445,66 @@ fn plot_rates(figures: &[Figures], path: &Path) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
+/// Per scenario, against the number of replicas: claims bound per second (left) and the
+/// operator's CPU seconds per 1,000 claims, all replicas together (right).
+fn plot_scaling(figures: &[Figures], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let counts: Vec<usize> = {
+        let mut v: Vec<usize> = figures.iter().map(|f| f.replicas).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    if counts.len() < 2 {
+        return Ok(());
+    }
+    let root = SVGBackend::new(path, (1080, 440)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(540);
+    let cpu_per_1000 = |f: &Figures| f.operator_cpu * 1000.0 / f.claims as f64;
+    type Value<'a> = &'a dyn Fn(&Figures) -> f64;
+    let panels: [(_, &str, &str, Value); 2] = [
+        (left, "claims bound per second", "claims/s", &Figures::rate),
+        (right, "operator CPU per 1,000 claims", "CPU s (all replicas)", &cpu_per_1000),
+    ];
+    let (lowest, highest) = (counts[0] as f64 - 0.25, counts[counts.len() - 1] as f64 + 0.25);
+    for (area, caption, unit, value) in panels {
+        let top = figures.iter().map(value).fold(0.0, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(&area)
+            .caption(caption, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(lowest..highest, 0f64..top.max(0.1))?;
+        chart
+            .configure_mesh()
+            .x_labels(counts.len())
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_desc("replicas")
+            .y_desc(unit)
+            .draw()?;
+        for (k, scenario) in SCENARIOS.iter().enumerate() {
+            let mut points: Vec<(f64, f64)> = figures
+                .iter()
+                .filter(|f| f.scenario.id == scenario.id)
+                .map(|f| (f.replicas as f64, value(f)))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let color = Palette99::pick(k).to_rgba();
+            chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(scenario.title)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
 fn plot_latency(figures: &[Figures], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let runs: Vec<&Figures> = figures.iter().filter(|f| f.scenario.id == "burst1000").collect();
     if runs.is_empty() {
@@ -507,8 +588,20 @@ fn main() {
         println!(
             "\nAPI server ceiling on this machine ({IN_FLIGHT} requests in flight, no operator): {creates:.0} claim creates/s, {statuses:.0} status writes/s"
         );
+        for f in all.iter().filter(|f| f.scenario.backlog) {
+            println!(
+                "{} with {} replica{} ({}): {:.1} claims/s, {:.0} % of the status-write ceiling",
+                f.scenario.title,
+                f.replicas,
+                if f.replicas == 1 { "" } else { "s" },
+                f.backend,
+                f.rate(),
+                100.0 * f.rate() / statuses
+            );
+        }
         if std::fs::create_dir_all(&plots).is_ok() {
             for (name, result) in [
+                ("throughput-replicas.svg", plot_scaling(&all, &plots.join("throughput-replicas.svg"))),
                 ("throughput.svg", plot_rates(&all, &plots.join("throughput.svg"))),
                 ("latency-burst1000.svg", plot_latency(&all, &plots.join("latency-burst1000.svg"))),
             ] {
