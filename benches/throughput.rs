@@ -1,8 +1,10 @@
 //! `make bench`: how fast the operator binds claims. Each run gets a control plane and a
 //! lock etcd of its own, release-built replicas under the deploy/ RBAC, and claims created
-//! the way users create them; it prints a table and writes two SVG plots.
+//! the way users create them (or, for the backlog, before the replicas start); it prints a
+//! table and writes three SVG plots.
 //!
-//! `LOCKGUARD_BENCH=burst1000,burst4000,onebyone300,pools20x100,scale20000` picks scenarios,
+//! `LOCKGUARD_BENCH=burst1000,backlog1000,burst4000,onebyone300,pools20x100,scale20000` picks
+//! scenarios,
 //! `LOCKGUARD_BENCH_BACKENDS=Etcd,Lease` and `LOCKGUARD_BENCH_REPLICAS=1,3` the rest;
 //! `LOCKGUARD_BIN` benchmarks another build; `LOCKGUARD_BENCH_SHARD=false` runs the replicas
 //! with `--shard=false` (every replica serves every pool); `LOCKGUARD_BENCH_PLOTS=dir` (default
