@@ -118,3 +118,29 @@ impl PoolBatch {
         state.planned_at = pool.version();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Turns available at once to a replica among `members`.
+    async fn turns_at_once(members: usize) -> usize {
+        let batches = Batches::default();
+        let mut held = Vec::new();
+        while let Ok(Some(turn)) =
+            tokio::time::timeout(Duration::from_millis(20), batches.turn(members)).await
+        {
+            held.push(turn);
+        }
+        held.len()
+    }
+
+    #[tokio::test]
+    async fn the_replicas_share_the_holds_at_once() {
+        assert_eq!(turns_at_once(1).await, HOLDS_AT_ONCE);
+        assert_eq!(turns_at_once(3).await, HOLDS_AT_ONCE / 3);
+        // More replicas than turns: each still holds one pool at a time.
+        assert_eq!(turns_at_once(40).await, 1);
+    }
+}

@@ -163,4 +163,11 @@ mod tests {
         assert_eq!(names(&cache, "q"), ["new"]);
         assert_eq!(cache.index().pool_of.len(), 2, "the claim gone meanwhile is forgotten");
     }
+
+    #[test]
+    fn listed_once_the_first_listing_is_complete() {
+        let listing = [Event::Init, Event::InitApply(claim("a", "p"))];
+        assert!(!fed(&listing).is_listed(), "a claim missing now may exist on the server");
+        assert!(fed(&[&listing[..], &[Event::InitDone]].concat()).is_listed());
+    }
 }
