@@ -293,7 +293,15 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
         }
         cpu_before = (0.0, cpu_seconds(apiserver_pid));
     }
+    // A backlog's time splits into the start-up (to the first replica's Ready) and the binding.
+    let mut ready_after = None;
     loop {
+        if scenario.backlog && ready_after.is_none() {
+            let ready = replicas.metrics_addr(0).and_then(|addr| devenv::http_get(&addr, "/readyz"));
+            if ready.is_some_and(|(code, _)| code == 200) {
+                ready_after = Some(started.elapsed().as_secs_f64());
+            }
+        }
         if bound.lock().expect("bound").len() >= total {
             break;
         }
@@ -303,6 +311,13 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
     let bound = bound.lock().expect("bound").clone();
     let created = created.lock().expect("created").clone();
     let last = bound.values().max().copied().unwrap_or(started);
+    if let Some(ready) = ready_after {
+        let first = bound.values().min().map_or(0.0, |at| at.duration_since(started).as_secs_f64());
+        println!(
+            "|   backlog: the first replica Ready after {ready:.2} s, the first claim bound after {first:.2} s, the last after {:.2} s",
+            last.duration_since(started).as_secs_f64()
+        );
+    }
     let (operator_cpu, apiserver_cpu) =
         (replica_cpu(&replicas) - cpu_before.0, cpu_seconds(apiserver_pid) - cpu_before.1);
     let breakdown_after = request_breakdown(&client).await;

@@ -261,10 +261,11 @@ impl Replicas {
             .collect()
     }
 
-    /// The `host:port` replica `i` serves /metrics on (from its start-up log line).
+    /// The `host:port` replica `i` serves /metrics on (from the start-up log line of its
+    /// current life: a restarted replica appends to the same log).
     pub fn metrics_addr(&self, i: usize) -> Option<String> {
         let log = self.log(i);
-        let line = log.lines().find(|l| l.contains("lockguard starting"))?;
+        let line = log.lines().rev().find(|l| l.contains("lockguard starting"))?;
         let at = line.find("metrics=")? + "metrics=".len();
         Some(line[at..].split_whitespace().next()?.trim_matches('"').to_string())
     }
