@@ -296,11 +296,8 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
     // A backlog's time splits into the start-up (to the first replica's Ready) and the binding.
     let mut ready_after = None;
     loop {
-        if scenario.backlog && ready_after.is_none() {
-            let ready = replicas.metrics_addr(0).and_then(|addr| devenv::http_get(&addr, "/readyz"));
-            if ready.is_some_and(|(code, _)| code == 200) {
-                ready_after = Some(started.elapsed().as_secs_f64());
-            }
+        if scenario.backlog && ready_after.is_none() && replicas.is_ready(0) {
+            ready_after = Some(started.elapsed().as_secs_f64());
         }
         if bound.lock().expect("bound").len() >= total {
             break;
@@ -360,8 +357,7 @@ async fn start_up(replicas: &mut Replicas) -> Option<f64> {
     let started = Instant::now();
     let i = replicas.add();
     while started.elapsed() < Duration::from_secs(120) {
-        let ready = replicas.metrics_addr(i).and_then(|addr| devenv::http_get(&addr, "/readyz"));
-        if ready.is_some_and(|(code, _)| code == 200) {
+        if replicas.is_ready(i) {
             return Some(started.elapsed().as_secs_f64());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

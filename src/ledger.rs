@@ -602,12 +602,12 @@ impl Ledger {
     }
 }
 
-/// `[0,1,2,3,7,9,10]` → `"0-3,7,9-10"`.
 /// The namespace of a ledger key (`namespace/name`).
 pub fn namespace_of(key: &str) -> &str {
     key.split_once('/').map_or("", |(namespace, _)| namespace)
 }
 
+/// `[0,1,2,3,7,9,10]` → `"0-3,7,9-10"`.
 pub fn format_indices(sorted: &[u32]) -> String {
     let mut out = String::new();
     for (start, end) in runs(sorted) {

@@ -1,8 +1,7 @@
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
-use kube::core::{Selector, SelectorExt};
+use kube::core::Selector;
 use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -101,9 +100,14 @@ impl AllowedNamespaces {
                 .map_err(|e| format!("spec.allowedNamespaces.selector is invalid: {e}")),
         }
     }
+}
 
-    /// Whether a namespace with `labels` may claim; `Err` as for [`Self::selector`].
-    pub fn admits(&self, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+#[cfg(test)]
+impl AllowedNamespaces {
+    /// Whether a namespace with `labels` may claim; `Err` as for [`Self::selector`]. The
+    /// operator judges namespaces through `Context::admission`, which reads the selector once.
+    fn admits(&self, labels: &std::collections::BTreeMap<String, String>) -> Result<bool, String> {
+        use kube::core::SelectorExt;
         Ok(self.selector()?.is_none_or(|s| s.matches(labels)))
     }
 }
@@ -472,6 +476,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn a_refusal_is_named_by_the_rule_that_refused_it() {

@@ -45,8 +45,8 @@ impl ClaimCache {
     /// other, so for an instant a claim may be in one only: it is left out, and its own event
     /// (or the next change of the pool) brings it back.
     pub fn of_pool(&self, pool: &str) -> Vec<Arc<Claim>> {
-        let refs: Vec<ObjectRef<Claim>> =
-            self.index().claims.get(pool).map(|c| c.iter().cloned().collect()).unwrap_or_default();
+        let index = self.index();
+        let Some(refs) = index.claims.get(pool) else { return Vec::new() };
         refs.iter().filter_map(|r| self.store.get(r)).filter(|c| c.spec.pool_ref == pool).collect()
     }
 

@@ -2,7 +2,6 @@
 //! controller, the pools' watch feeds one shared cache that the pool controller reconciles
 //! from and the claim controller maps to the claims a pool change concerns.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -132,9 +131,7 @@ pub async fn run(
             let changed = |before: &[String]| {
                 let live = watched.live();
                 let names: Vec<String> = pools_now.state().iter().map(|p| p.name_any()).collect();
-                let gained: HashSet<&str> =
-                    shard::gained(names.iter().map(String::as_str), before, &live, &me).into_iter().collect();
-                for pool in &gained {
+                for pool in shard::gained(names.iter().map(String::as_str), before, &live, &me) {
                     let _ = gained_pools_tx.unbounded_send(ObjectRef::new(pool));
                     for claim in claims_now.of_pool(pool) {
                         let _ = gained_claims_tx.unbounded_send(ObjectRef::from_obj(&*claim));

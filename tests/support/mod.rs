@@ -270,6 +270,12 @@ impl Replicas {
         Some(line[at..].split_whitespace().next()?.trim_matches('"').to_string())
     }
 
+    /// Whether replica `i` answers /readyz with 200 (its caches have their first listing).
+    pub fn is_ready(&self, i: usize) -> bool {
+        let ready = self.metrics_addr(i).and_then(|addr| devenv::http_get(&addr, "/readyz"));
+        ready.is_some_and(|(code, _)| code == 200)
+    }
+
     /// Sends SIGTERM to replica `i` and waits up to `timeout` for its exit status.
     pub fn terminate(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
         let child = self.replicas[i].as_mut()?;
@@ -507,14 +513,13 @@ pub async fn audit(pools: &[&str]) -> Result<usize, String> {
 /// next hold frees the entry, so right after deletes a `Leak` is expected for a moment; any other
 /// finding is returned at once.
 pub async fn audit_at_rest(pools: &[&str]) -> Result<usize, String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let report = audit(pools).await;
-        let only_leaks = report.as_ref().is_err_and(|r| r.lines().all(|l| l.starts_with("Leak ")));
-        if !only_leaks || std::time::Instant::now() > deadline {
-            return report;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let only_leaks =
+        |r: &Result<usize, String>| r.as_ref().is_err_and(|r| r.lines().all(|l| l.starts_with("Leak ")));
+    let settled =
+        eventually(Duration::from_secs(30), || async { Some(audit(pools).await).filter(|r| !only_leaks(r)) });
+    match settled.await {
+        Some(report) => report,
+        None => audit(pools).await,
     }
 }
 
