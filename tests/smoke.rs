@@ -163,6 +163,57 @@ async fn a_three_member_etcd_cluster_serves_locks_and_survives_losing_its_leader
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The client spreads calls over every endpoint, a dead member's too: a call it sends there is
+/// refused, never reaches etcd, and must go to a live member instead of failing.
+#[tokio::test]
+async fn a_dead_follower_fails_no_call_while_two_members_keep_quorum() {
+    use lockguard_lock::etcd::{EtcdConfig, EtcdLock};
+    use lockguard_lock::{Lock, LockOptions};
+    let dir = devenv::run_dir("smoke-follower").expect("dir");
+    let mut cluster = devenv::EtcdCluster::start(&dir, "member", 3).expect("3-member cluster");
+    let client =
+        EtcdConfig::from_list(&cluster.endpoints()).connect(Duration::from_secs(5)).await.expect("connect");
+    let lock = EtcdLock::new(client, "smoke");
+    let mut follower = None;
+    for (i, member) in cluster.members.iter().enumerate() {
+        let status = etcd_client(&member.endpoint()).await.status().await.expect("member status");
+        if status.header().map(|h| h.member_id()) != Some(status.leader()) {
+            follower = Some(i);
+        }
+    }
+    cluster.members[follower.expect("two followers")].kill();
+    let options = LockOptions::new(5, Duration::from_secs(5)).expect("options");
+    let mut failed = Vec::new();
+    for _ in 0..100 {
+        if let Err(e) = lock.issued_up_to().await {
+            failed.push(e.to_string());
+        }
+    }
+    for _ in 0..20 {
+        match lock.try_acquire("follower-lock", options).await {
+            Ok(guard) => {
+                let write =
+                    lock.fenced_txn(&guard, vec![etcd_client::TxnOp::put("smoke/written", "1", None)]);
+                if let Err(e) = write.await {
+                    failed.push(e.to_string());
+                }
+                if let Err(e) = guard.release().await {
+                    failed.push(e.to_string());
+                }
+            }
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 160 calls failed with a follower dead: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The version a wrapper module in hack/ pins for `module`.
 fn pinned(dir: &str, module: &str) -> String {
     let go_mod =

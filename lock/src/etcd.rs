@@ -16,7 +16,9 @@ use etcd_client::{
 use tokio::time::{Instant, sleep_until};
 
 use super::hold::{Held, Renewal, Session};
-use super::{Backend, EtcdFailure, Lock, LockError, LockGuard, LockOptions, Mode, bounded, remaining};
+use super::{
+    Backend, EtcdFailure, Lock, LockError, LockGuard, LockOptions, Mode, bounded, remaining, was_refused,
+};
 
 /// Bound for calls that are not part of an acquisition (release, listing, fenced writes).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,6 +26,10 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const TOKEN_SPACE_KEY: &str = "lockguard/token-space";
 /// Pause before watching again after etcd cancelled or closed a watch.
 const WATCH_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How often a call a member refused is sent again at once. The client spreads calls over
+/// every endpoint, a dead member's too; with one of three dead, eight refusals in a row
+/// happen to one call in 20,000.
+const RESENDS_WHEN_REFUSED: u32 = 8;
 
 /// Where the lock etcd is, and the client certificate to show it when it uses TLS.
 #[derive(Debug, Clone, Default)]
@@ -162,8 +168,7 @@ impl EtcdLock {
     /// ```
     pub async fn fenced_txn(&self, guard: &LockGuard, ops: Vec<TxnOp>) -> Result<TxnResponse, LockError> {
         let txn = Txn::new().when([is_owner(guard)]).and_then(ops);
-        let mut client = self.client.clone();
-        let response = bounded(Backend::Etcd, "fenced txn", CALL_TIMEOUT, client.txn(txn)).await?;
+        let response = self.txn("fenced txn", CALL_TIMEOUT, &txn).await?;
         if response.succeeded() {
             Ok(response)
         } else {
@@ -171,14 +176,26 @@ impl EtcdLock {
         }
     }
 
+    /// A transaction, sent again while members refuse it (see [`sent`]).
+    async fn txn(&self, during: &'static str, limit: Duration, txn: &Txn) -> Result<TxnResponse, LockError> {
+        sent(&self.client, during, limit, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
     /// The highest fencing token this etcd can have issued so far: its current revision (a
     /// token is the revision of a lock key's creation). A token stored elsewhere above it was
     /// issued by a history this etcd no longer has: it was restored from a backup, back in
     /// time, under the same token space.
     pub async fn issued_up_to(&self) -> Result<u64, LockError> {
-        let mut client = self.client.clone();
-        let read = client.get(TOKEN_SPACE_KEY, Some(GetOptions::new().with_keys_only()));
-        let response = bounded(Backend::Etcd, "current revision", CALL_TIMEOUT, read).await?;
+        let keys_only = GetOptions::new().with_keys_only();
+        let response = sent(&self.client, "current revision", CALL_TIMEOUT, |mut c| {
+            let keys_only = keys_only.clone();
+            async move { c.get(TOKEN_SPACE_KEY, Some(keys_only)).await }
+        })
+        .await?;
         Ok(response.header().map_or(0, |h| h.revision().max(0) as u64))
     }
 
@@ -186,13 +203,12 @@ impl EtcdLock {
     /// (revisions from 1 again) has no such key and gets a new name, even when its cluster
     /// id is the same (same member names and URLs give the same id).
     async fn create_token_space(&self, deadline: Instant) -> Result<String, LockError> {
-        let mut client = self.client.clone();
         let fresh = super::unique_identity("space");
         let txn = Txn::new()
             .when([Compare::version(TOKEN_SPACE_KEY, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(TOKEN_SPACE_KEY, fresh.as_str(), None)])
             .or_else([TxnOp::get(TOKEN_SPACE_KEY, None)]);
-        let response = bounded(Backend::Etcd, "token space", remaining(deadline), client.txn(txn)).await?;
+        let response = self.txn("token space", remaining(deadline), &txn).await?;
         if response.succeeded() {
             return Ok(fresh);
         }
@@ -201,19 +217,17 @@ impl EtcdLock {
 
     /// The queue of lock `name`: the holder first, then the waiters in order.
     pub async fn queue(&self, name: &str) -> Result<Vec<QueueEntry>, LockError> {
-        let mut client = self.client.clone();
         let options = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend);
-        let response =
-            bounded(Backend::Etcd, "list lock queue", CALL_TIMEOUT, client.get(prefix(name), Some(options)))
-                .await?;
+        let response = sent(&self.client, "list lock queue", CALL_TIMEOUT, |mut c| {
+            let options = options.clone();
+            async move { c.get(prefix(name), Some(options)).await }
+        })
+        .await?;
         let mut queue = Vec::new();
         for kv in response.kvs() {
-            let ttl_left = bounded(
-                Backend::Etcd,
-                "lease ttl",
-                CALL_TIMEOUT,
-                client.lease_time_to_live(kv.lease(), None),
-            )
+            let ttl_left = sent(&self.client, "lease ttl", CALL_TIMEOUT, |mut c| async move {
+                c.lease_time_to_live(kv.lease(), None).await
+            })
             .await
             .ok()
             .map(|r| r.ttl());
@@ -241,7 +255,6 @@ impl EtcdLock {
         own_revision: &OwnRevision,
         mode: Mode,
     ) -> Result<(u64, String), LockError> {
-        let mut client = self.client.clone();
         let first =
             GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1);
         let enqueue = Txn::new().and_then([
@@ -250,7 +263,7 @@ impl EtcdLock {
             TxnOp::get(prefix(name), Some(first)),
             TxnOp::get(TOKEN_SPACE_KEY, None),
         ]);
-        let response = bounded(Backend::Etcd, "enqueue", remaining(deadline), client.txn(enqueue)).await?;
+        let response = self.txn("enqueue", remaining(deadline), &enqueue).await?;
         let [own, first, space] = ranges(&response).try_into().map_err(|_| {
             LockError::Invalid("etcd answered the enqueue transaction with other than three ranges".into())
         })?;
@@ -283,8 +296,7 @@ impl EtcdLock {
                 .with_sort(SortTarget::Create, SortOrder::Descend)
                 .with_limit(1);
             let check = Txn::new().and_then([TxnOp::get(prefix(name), Some(before)), TxnOp::get(key, None)]);
-            let response =
-                bounded(Backend::Etcd, "check queue", remaining(deadline), client.txn(check)).await?;
+            let response = self.txn("check queue", remaining(deadline), &check).await?;
             let [predecessor, own] = ranges(&response).try_into().unwrap_or_default();
             if own.is_empty() {
                 return Err(LockError::LostWhileWaiting {
@@ -299,12 +311,10 @@ impl EtcdLock {
             };
             let watch_from = response.header().map(|h| h.revision()).unwrap_or_default() + 1;
             let options = WatchOptions::new().with_start_revision(watch_from);
-            let mut watch = bounded(
-                Backend::Etcd,
-                "watch",
-                remaining(deadline),
-                client.watch(before_key.clone(), Some(options)),
-            )
+            let mut watch = sent(&self.client, "watch", remaining(deadline), |mut c| {
+                let (key, options) = (before_key.clone(), options.clone());
+                async move { c.watch(key, Some(options)).await }
+            })
             .await?;
             loop {
                 tokio::select! {
@@ -400,6 +410,25 @@ async fn with_retries<T, F: Future<Output = Result<T, etcd_client::Error>>>(
     }
 }
 
+/// Runs `call` with a clone of `client` within `limit`, again at once while members refuse
+/// the connection: such a call never reached etcd.
+async fn sent<T, F: Future<Output = Result<T, etcd_client::Error>>>(
+    client: &Client,
+    during: &'static str,
+    limit: Duration,
+    call: impl Fn(Client) -> F,
+) -> Result<T, LockError> {
+    let deadline = Instant::now() + limit;
+    let mut resends = RESENDS_WHEN_REFUSED;
+    loop {
+        match tokio::time::timeout(remaining(deadline), call(client.clone())).await {
+            Ok(Err(e)) if resends > 0 && was_refused(&e) => resends -= 1,
+            Ok(result) => return result.map_err(LockError::from),
+            Err(_) => return Err(LockError::Unresponsive { backend: Backend::Etcd, during, after: limit }),
+        }
+    }
+}
+
 impl EtcdLock {
     async fn acquire_with(
         &self,
@@ -413,10 +442,12 @@ impl EtcdLock {
         let (lease, renewed_at) = match idle {
             Some(idle) => (idle.id, idle.renewed_at),
             None => {
-                let mut client = self.client.clone();
-                let sent = Instant::now();
-                let grant = client.lease_grant(i64::from(options.ttl_seconds()), None);
-                (bounded(Backend::Etcd, "lease grant", remaining(deadline), grant).await?.id(), sent)
+                let asked = Instant::now();
+                let ttl = i64::from(options.ttl_seconds());
+                let grant = sent(&self.client, "lease grant", remaining(deadline), |mut c| async move {
+                    c.lease_grant(ttl, None).await
+                });
+                (grant.await?.id(), asked)
             }
         };
         // From here on the lease is kept alive (also while waiting). If the acquisition
@@ -499,11 +530,15 @@ struct EtcdRenewal {
 impl Renewal for EtcdRenewal {
     async fn renew(&mut self) -> Result<bool, LockError> {
         if self.stream.is_none() {
-            match self.client.lease_keep_alive(self.lease).await {
+            let lease = self.lease;
+            let keep_alive = sent(&self.client, "keep-alive", CALL_TIMEOUT, |mut c| async move {
+                c.lease_keep_alive(lease).await
+            });
+            match keep_alive.await {
                 Ok(stream) => self.stream = Some(stream),
                 // Revoked or expired already: lost now, not after retries until the deadline.
-                Err(e) if EtcdFailure::of(&e) == EtcdFailure::LeaseNotFound => return Ok(false),
-                Err(e) => return Err(e.into()),
+                Err(LockError::Etcd { failure: EtcdFailure::LeaseNotFound, .. }) => return Ok(false),
+                Err(e) => return Err(e),
             }
         }
         let Some((keeper, stream)) = self.stream.as_mut() else { return Ok(false) };

@@ -252,6 +252,24 @@ fn is_transport(status: &tonic::Status) -> bool {
     false
 }
 
+/// True when a member refused the connection: the call never reached etcd, so sending it
+/// again (to another member) is safe even for a write.
+#[cfg(feature = "etcd")]
+pub(crate) fn was_refused(error: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = error else { return false };
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 #[cfg(feature = "etcd")]
 impl From<etcd_client::Error> for LockError {
     fn from(source: etcd_client::Error) -> Self {
