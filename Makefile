@@ -26,7 +26,7 @@ if [ -n "$$missing" ]; then echo "installing" $$missing; \
 endef
 
 .PHONY: help deps tools node-deps node-tools node-up e2e-cluster build lint test chaos soak audit bench bench-lock demo \
-	crds install deploy undeploy run clean image-deps base-images image image-archive e2e-image image-clean
+	crds install deploy undeploy test-versions run clean image-deps base-images image image-archive e2e-image image-clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -59,12 +59,27 @@ lint: deps ## rustfmt, clippy and rustdoc, warnings are errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace -q
 
-test: deps tools lint ## Run every test, against real kube-apiserver and etcd, then the chaos suite and the soak
+test: deps tools lint ## Run every test, against real kube-apiserver and etcd, then the older Kubernetes versions, the chaos suite and the soak
 	$(CARGO) test --workspace -- --skip chaos_ --skip soak_
+	@$(MAKE) --no-print-directory test-versions
 	@$(MAKE) --no-print-directory chaos
 	@$(MAKE) --no-print-directory soak
 	@$(CARGO) run -q -p devenv -- sweep
 	@$(CARGO) run -q -p devenv -- orphans
+
+# The older Kubernetes minors lockguard supports: one hack/kube-<minor> each (hack/tools.sh).
+OLDER_KUBERNETES := $(patsubst hack/kube-%,%,$(wildcard hack/kube-1.*))
+VERSION_TESTS := --test versions --test upgrade --test operator -- --exact \
+	deploy_kustomization_is_accepted_by_the_api_server_under_restricted_pod_security \
+	invalid_input_is_rejected_at_admission_with_a_clear_message \
+	one_hold_serves_many_claims_and_a_burst_binds_uniquely \
+	three_replicas_bind_300_claims_uniquely_and_free_them_on_delete \
+	a_frozen_holders_late_ledger_write_is_refused_by_the_api_server \
+	a_rolling_upgrade_from_the_newest_release_moves_no_item
+
+test-versions: deps tools ## On each older supported Kubernetes: the CRDs and install, admission, 200 and 300 claims with three replicas on both backends, a frozen holder fenced, the upgrade
+	@for v in $(OLDER_KUBERNETES); do echo "== Kubernetes $$v"; \
+	  LOCKGUARD_KUBERNETES=$$v $(CARGO) test $(VERSION_TESTS) || exit 1; done
 
 chaos: deps tools ## Faults at random (seed printed; LOCKGUARD_CHAOS_SEED repeats), then the audit; needs root
 	$(CARGO) test --test chaos -- --nocapture

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Go-built tools (kube-apiserver, kubectl, kube-controller-manager, etcd, etcdctl,
-# etcdutl, promtool) from the wrapper modules in hack/ into a cache outside the clone, then
+# etcdutl, promtool, and kube-apiserver and kubectl of each older supported Kubernetes) from the wrapper modules in hack/ into a cache outside the clone, then
 # links them into bin/.
 # `hack/tools.sh node` builds instead what the one-node cluster adds (`make node-tools`):
 # kubelet, kube-scheduler, kube-proxy (hack/kube-node, like kube-controller-manager), CoreDNS
@@ -31,7 +31,7 @@ build() {
       echo "tools: building $name $version (cache: $out)" >&2
       mkdir -p "$out"
       local ldflags="" tags=""
-      if [ "$dir" = kube ] || [ "$dir" = kube-node ]; then
+      if [[ "$dir" == kube || "$dir" == kube-* ]]; then
         local minor=${version#v1.}; minor=${minor%%.*}
         ldflags="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
       fi
@@ -83,6 +83,12 @@ fi
 build etcd go.etcd.io/etcd/server/v3 etcd:go.etcd.io/etcd/server/v3 etcdctl:go.etcd.io/etcd/etcdctl/v3
 build etcdutl go.etcd.io/etcd/etcdutl/v3 etcdutl:go.etcd.io/etcd/etcdutl/v3
 build kube k8s.io/kubernetes kube-apiserver:k8s.io/kubernetes/cmd/kube-apiserver kubectl:k8s.io/kubernetes/cmd/kubectl
+# Older supported Kubernetes releases, one hack/kube-<minor> each, for `make test-versions`.
+for dir in "$root"/hack/kube-1.*; do
+  minor=${dir##*/kube-}
+  build "kube-$minor" k8s.io/kubernetes "kube-apiserver-$minor:k8s.io/kubernetes/cmd/kube-apiserver" \
+    "kubectl-$minor:k8s.io/kubernetes/cmd/kubectl"
+done
 # The tenancy tests run a few of its controllers (namespace, quota, role aggregation, GC).
 build kube-node k8s.io/kubernetes kube-controller-manager:k8s.io/kubernetes/cmd/kube-controller-manager
 build prometheus github.com/prometheus/prometheus promtool:github.com/prometheus/prometheus/cmd/promtool

@@ -232,19 +232,27 @@ fn pinned(dir: &str, module: &str) -> String {
 fn the_go_built_tools_report_the_pinned_releases() {
     let version = |binary: &str| {
         let out = std::process::Command::new(devenv::binary(binary).expect("built by make tools"))
-            .arg(if binary == "kubectl" { "version" } else { "--version" })
-            .args(if binary == "kubectl" { &["--client"][..] } else { &[][..] })
+            .arg(if binary.starts_with("kubectl") { "version" } else { "--version" })
+            .args(if binary.starts_with("kubectl") { &["--client"][..] } else { &[][..] })
             .output()
             .expect("run --version");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let kubernetes = pinned("kube", "k8s.io/kubernetes");
-    assert!(
-        version("kube-apiserver").contains(&format!("Kubernetes {kubernetes}")),
-        "{}",
-        version("kube-apiserver")
-    );
-    assert!(version("kubectl").contains(&format!("Client Version: {kubernetes}")), "{}", version("kubectl"));
+    // hack/kube and each older release of hack/kube-<minor>.
+    let older = std::fs::read_dir(support::repo().join("hack")).expect("hack/").filter_map(|entry| {
+        let name = entry.ok()?.file_name().into_string().ok()?;
+        name.strip_prefix("kube-1.").map(|minor| (name.clone(), format!("-1.{minor}")))
+    });
+    let releases: Vec<(String, String)> =
+        std::iter::once(("kube".to_string(), String::new())).chain(older).collect();
+    assert!(releases.len() > 1, "an older Kubernetes is built too: {releases:?}");
+    for (dir, suffix) in releases {
+        let kubernetes = pinned(&dir, "k8s.io/kubernetes");
+        let apiserver = version(&format!("kube-apiserver{suffix}"));
+        assert!(apiserver.contains(&format!("Kubernetes {kubernetes}")), "{dir}: {apiserver}");
+        let kubectl = version(&format!("kubectl{suffix}"));
+        assert!(kubectl.contains(&format!("Client Version: {kubernetes}")), "{dir}: {kubectl}");
+    }
     let etcd = pinned("etcd", "go.etcd.io/etcd/server/v3");
     assert!(
         version("etcd").contains(&format!("etcd Version: {}", etcd.trim_start_matches('v'))),

@@ -1,4 +1,4 @@
-//! A rolling upgrade from the last release: its replicas and this version's run side by side
+//! A rolling upgrade from the newest release the CHANGELOG records: its replicas and this version's run side by side
 //! on pools with bound claims while claims keep coming, then the old ones are stopped as a
 //! Deployment's rolling update stops them. No item may be held twice, and no bound claim may
 //! lose or change an item, at any revision.
@@ -17,6 +17,16 @@ use kube::{Client, ResourceExt};
 use lockguard::api::{Claim, ClaimSpec, Pool};
 use lockguard::audit::history::Recorder;
 use support::{OPERATOR_NAMESPACE, Replicas, Spec, repo};
+
+/// The newest release CHANGELOG.md records: its first `## v…` heading. Each release is
+/// tested as an upgrade from the one before it.
+fn newest_release() -> String {
+    let changelog = std::fs::read_to_string(repo().join("CHANGELOG.md")).expect("CHANGELOG.md");
+    changelog
+        .lines()
+        .find_map(|line| line.strip_prefix("## v")?.split_whitespace().next().map(|v| format!("v{v}")))
+        .expect("CHANGELOG.md records a release")
+}
 
 /// The release's binary and CRDs, built once per commit (hack/release.sh).
 fn release(version: &str) -> PathBuf {
@@ -137,8 +147,13 @@ fn watch_statuses(client: Client, ns: &str) -> Arc<Mutex<BTreeMap<String, Vec<Ve
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rolling_upgrade_from_the_last_release_moves_no_item() {
-    let old = release("v0.1.0");
+async fn a_rolling_upgrade_from_the_newest_release_moves_no_item() {
+    let version = newest_release();
+    eprintln!(
+        "upgrading from {version} on Kubernetes {}",
+        devenv::kubernetes_version().as_deref().unwrap_or("of hack/kube")
+    );
+    let old = release(&version);
     let dir = devenv::run_dir("upgrade").expect("run dir");
     let cp = devenv::ControlPlane::start(&dir.join("control-plane")).await.expect("control plane");
     let etcd = devenv::etcd::start_single(&dir, "lock-etcd").expect("lock etcd");

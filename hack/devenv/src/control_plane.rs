@@ -14,7 +14,7 @@ use kube::{Client, Config};
 use crate::certs::{self, KeyPairFiles, NodePki, Pki};
 use crate::etcd::{self, EtcdServer};
 use crate::process::{Process, free_port};
-use crate::{Error, Result, binary};
+use crate::{Error, Result, kubernetes_binary};
 
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -76,7 +76,8 @@ impl ControlPlane {
         let port = free_port()?;
         let args =
             apiserver_args(host, port, &pki, &etcd.endpoint(), &dir.join("pki"), kubelet_client.as_ref());
-        let apiserver = Process::spawn(&binary("kube-apiserver")?, &args, &dir.join("kube-apiserver.log"))?;
+        let apiserver =
+            Process::spawn(&kubernetes_binary("kube-apiserver")?, &args, &dir.join("kube-apiserver.log"))?;
         let kubeconfig = dir.join("admin.kubeconfig");
         let host = host.to_string();
         std::fs::write(&kubeconfig, admin_kubeconfig(&host, port, &pki))?;
@@ -84,7 +85,8 @@ impl ControlPlane {
             Self { dir: dir.to_path_buf(), host, port, pki, kubeconfig, apiserver, etcd, kubelet_client };
         control_plane.wait_ready(Duration::from_secs(90)).await?;
         eprintln!(
-            "devenv: kube-apiserver ready on {} in {:.1}s",
+            "devenv: kube-apiserver{} ready on {} in {:.1}s",
+            crate::kubernetes_version().map(|v| format!(" {v}")).unwrap_or_default(),
             control_plane.url(),
             started.elapsed().as_secs_f64()
         );
@@ -103,8 +105,11 @@ impl ControlPlane {
             &self.dir.join("pki"),
             self.kubelet_client.as_ref(),
         );
-        self.apiserver =
-            Process::spawn(&binary("kube-apiserver")?, &args, &self.dir.join("kube-apiserver.log"))?;
+        self.apiserver = Process::spawn(
+            &kubernetes_binary("kube-apiserver")?,
+            &args,
+            &self.dir.join("kube-apiserver.log"),
+        )?;
         self.wait_ready(Duration::from_secs(90)).await
     }
 
@@ -174,10 +179,9 @@ impl ControlPlane {
         client_for(&self.kubeconfig).await
     }
 
-    /// `kubectl` (bin/kubectl, the release the API server was built from) with the admin
-    /// kubeconfig.
+    /// `kubectl` of the release the API server was built from, with the admin kubeconfig.
     pub fn kubectl(&self) -> Result<Command> {
-        let mut command = Command::new(binary("kubectl")?);
+        let mut command = Command::new(kubernetes_binary("kubectl")?);
         command.env("KUBECONFIG", &self.kubeconfig);
         Ok(command)
     }

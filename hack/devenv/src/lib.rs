@@ -57,6 +57,20 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     if path.is_file() { Ok(path) } else { Err(Error::MissingBinary(path)) }
 }
 
+/// The Kubernetes minor version the control plane runs: `$LOCKGUARD_KUBERNETES` (e.g. `1.32`,
+/// the oldest supported, built by hack/kube-1.32), or none for hack/kube's release.
+pub fn kubernetes_version() -> Option<String> {
+    std::env::var("LOCKGUARD_KUBERNETES").ok().filter(|v| !v.is_empty())
+}
+
+/// kube-apiserver or kubectl of that version: `bin/NAME`, or `bin/NAME-<version>`.
+pub fn kubernetes_binary(name: &str) -> Result<PathBuf> {
+    match kubernetes_version() {
+        Some(version) => binary(&format!("{name}-{version}")),
+        None => binary(name),
+    }
+}
+
 /// Root of all run directories: `$LOCKGUARD_DEVENV_DIR`, else `$TMPDIR/lockguard-devenv`.
 pub fn runs_root() -> PathBuf {
     std::env::var_os("LOCKGUARD_DEVENV_DIR")
