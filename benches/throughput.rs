@@ -365,9 +365,22 @@ async fn start_up(replicas: &mut Replicas) -> Option<f64> {
     None
 }
 
+/// The API server's own rates on this machine, no operator running.
+struct Ceiling {
+    creates: f64,
+    /// A small status (items and summary) from a tight loop.
+    statuses: f64,
+    /// The status lockguard writes when it binds a claim (the Bound condition, items,
+    /// summary, token, pool uid) with its uid and resourceVersion preconditions.
+    bound_statuses: f64,
+    /// The same while a watch of the claims is open and read, as the operator's is.
+    watched_bound_statuses: f64,
+}
+
 /// The API server's own rate on this machine for the writes a claim needs: creates, then
-/// status writes from a tight loop (no operator running).
-async fn ceiling() -> (f64, f64) {
+/// status writes from a tight loop, then the same writes as lockguard's, without and with a
+/// watch of the claims. Status writes go as many at once as the replicas' reconciles.
+async fn ceiling() -> Ceiling {
     let servers = servers().await;
     let client = servers.client.clone();
     create_namespace(&client, "ceiling").await;
@@ -388,7 +401,7 @@ async fn ceiling() -> (f64, f64) {
         .await;
     let creates = n as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
-    stream::iter(0..n)
+    let written: Vec<Claim> = stream::iter(0..n)
         .map(|i| {
             let claims = claims.clone();
             async move {
@@ -397,14 +410,61 @@ async fn ceiling() -> (f64, f64) {
                 claims
                     .patch_status(&format!("c{i}"), &PatchParams::default(), &Patch::Merge(&status))
                     .await
-                    .expect("status");
+                    .expect("status")
             }
         })
-        .buffer_unordered(IN_FLIGHT)
-        .collect::<Vec<_>>()
+        .buffer_unordered(usize::from(concurrency()))
+        .collect()
         .await;
     let statuses = n as f64 / started.elapsed().as_secs_f64();
-    (creates, statuses)
+    let (bound_statuses, written) = bound_status_writes(&claims, written, "x").await;
+    let watch = tokio::spawn(watcher(claims.clone(), watcher::Config::default()).for_each(|_| async {}));
+    let (watched_bound_statuses, _) = bound_status_writes(&claims, written, "y").await;
+    watch.abort();
+    Ceiling { creates, statuses, bound_statuses, watched_bound_statuses }
+}
+
+/// Writes to each of `written` the Bound status lockguard would, showing item
+/// `<prefix><name>`, under its uid and resourceVersion; the rate and the claims as written.
+async fn bound_status_writes(claims: &Api<Claim>, written: Vec<Claim>, prefix: &str) -> (f64, Vec<Claim>) {
+    use kube::ResourceExt;
+    use lockguard::api::{BOUND, ClaimStatus, Reason, condition};
+    let n = written.len();
+    let started = Instant::now();
+    let written: Vec<Claim> = stream::iter(written)
+        .map(|claim| {
+            let claims = claims.clone();
+            async move {
+                let item = format!("{prefix}{}", claim.name_any());
+                let generation = claim.metadata.generation;
+                let status = ClaimStatus {
+                    observed_generation: generation,
+                    items: vec![item.clone()],
+                    summary: Some(item.clone()),
+                    fencing_token: Some(7),
+                    pool_uid: Some("0b6f4c3e-5a1d-4c2b-9e8f-7a6d5c4b3a21".into()),
+                    conditions: vec![condition(
+                        BOUND,
+                        true,
+                        Reason::Allocated,
+                        format!("1 items from pool p: {item}"),
+                        generation,
+                    )],
+                };
+                let patch = serde_json::json!({
+                    "metadata": { "uid": claim.uid(), "resourceVersion": claim.resource_version() },
+                    "status": status,
+                });
+                claims
+                    .patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("bound status")
+            }
+        })
+        .buffer_unordered(usize::from(concurrency()))
+        .collect()
+        .await;
+    (n as f64 / started.elapsed().as_secs_f64(), written)
 }
 
 fn plot_rates(figures: &[Figures], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
@@ -597,19 +657,23 @@ fn main() {
                 }
             }
         }
-        let (creates, statuses) = ceiling().await;
+        let Ceiling { creates, statuses, bound_statuses, watched_bound_statuses } = ceiling().await;
         println!(
-            "\nAPI server ceiling on this machine ({IN_FLIGHT} requests in flight, no operator): {creates:.0} claim creates/s, {statuses:.0} status writes/s"
+            "\nAPI server ceiling on this machine (no operator; {IN_FLIGHT} creates, {} status writes in flight): {creates:.0} claim creates/s; status writes/s: {statuses:.0} small, {bound_statuses:.0} as lockguard writes them (Bound condition, preconditions), {watched_bound_statuses:.0} the same with a claim watch open",
+            concurrency()
         );
         for f in all.iter().filter(|f| f.scenario.backlog) {
+            let share = |ceiling: f64| 100.0 * f.rate() / ceiling;
             println!(
-                "{} with {} replica{} ({}): {:.1} claims/s, {:.0} % of the status-write ceiling",
+                "{} with {} replica{} ({}): {:.1} claims/s; of the status-write ceilings: {:.0} % small, {:.0} % lockguard's, {:.0} % lockguard's watched",
                 f.scenario.title,
                 f.replicas,
                 if f.replicas == 1 { "" } else { "s" },
                 f.backend,
                 f.rate(),
-                100.0 * f.rate() / statuses
+                share(statuses),
+                share(bound_statuses),
+                share(watched_bound_statuses)
             );
         }
         if std::fs::create_dir_all(&plots).is_ok() {
