@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Go-built tools (kube-apiserver, kubectl, kube-controller-manager, etcd, etcdctl,
-# etcdutl, promtool, and kube-apiserver and kubectl of each older supported Kubernetes) from the wrapper modules in hack/ into a cache outside the clone, then
-# links them into bin/.
+# etcdutl, promtool, and kube-apiserver and kubectl of each older supported Kubernetes) from
+# the wrapper modules in hack/ into a cache outside the clone, then links them into bin/.
 # `hack/tools.sh node` builds instead what the one-node cluster adds (`make node-tools`):
 # kubelet, kube-scheduler, kube-proxy (hack/kube-node, like kube-controller-manager), CoreDNS
 # (hack/coredns) and the pause binary of the sandbox image (gcc -static of the k8s module's

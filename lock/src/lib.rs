@@ -664,6 +664,25 @@ mod tests {
         assert!(error.is_unavailable() && error.to_string().starts_with("etcd: "), "{error}");
     }
 
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn only_a_refused_connection_counts_as_never_sent() {
+        use std::io::{Error, ErrorKind};
+        use tonic::{Code, Status};
+        let with_source = |kind| {
+            etcd_client::Error::GRpcStatus(Status::from_error(Box::new(Error::new(
+                kind,
+                "tcp connect error",
+            ))))
+        };
+        assert!(was_refused(&with_source(ErrorKind::ConnectionRefused)));
+        // A broken connection may have carried the call: it may have been applied.
+        assert!(!was_refused(&with_source(ErrorKind::BrokenPipe)));
+        assert!(!was_refused(&with_source(ErrorKind::TimedOut)));
+        let timed_out = Status::new(Code::Unavailable, "etcdserver: request timed out");
+        assert!(!was_refused(&etcd_client::Error::GRpcStatus(timed_out)));
+    }
+
     #[test]
     fn identities_do_not_repeat() {
         let a = unique_identity("replica");
