@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the lockguard binary of a recorded release (CHANGELOG.md names its commit; a clean
 # clone may have no tags) into the tool cache, once per commit, with the release's CRDs beside
-# it. The upgrade test runs it next to this checkout's binary. Prints the directory.
+# it. The upgrade test runs it next to this checkout's binary. Prints the directory. Without a
+# VERSION, the newest release CHANGELOG.md records (its first `## v…` heading).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${LOCKGUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lockguard}
-version=${1:?usage: hack/release.sh VERSION (e.g. v0.1.0)}
+version=${1:-$(awk '/^## v/ { print $2; exit }' "$root/CHANGELOG.md")}
+[ -n "$version" ] || { echo "release: CHANGELOG.md records no release" >&2; exit 1; }
 commit=$(awk -v head="## $version " 'index($0, head) == 1 { found = 1; next }
   found && /^## / { exit }
   found && /^Commit `/ { print substr($2, 2, 40); exit }' "$root/CHANGELOG.md")

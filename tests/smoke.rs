@@ -129,30 +129,38 @@ fn harness_processes_die_with_their_owner() {
     assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "etcd must be gone after drop");
 }
 
+/// An etcd lock whose client knows every member of `cluster`.
+async fn lock_on(cluster: &devenv::EtcdCluster) -> lockguard_lock::etcd::EtcdLock {
+    use lockguard_lock::etcd::{EtcdConfig, EtcdLock};
+    let client =
+        EtcdConfig::from_list(&cluster.endpoints()).connect(Duration::from_secs(5)).await.expect("connect");
+    EtcdLock::new(client, "smoke")
+}
+
+/// The index of the member that leads `cluster`, as the members report it.
+async fn leader_of(cluster: &devenv::EtcdCluster) -> usize {
+    for (i, member) in cluster.members.iter().enumerate() {
+        let status = etcd_client(&member.endpoint()).await.status().await.expect("member status");
+        if status.header().map(|h| h.member_id()) == Some(status.leader()) {
+            return i;
+        }
+    }
+    panic!("the cluster has no leader")
+}
+
 #[tokio::test]
 async fn a_three_member_etcd_cluster_serves_locks_and_survives_losing_its_leader() {
-    use lockguard_lock::etcd::{EtcdConfig, EtcdLock};
     use lockguard_lock::{Lock, LockOptions};
     lockguard::telemetry::init(lockguard::telemetry::LogFormat::Text);
     let dir = devenv::run_dir("smoke-cluster").expect("dir");
     let mut cluster = devenv::EtcdCluster::start(&dir, "member", 3).expect("3-member cluster");
-    let client =
-        EtcdConfig::from_list(&cluster.endpoints()).connect(Duration::from_secs(5)).await.expect("connect");
-    let lock = EtcdLock::new(client, "smoke");
+    let lock = lock_on(&cluster).await;
     let options = LockOptions::new(5, Duration::from_secs(10)).expect("options");
     let first = lock.acquire("cluster-lock", options).await.expect("lock on the cluster");
     first.release().await.expect("release");
     // Kill the leader: requests fail ("leader changed", "request timed out") until the two
     // others elect a new one; the acquisition rides that out within its timeout.
-    let mut leader = None;
-    for (i, member) in cluster.members.iter().enumerate() {
-        let mut one = etcd_client(&member.endpoint()).await;
-        let status = one.status().await.expect("member status");
-        if status.header().map(|h| h.member_id()) == Some(status.leader()) {
-            leader = Some(i);
-        }
-    }
-    let leader = leader.expect("the cluster has a leader");
+    let leader = leader_of(&cluster).await;
     cluster.members[leader].kill();
     let started = std::time::Instant::now();
     let second = lock.acquire("cluster-lock", options).await.expect("two of three members keep quorum");
@@ -167,21 +175,12 @@ async fn a_three_member_etcd_cluster_serves_locks_and_survives_losing_its_leader
 /// refused, never reaches etcd, and must go to a live member instead of failing.
 #[tokio::test]
 async fn a_dead_follower_fails_no_call_while_two_members_keep_quorum() {
-    use lockguard_lock::etcd::{EtcdConfig, EtcdLock};
     use lockguard_lock::{Lock, LockOptions};
     let dir = devenv::run_dir("smoke-follower").expect("dir");
     let mut cluster = devenv::EtcdCluster::start(&dir, "member", 3).expect("3-member cluster");
-    let client =
-        EtcdConfig::from_list(&cluster.endpoints()).connect(Duration::from_secs(5)).await.expect("connect");
-    let lock = EtcdLock::new(client, "smoke");
-    let mut follower = None;
-    for (i, member) in cluster.members.iter().enumerate() {
-        let status = etcd_client(&member.endpoint()).await.status().await.expect("member status");
-        if status.header().map(|h| h.member_id()) != Some(status.leader()) {
-            follower = Some(i);
-        }
-    }
-    cluster.members[follower.expect("two followers")].kill();
+    let lock = lock_on(&cluster).await;
+    let follower = (leader_of(&cluster).await + 1) % cluster.members.len();
+    cluster.members[follower].kill();
     let options = LockOptions::new(5, Duration::from_secs(5)).expect("options");
     let mut failed = Vec::new();
     for _ in 0..100 {

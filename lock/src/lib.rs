@@ -242,14 +242,13 @@ impl EtcdFailure {
 
 #[cfg(feature = "etcd")]
 fn is_transport(status: &tonic::Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error.is::<tonic::transport::Error>() || error.is::<std::io::Error>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
+    causes(status).any(|e| e.is::<tonic::transport::Error>() || e.is::<std::io::Error>())
+}
+
+/// The errors under `status`, the nearest first.
+#[cfg(feature = "etcd")]
+fn causes(status: &tonic::Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(status), |e| e.source())
 }
 
 /// True when a member refused the connection: the call never reached etcd, so sending it
@@ -257,17 +256,9 @@ fn is_transport(status: &tonic::Status) -> bool {
 #[cfg(feature = "etcd")]
 pub(crate) fn was_refused(error: &etcd_client::Error) -> bool {
     let etcd_client::Error::GRpcStatus(status) = error else { return false };
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
-        {
-            return true;
-        }
-        source = error.source();
-    }
-    false
+    causes(status).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
 }
 
 #[cfg(feature = "etcd")]
