@@ -57,6 +57,7 @@ pub struct Metrics {
     pub pool_capacity: Family<ByPool, Gauge>,
     pub members: Gauge,
     pub pools_served: Gauge,
+    pub cached_claims: Gauge,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -138,7 +139,7 @@ impl Default for Metrics {
         let pool_capacity = Family::default();
         registry.register(
             "claims",
-            "Claims in this replica's cache, per reason of their Bound condition (Allocated: bound; Pending: none yet)",
+            "Claims of the pools this replica serves, per reason of their Bound condition (Allocated: bound; Pending: none yet)",
             claims.clone(),
         );
         registry.register("pool_free_items", "Free items per pool, from its ledger", pool_free.clone());
@@ -150,6 +151,12 @@ impl Default for Metrics {
             members.clone(),
         );
         registry.register("pools_served", "Pools this replica serves", pools_served.clone());
+        let cached_claims = Gauge::default();
+        registry.register(
+            "cached_claims",
+            "Claims this replica watches and keeps in its cache (with the pools divided, those of the pools it serves)",
+            cached_claims.clone(),
+        );
         // Counters an alert watches exist from the start at 0: a series that first appears
         // at 1 is not an increase to Prometheus, and the first lost lock would go unseen.
         for backend in [Backend::Etcd, Backend::Lease] {
@@ -177,6 +184,7 @@ impl Default for Metrics {
             pool_capacity,
             members,
             pools_served,
+            cached_claims,
         }
     }
 }

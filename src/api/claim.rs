@@ -24,6 +24,8 @@ pub const FINALIZER: &str = "lockguard.dev/release-items";
     printcolumn(name = "Bound", type_ = "string", json_path = ".status.conditions[?(@.type==\"Bound\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Bound\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // Lets each replica watch only the claims of the pools it may serve (a field selector).
+    selectable = ".spec.poolRef",
     validation = Rule::new("size(self.metadata.name) <= 63").message("a claim name has at most 63 characters (it is kept in the pool's ledger)")
 )]
 #[x_kube(validation = Rule::new("!has(self.items) || size(self.items) == self.count").message("spec.items must name exactly spec.count items"))]

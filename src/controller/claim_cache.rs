@@ -3,38 +3,52 @@
 //! ledger write paid for one (through the pool watch) and each hold for another.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
+use super::claim_watch::LeftOut;
 use crate::api::Claim;
 
 #[derive(Clone)]
 pub struct ClaimCache {
     store: Store<Claim>,
     index: Arc<Mutex<ByPool>>,
-    listed: Arc<AtomicBool>,
+    listings: Arc<Mutex<Listings>>,
+}
+
+/// The pools left out of the listing under way and of the last complete one.
+#[derive(Default)]
+struct Listings {
+    started: LeftOut,
+    complete: Option<LeftOut>,
 }
 
 impl ClaimCache {
     pub fn new(store: Store<Claim>) -> Self {
-        Self { store, index: Arc::default(), listed: Arc::default() }
+        Self { store, index: Arc::default(), listings: Arc::default() }
+    }
+
+    /// The watch starts a listing that leaves out the claims of `pools`.
+    pub fn listing_leaves_out(&self, pools: LeftOut) {
+        self.listings().started = pools;
     }
 
     /// Follows the claim watch; called with each event after the store has applied it.
     pub fn observe(&self, event: &watcher::Event<Claim>) {
         self.index().observe(event);
         if matches!(event, watcher::Event::InitDone) {
-            self.listed.store(true, Ordering::Release);
+            let mut listings = self.listings();
+            listings.complete = Some(listings.started.clone());
         }
     }
 
-    /// Whether the cache has had its first complete listing: before, a claim missing from it
-    /// says nothing about the server.
-    pub fn is_listed(&self) -> bool {
-        self.listed.load(Ordering::Acquire)
+    /// Whether the cache holds every claim of `pool` the server had at its last complete
+    /// listing: listed, and not left out of that listing (a pool just gained was). Before,
+    /// a claim of it missing from the cache says nothing about the server.
+    pub fn covers(&self, pool: &str) -> bool {
+        self.listings().complete.as_ref().is_some_and(|left_out| !left_out.contains(pool))
     }
 
     pub fn get(&self, claim: &ObjectRef<Claim>) -> Option<Arc<Claim>> {
@@ -52,6 +66,10 @@ impl ClaimCache {
 
     fn index(&self) -> MutexGuard<'_, ByPool> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn listings(&self) -> MutexGuard<'_, Listings> {
+        self.listings.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -167,7 +185,24 @@ mod tests {
     #[test]
     fn listed_once_the_first_listing_is_complete() {
         let listing = [Event::Init, Event::InitApply(claim("a", "p"))];
-        assert!(!fed(&listing).is_listed(), "a claim missing now may exist on the server");
-        assert!(fed(&[&listing[..], &[Event::InitDone]].concat()).is_listed());
+        assert!(!fed(&listing).covers("p"), "a claim missing now may exist on the server");
+        assert!(fed(&[&listing[..], &[Event::InitDone]].concat()).covers("p"));
+    }
+
+    #[test]
+    fn a_pool_left_out_is_covered_only_once_a_listing_that_includes_it_is_complete() {
+        let cache = fed(&[]);
+        cache.listing_leaves_out(LeftOut::new(["q".to_string()].into()));
+        assert!(!cache.covers("p"), "nothing listed yet");
+        cache.observe(&Event::InitDone);
+        assert!(cache.covers("p"));
+        assert!(!cache.covers("q"), "its claims were left out");
+        // The pool is gained: a new listing starts, and until it is complete "q" is not covered.
+        cache.listing_leaves_out(LeftOut::default());
+        cache.observe(&Event::Init);
+        cache.observe(&Event::InitApply(claim("a", "q")));
+        assert!(!cache.covers("q"));
+        cache.observe(&Event::InitDone);
+        assert!(cache.covers("q") && cache.covers("p"));
     }
 }

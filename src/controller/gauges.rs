@@ -1,6 +1,6 @@
 //! Gauges of what this replica's caches hold: claims per reason of their `Bound`
-//! condition, and free and total items per pool. Every replica sees every object, so
-//! dashboards take the max over replicas.
+//! condition, of the pools this replica serves (dashboards sum them over the replicas), and
+//! free and total items per pool (every replica sees every pool: take the max).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
@@ -54,16 +54,19 @@ impl CorruptPools {
     }
 }
 
-/// Sets the gauges from the caches; returns the pools it set, so the next call can drop
-/// the series of pools that are gone.
+/// Sets the gauges from the caches, counting the claims of the pools `serves` says this
+/// replica serves; returns the pools it set, so the next call can drop the series of pools
+/// that are gone.
 pub fn observe(
     metrics: &Metrics,
     claims: &Store<Claim>,
     pools: &Store<Pool>,
+    serves: impl Fn(&str) -> bool,
     before: &HashSet<String>,
 ) -> HashSet<String> {
     let claims = claims.state();
-    for (reason, n) in reason_counts(claims.iter().map(|c| &**c)) {
+    metrics.cached_claims.set(claims.len() as i64);
+    for (reason, n) in reason_counts(claims.iter().map(|c| &**c).filter(|c| serves(&c.spec.pool_ref))) {
         metrics.claims.get_or_create(&ByReason { reason: reason.to_string() }).set(n);
     }
     let mut seen = HashSet::new();

@@ -83,6 +83,15 @@ impl Members {
         self.shard
     }
 
+    /// Whether the member Leases were listed once (see [`Members::until_listed`]).
+    pub fn is_listed(&self) -> bool {
+        self.listed.load(Ordering::Acquire)
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
     /// The live members as last computed.
     pub fn live(&self) -> Arc<Vec<String>> {
         self.live.read().unwrap_or_else(|e| e.into_inner()).clone()

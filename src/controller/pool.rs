@@ -90,8 +90,9 @@ async fn reconcile_pool(pool: &Pool, ctx: &Arc<Context>) -> Result<Action, Error
         return Ok(Action::requeue(NOT_SERVED_RECHECK));
     }
     // Every ledger entry whose claim the cache lacks is read from the server: with the cache
-    // still listing, that was a read per entry of every pool served (thousands at start-up).
-    if !ctx.claims.is_listed() {
+    // still listing, that was a read per entry of every pool served (thousands at start-up),
+    // and a pool just gained has its claims listed only once the claim watch starts again.
+    if !ctx.claims.covers(&name) {
         return Ok(Action::requeue(CLAIMS_NOT_LISTED_RECHECK));
     }
     let ledger = match pool.ledger() {

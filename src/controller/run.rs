@@ -19,7 +19,7 @@ use super::context::{Context, Settings};
 use super::fetch::lean;
 use super::locks::Locks;
 use super::members::{self, Members};
-use super::{claim, gauges, pool, shard};
+use super::{claim, claim_watch, gauges, pool, shard};
 use crate::api::{Claim, Pool};
 use crate::metrics::Metrics;
 
@@ -56,13 +56,32 @@ pub async fn run(
         settings.shard,
         settings.member_lease,
     ));
-    let (serving, listing) = (members.clone(), members.clone());
-    // Sharded, the claim watch starts once the members are known: claims are dropped below
-    // for pools this replica does not serve, and until then it serves none.
-    let members_known = futures::stream::once(async move { listing.until_listed().await })
-        .filter_map(|()| futures::future::ready(None));
+
+    // One pool watch and cache. Its subscribers get applied pools only; a pool deleted for
+    // good is passed to the claim controller on a channel of its own.
+    let (pool_store, pool_writer) = reflector::store_shared(POOL_EVENTS_BUFFER);
+    let (pools_for_claims, pools_for_pools) = (subscribe(&pool_writer)?, subscribe(&pool_writer)?);
+    let (scope, left_out) = claim_watch::Scope::new(members.clone(), pool_store.clone());
+    let scope = Arc::new(scope);
+    let (pools_listed_tx, mut pools_listed) = tokio::sync::watch::channel(false);
+
+    let (serving, listing, scoped) = (members.clone(), members.clone(), scope.clone());
+    // Sharded, the claim watch starts once the members and the pools are known: claims are
+    // dropped below for pools this replica does not serve, and until then it serves none;
+    // and the pools other members serve are left out of the watch from its first listing.
+    let members_known = futures::stream::once(async move {
+        listing.until_listed().await;
+        let _ = pools_listed.wait_for(|listed| *listed).await;
+        scoped.refresh();
+    })
+    .filter_map(|()| futures::future::ready(None));
     let claim_events = members_known
-        .chain(watcher(claims, watcher::Config::default()).default_backoff().modify(lean).reflect(writer))
+        .chain(
+            claim_watch::claims(claims, left_out, claim_cache.clone())
+                .default_backoff()
+                .modify(lean)
+                .reflect(writer),
+        )
         .inspect_ok(move |event| {
             claims_synced.listed(0, event);
             indexed.observe(event);
@@ -72,25 +91,31 @@ pub async fn run(
             }
         })
         .applied_objects()
-        // Claims of pools another replica serves cost this one the watch and nothing more; a
-        // change of members wakes the claims of the pools this replica gains.
+        // Claims of pools another replica serves are not asked for, save those of pools new
+        // since the watch started; a change of members wakes the claims of the pools gained.
         .try_filter(move |claim| futures::future::ready(serving.serves(&claim.spec.pool_ref)));
     let claim_controller =
         Controller::for_stream(claim_events, claim_store.clone()).with_config(config.clone());
 
-    // One pool watch and cache. Its subscribers get applied pools only; a pool deleted for
-    // good is passed to the claim controller on a channel of its own.
-    let (pool_store, writer) = reflector::store_shared(POOL_EVENTS_BUFFER);
-    let (pools_for_claims, pools_for_pools) = (subscribe(&writer)?, subscribe(&writer)?);
     let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded();
+    let pools_seen = scope.clone();
     let pool_watch = watcher(pools, watcher::Config::default())
         .default_backoff()
         .modify(lean)
-        .reflect_shared(writer)
+        .reflect_shared(pool_writer)
         .inspect_ok(move |event| {
             pools_synced.listed(1, event);
-            if let watcher::Event::Delete(pool) = event {
-                let _ = deleted_tx.unbounded_send(Arc::new(pool.clone()));
+            match event {
+                watcher::Event::Delete(pool) => {
+                    let _ = deleted_tx.unbounded_send(Arc::new(pool.clone()));
+                }
+                watcher::Event::InitDone => {
+                    let _ = pools_listed_tx.send(true);
+                }
+                _ => {}
+            }
+            if !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_)) {
+                pools_seen.refresh();
             }
         })
         .for_each(|_| async {});
@@ -129,6 +154,7 @@ pub async fn run(
         let watched = members.clone();
         tokio::spawn(async move {
             let changed = |before: &[String]| {
+                scope.refresh();
                 let live = watched.live();
                 let names: Vec<String> = pools_now.state().iter().map(|p| p.name_any()).collect();
                 for pool in shard::gained(names.iter().map(String::as_str), before, &live, &me) {
@@ -199,7 +225,7 @@ pub async fn run(
         let mut pools_seen = Default::default();
         loop {
             tick.tick().await;
-            pools_seen = gauges::observe(&metrics, &claims, &pools, &pools_seen);
+            pools_seen = gauges::observe(&metrics, &claims, &pools, |p| members.serves(p), &pools_seen);
             metrics.members.set(members.live().len() as i64);
             let served = pools.state().iter().filter(|p| members.serves(&p.name_any())).count();
             metrics.pools_served.set(served as i64);

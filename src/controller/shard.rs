@@ -3,6 +3,8 @@
 //! only its own share of the pools. The pool's lock stays the fence: two replicas that both
 //! believe they serve a pool while a move settles are still safe, they only duplicate work.
 
+use std::collections::BTreeSet;
+
 /// The member that serves pool `pool` among `members`.
 pub fn owner<'a>(pool: &str, members: &'a [String]) -> Option<&'a str> {
     members.iter().max_by_key(|member| (weight(pool, member), member.as_str())).map(String::as_str)
@@ -16,6 +18,19 @@ pub fn gained<'a>(
     me: &str,
 ) -> Vec<&'a str> {
     pools.into_iter().filter(|pool| owner(pool, now) == Some(me) && owner(pool, before) != Some(me)).collect()
+}
+
+/// The pools of `pools` that another of `members` serves (by name, at most `most` of them):
+/// those whose claims `me` need not watch.
+pub fn served_by_others<'a>(
+    pools: impl IntoIterator<Item = &'a str>,
+    members: &[String],
+    me: &str,
+    most: usize,
+) -> BTreeSet<String> {
+    let others: BTreeSet<&str> =
+        pools.into_iter().filter(|pool| owner(pool, members).is_some_and(|o| o != me)).collect();
+    others.into_iter().take(most).map(String::from).collect()
 }
 
 /// A 64-bit hash of (pool, member) that every replica and every version computes alike (std's
@@ -81,5 +96,20 @@ mod tests {
         let owned_by_c = pools.iter().filter(|p| owner(p, &three) == Some("c")).count();
         assert_eq!(gained_by_c.len(), owned_by_c);
         assert!(gained(names, &two, &three, "a").is_empty());
+    }
+
+    #[test]
+    fn a_member_leaves_out_exactly_the_pools_the_others_serve() {
+        let three = members(&["a", "b", "c"]);
+        let pools = pools(90);
+        let names = || pools.iter().map(String::as_str);
+        let left_out = served_by_others(names(), &three, "a", usize::MAX);
+        for pool in &pools {
+            assert_eq!(left_out.contains(pool), owner(pool, &three) != Some("a"), "{pool}");
+        }
+        assert!(served_by_others(names(), &members(&["a"]), "a", usize::MAX).is_empty());
+        let few = served_by_others(names(), &three, "a", 5);
+        assert_eq!(few.len(), 5);
+        assert!(few.is_subset(&left_out), "a shorter list leaves out fewer, never a pool of its own");
     }
 }

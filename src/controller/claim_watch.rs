@@ -1,0 +1,181 @@
+//! The claims a replica asks the API server for. With the pools divided, a replica needs only
+//! the claims of the pools it serves: every other claim cost it (and the API server) an event
+//! to send and decode for nothing, twice per bound claim. The watch leaves out the pools other
+//! members serve by a field selector on `spec.poolRef` (the CRD declares the field selectable),
+//! and starts again, listing anew, when that set changes; the reflector replaces its cache with
+//! each complete listing, so the claims of pools left out since leave the cache with it.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use kube::Api;
+use kube::runtime::watcher;
+use tokio::sync::watch;
+
+use kube::runtime::reflector::Store;
+
+use super::claim_cache::ClaimCache;
+use super::members::Members;
+use super::shard;
+use crate::api::{Claim, Pool};
+
+/// At most this many pools are left out by name (a longer selector is a longer request line);
+/// the claims of the others are still dropped by the controller, as without a selector.
+pub const MOST_LEFT_OUT: usize = 400;
+
+/// How long a new set of pools to leave out must hold before the watch starts again, so that
+/// a burst of pool creations or member changes costs one new listing, not one each.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Pools whose claims the watch leaves out.
+pub type LeftOut = Arc<BTreeSet<String>>;
+
+/// Decides which pools the claim watch leaves out: those another live member serves.
+pub struct Scope {
+    members: Arc<Members>,
+    pools: Store<Pool>,
+    left_out: watch::Sender<LeftOut>,
+}
+
+impl Scope {
+    pub fn new(members: Arc<Members>, pools: Store<Pool>) -> (Self, watch::Receiver<LeftOut>) {
+        let (left_out, changes) = watch::channel(LeftOut::default());
+        (Self { members, pools, left_out }, changes)
+    }
+
+    /// Computes the pools to leave out again; called when the pools or the members change.
+    /// Without division (`--shard=false`) or before the members are known, none.
+    pub fn refresh(&self) {
+        if !self.members.sharded() || !self.members.is_listed() {
+            return;
+        }
+        let pools = self.pools.state();
+        let names = pools.iter().map(|p| p.metadata.name.as_deref().unwrap_or_default());
+        let wanted =
+            shard::served_by_others(names, &self.members.live(), self.members.identity(), MOST_LEFT_OUT);
+        self.left_out.send_if_modified(|now| {
+            let changed = **now != wanted;
+            if changed {
+                *now = Arc::new(wanted);
+            }
+            changed
+        });
+    }
+}
+
+/// The field selector that leaves out the claims of `pools`.
+pub fn selector(pools: &BTreeSet<String>) -> String {
+    pools.iter().map(|pool| format!("spec.poolRef!={}", escape(pool))).collect::<Vec<_>>().join(",")
+}
+
+/// A field selector value as the API server parses it (`\`, `,` and `=` escaped). Pool names
+/// are DNS names and need none of it, but a selector must never be split by a name.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace(',', "\\,").replace('=', "\\=")
+}
+
+/// Claim events from a watch that leaves out the pools `left_out` names, started again on
+/// each change of it. Each watch's pools are told to `cache` before it lists, so the cache
+/// knows which pools its listing covers. An API server that cannot select claims by pool (a
+/// CRD older than this operator) gets a watch of every claim, for the life of the process.
+pub fn claims(
+    api: Api<Claim>,
+    left_out: watch::Receiver<LeftOut>,
+    cache: ClaimCache,
+) -> impl Stream<Item = Result<watcher::Event<Claim>, watcher::Error>> + Send {
+    type Events = Pin<Box<dyn Stream<Item = Result<watcher::Event<Claim>, watcher::Error>> + Send>>;
+    let start = move |api: &Api<Claim>, pools: LeftOut, cache: &ClaimCache| -> Events {
+        let config = watcher::Config::default();
+        let config = if pools.is_empty() { config } else { config.fields(&selector(&pools)) };
+        cache.listing_leaves_out(pools);
+        Box::pin(watcher(api.clone(), config))
+    };
+    // The first watch starts at the first poll: the pools to leave out are known by then.
+    let state = (api, left_out, cache, None::<Events>, LeftOut::default(), true, false);
+    futures::stream::unfold(state, move |state| async move {
+        let (api, mut left_out, cache, current, mut pools, mut following, mut unselectable) = state;
+        let mut current = current.unwrap_or_else(|| {
+            pools = left_out.borrow_and_update().clone();
+            start(&api, pools.clone(), &cache)
+        });
+        loop {
+            tokio::select! {
+                changed = left_out.changed(), if following => {
+                    if changed.is_err() {
+                        following = false;
+                        continue;
+                    }
+                    tokio::time::sleep(SETTLE).await;
+                    let wanted = left_out.borrow_and_update().clone();
+                    if !unselectable && wanted != pools {
+                        pools = wanted;
+                        current = start(&api, pools.clone(), &cache);
+                    }
+                }
+                event = current.next() => {
+                    let event = event?;
+                    if let Err(e) = &event
+                        && !pools.is_empty()
+                        && refuses_selector(e)
+                    {
+                        tracing::warn!(error = %e, "the API server cannot select claims by pool (is the Claim CRD older than this operator?); watching every claim");
+                        unselectable = true;
+                        pools = LeftOut::default();
+                        current = start(&api, pools.clone(), &cache);
+                        continue;
+                    }
+                    let state = (api, left_out, cache, Some(current), pools, following, unselectable);
+                    return Some((event, state));
+                }
+            }
+        }
+    })
+}
+
+/// The API server's answer to a field selector on a field the CRD does not declare selectable.
+fn refuses_selector(error: &watcher::Error) -> bool {
+    let status = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status,
+        watcher::Error::WatchError(status) => status,
+        _ => return false,
+    };
+    status.code == 400 && status.message.contains("field label not supported")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_selector_leaves_out_each_pool_by_name() {
+        let pools: BTreeSet<String> = ["b", "a"].map(String::from).into();
+        assert_eq!(selector(&pools), "spec.poolRef!=a,spec.poolRef!=b");
+        assert_eq!(selector(&BTreeSet::new()), "");
+        let odd: BTreeSet<String> = ["x,y=z\\"].map(String::from).into();
+        assert_eq!(selector(&odd), "spec.poolRef!=x\\,y\\=z\\\\");
+    }
+
+    #[test]
+    fn only_a_field_the_crd_does_not_select_counts_as_refused() {
+        let status = |code: u16, message: &str| -> Box<kube::core::Status> {
+            Box::new(
+                serde_json::from_value(
+                    serde_json::json!({ "code": code, "message": message, "reason": "BadRequest" }),
+                )
+                .expect("status"),
+            )
+        };
+        let refused = status(400, "field label not supported: spec.poolRef");
+        assert!(refuses_selector(&watcher::Error::InitialListFailed(kube::Error::Api(refused.clone()))));
+        assert!(refuses_selector(&watcher::Error::WatchError(refused)));
+        assert!(!refuses_selector(&watcher::Error::InitialListFailed(kube::Error::Api(status(
+            500,
+            "etcdserver: request timed out"
+        )))));
+        assert!(!refuses_selector(&watcher::Error::NoResourceVersion));
+    }
+}
