@@ -234,3 +234,47 @@ async fn a_rolling_upgrade_from_the_newest_release_moves_no_item() {
     assert!(seen.is_empty(), "violations at some revision:\n{}\n{}", seen.join("\n"), replicas.tails());
     drop(replicas);
 }
+
+/// Replicas upgraded before the CRDs (the Claim CRD declaring no selectable field): a replica
+/// whose claim watch leaves out another's pools is refused the field selector, watches every
+/// claim instead, and becomes Ready; the claims are bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_newer_than_the_claim_crd_watch_every_claim() {
+    let dir = devenv::run_dir("crd-behind").expect("run dir");
+    let cp = devenv::ControlPlane::start(&dir.join("control-plane")).await.expect("control plane");
+    let etcd = devenv::etcd::start_single(&dir, "lock-etcd").expect("lock etcd");
+    let client = cp.client().await.expect("admin client");
+    let crds = std::fs::read_to_string(repo().join("crds/lockguard.dev.yaml")).expect("crds");
+    let selectable = "    selectableFields:\n    - jsonPath: .spec.poolRef\n";
+    assert!(crds.contains(selectable), "the Claim CRD declares spec.poolRef selectable");
+    let behind = dir.join("crds-behind.yaml");
+    std::fs::write(&behind, crds.replace(selectable, "")).expect("write the older CRDs");
+    apply_crds(&cp, &behind);
+    let deploy = repo().join("deploy");
+    kubectl(&cp, &["apply", "-f", deploy.join("manager/namespace.yaml").to_str().expect("utf8")], None);
+    kubectl(&cp, &["apply", "-k", deploy.join("rbac").to_str().expect("utf8")], None);
+    let kubeconfig = cp.service_account_kubeconfig(OPERATOR_NAMESPACE, "lockguard").await.expect("token");
+    let mut replicas = Replicas::none(&kubeconfig, &etcd.endpoint(), &[]);
+    replicas.add();
+    replicas.add();
+    kubectl(&cp, &["create", "namespace", "behind"], None);
+    let pool = "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {name: behind}\n\
+                spec: {items: {range: {start: 1, end: 50}}, lock: {backend: Etcd, ttlSeconds: 5}}\n";
+    kubectl(&cp, &["apply", "-f", "-"], Some(pool));
+    create_claims(&client, "behind", "behind", (0..5).map(|i| format!("c{i}"))).await;
+    all_bound(&client, "behind", 5, &replicas, "bound with the older CRD").await;
+    // One of the two serves the pool; the other leaves it out, is refused, and watches all.
+    let warning = "cannot select claims by pool";
+    replicas
+        .eventually(Duration::from_secs(30), "a replica fell back to watching every claim", || async {
+            (0..2).any(|i| replicas.log(i).contains(warning)).then_some(())
+        })
+        .await;
+    replicas
+        .eventually(Duration::from_secs(30), "both replicas Ready, each caching every claim", || async {
+            let cached = replicas.metric_sum("lockguard_cached_claims");
+            ((0..2).all(|i| replicas.is_ready(i)) && cached == 10.0).then_some(())
+        })
+        .await;
+    drop(replicas);
+}
