@@ -467,6 +467,43 @@ async fn bound_status_writes(claims: &Api<Claim>, written: Vec<Claim>, prefix: &
     (n as f64 / started.elapsed().as_secs_f64(), written)
 }
 
+/// For each scenario run with one and with three replicas: three against one, as the median
+/// rate and the median operator CPU of the runs of each (`LOCKGUARD_BENCH_REPLICAS=1,3,1,3`
+/// gives two runs of each).
+fn print_replica_ratios(all: &[Figures]) {
+    fn median(mut values: Vec<f64>) -> Option<f64> {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        (n > 0).then(|| if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 })
+    }
+    for scenario in SCENARIOS {
+        for backend in ["Etcd", "Lease"] {
+            let runs = |replicas: usize| -> Vec<&Figures> {
+                all.iter()
+                    .filter(|f| {
+                        f.scenario.id == scenario.id && f.backend == backend && f.replicas == replicas
+                    })
+                    .collect()
+            };
+            let (one, three) = (runs(1), runs(3));
+            let rates = |runs: &[&Figures]| median(runs.iter().map(|f| f.rate()).collect());
+            let cpus = |runs: &[&Figures]| median(runs.iter().map(|f| f.operator_cpu).collect());
+            if let (Some(r1), Some(r3), Some(c1), Some(c3)) =
+                (rates(&one), rates(&three), cpus(&one), cpus(&three))
+            {
+                println!(
+                    "{} ({backend}), 3 replicas against 1 (medians of {} and {} runs): rate {:.2}×, operator CPU {:.2}×",
+                    scenario.title,
+                    three.len(),
+                    one.len(),
+                    r3 / r1,
+                    c3 / c1
+                );
+            }
+        }
+    }
+}
+
 fn plot_rates(figures: &[Figures], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (960, 480)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -636,7 +673,7 @@ fn main() {
                 for &replicas in &replica_counts {
                     let f = run(*scenario, backend, replicas).await;
                     println!(
-                        "| {:<16} | {:<5} | {:>3} | {:>8.1} | {:>7.1} | {:>7.0} | {:>7.0} | {:>14.3} | {:>13.1} | {:>7.1} | {:>6.1} / {:>5.1} |",
+                        "| {:<16} | {:<5} | {:>3} | {:>8.1} | {:>7.1} | {:>7.0} | {:>7.0} | {:>14.3} | {:>13.1} | {:>7.1} | {:>6.2} / {:>5.1} |",
                         scenario.title,
                         backend,
                         replicas,
@@ -676,6 +713,7 @@ fn main() {
                 share(watched_bound_statuses)
             );
         }
+        print_replica_ratios(&all);
         if std::fs::create_dir_all(&plots).is_ok() {
             for (name, result) in [
                 ("throughput-replicas.svg", plot_scaling(&all, &plots.join("throughput-replicas.svg"))),

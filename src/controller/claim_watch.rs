@@ -26,9 +26,14 @@ use crate::api::{Claim, Pool};
 /// the claims of the others are still dropped by the controller, as without a selector.
 pub const MOST_LEFT_OUT: usize = 400;
 
-/// How long a new set of pools to leave out must hold before the watch starts again, so that
-/// a burst of pool creations or member changes costs one new listing, not one each.
+/// How long after a change that gives this replica pools whose claims the watch leaves out it
+/// starts again: a burst of member changes costs one new listing, not one each.
 const SETTLE: Duration = Duration::from_millis(200);
+
+/// How long after a change that only leaves out more (pools created, a member joined) the
+/// watch starts again. The claims it could leave out are dropped by the controller meanwhile;
+/// replicas starting together see each other one by one, and would each list anew each time.
+const NARROW_AFTER: Duration = Duration::from_secs(5);
 
 /// Pools whose claims the watch leaves out.
 pub type LeftOut = Arc<BTreeSet<String>>;
@@ -94,45 +99,103 @@ pub fn claims(
         Box::pin(watcher(api.clone(), config))
     };
     // The first watch starts at the first poll: the pools to leave out are known by then.
-    let state = (api, left_out, cache, None::<Events>, LeftOut::default(), true, false);
-    futures::stream::unfold(state, move |state| async move {
-        let (api, mut left_out, cache, current, mut pools, mut following, mut unselectable) = state;
-        let mut current = current.unwrap_or_else(|| {
-            pools = left_out.borrow_and_update().clone();
-            start(&api, pools.clone(), &cache)
-        });
+    let state = Switching {
+        api,
+        left_out,
+        cache,
+        current: None,
+        pools: LeftOut::default(),
+        restart_at: None,
+        following: true,
+        unselectable: false,
+    };
+    futures::stream::unfold(state, move |mut s| async move {
+        let mut current = match s.current.take() {
+            Some(current) => current,
+            None => {
+                s.pools = s.left_out.borrow_and_update().clone();
+                start(&s.api, s.pools.clone(), &s.cache)
+            }
+        };
         loop {
+            let restart_at = s.restart_at;
             tokio::select! {
-                changed = left_out.changed(), if following => {
+                changed = s.left_out.changed(), if s.following => {
                     if changed.is_err() {
-                        following = false;
+                        s.following = false;
                         continue;
                     }
-                    tokio::time::sleep(SETTLE).await;
-                    let wanted = left_out.borrow_and_update().clone();
-                    if !unselectable && wanted != pools {
-                        pools = wanted;
-                        current = start(&api, pools.clone(), &cache);
+                    let wanted = s.left_out.borrow().clone();
+                    s.restart_at = match restart_after(&s.pools, &wanted) {
+                        _ if s.unselectable => None,
+                        None => None,
+                        Some(wait) => {
+                            let at = tokio::time::Instant::now() + wait;
+                            Some(restart_at.map_or(at, |earlier| earlier.min(at)))
+                        }
+                    };
+                }
+                () = sleep_until(restart_at) => {
+                    s.restart_at = None;
+                    let wanted = s.left_out.borrow_and_update().clone();
+                    if wanted != s.pools {
+                        s.pools = wanted;
+                        current = start(&s.api, s.pools.clone(), &s.cache);
                     }
                 }
                 event = current.next() => {
                     let event = event?;
                     if let Err(e) = &event
-                        && !pools.is_empty()
+                        && !s.pools.is_empty()
                         && refuses_selector(e)
                     {
                         tracing::warn!(error = %e, "the API server cannot select claims by pool (is the Claim CRD older than this operator?); watching every claim");
-                        unselectable = true;
-                        pools = LeftOut::default();
-                        current = start(&api, pools.clone(), &cache);
+                        s.unselectable = true;
+                        s.restart_at = None;
+                        s.pools = LeftOut::default();
+                        current = start(&s.api, s.pools.clone(), &s.cache);
                         continue;
                     }
-                    let state = (api, left_out, cache, Some(current), pools, following, unselectable);
-                    return Some((event, state));
+                    s.current = Some(current);
+                    return Some((event, s));
                 }
             }
         }
     })
+}
+
+/// The claim watch under way and what decides when it starts again.
+struct Switching<E> {
+    api: Api<Claim>,
+    left_out: watch::Receiver<LeftOut>,
+    cache: ClaimCache,
+    current: Option<E>,
+    /// The pools the current watch leaves out.
+    pools: LeftOut,
+    /// When the watch starts again, to leave out what `left_out` says by then.
+    restart_at: Option<tokio::time::Instant>,
+    following: bool,
+    unselectable: bool,
+}
+
+/// Sleeps until `at`; never returns without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long to wait before the watch that leaves out `watched` starts again to leave out
+/// `wanted` instead; `None` when they are the same.
+fn restart_after(watched: &BTreeSet<String>, wanted: &BTreeSet<String>) -> Option<Duration> {
+    if watched == wanted {
+        None
+    } else if watched.difference(wanted).next().is_some() {
+        Some(SETTLE)
+    } else {
+        Some(NARROW_AFTER)
+    }
 }
 
 /// The API server's answer to a field selector on a field the CRD does not declare selectable.
@@ -157,6 +220,18 @@ mod tests {
         assert_eq!(selector(&BTreeSet::new()), "");
         let odd: BTreeSet<String> = ["x,y=z\\"].map(String::from).into();
         assert_eq!(selector(&odd), "spec.poolRef!=x\\,y\\=z\\\\");
+    }
+
+    #[test]
+    fn a_pool_gained_restarts_the_watch_soon_and_more_left_out_later() {
+        let set = |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
+        assert_eq!(restart_after(&set(&["a", "b"]), &set(&["a", "b"])), None);
+        // "b" is no longer left out: its claims are needed.
+        assert_eq!(restart_after(&set(&["a", "b"]), &set(&["a"])), Some(SETTLE));
+        assert_eq!(restart_after(&set(&["a", "b"]), &set(&["a", "c"])), Some(SETTLE));
+        // Only more to leave out: the controller drops those claims meanwhile.
+        assert_eq!(restart_after(&set(&["a"]), &set(&["a", "c"])), Some(NARROW_AFTER));
+        assert_eq!(restart_after(&set(&[]), &set(&["a"])), Some(NARROW_AFTER));
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub async fn run(
     let (pools_listed_tx, mut pools_listed) = tokio::sync::watch::channel(false);
 
     let (serving, listing, scoped) = (members.clone(), members.clone(), scope.clone());
+    let (covered_pools_tx, covered_pools) = futures::channel::mpsc::unbounded();
+    let (served, pools_to_wake) = (members.clone(), pool_store.clone());
     // Sharded, the claim watch starts once the members and the pools are known: claims are
     // dropped below for pools this replica does not serve, and until then it serves none;
     // and the pools other members serve are left out of the watch from its first listing.
@@ -85,6 +87,13 @@ pub async fn run(
         .inspect_ok(move |event| {
             claims_synced.listed(0, event);
             indexed.observe(event);
+            // A complete listing covers the claims of the pools served: those that waited for
+            // it (at start-up, or gained) need not wait for their next check.
+            if matches!(event, watcher::Event::InitDone) {
+                for pool in pools_to_wake.state().iter().filter(|p| served.serves(&p.name_any())) {
+                    let _ = covered_pools_tx.unbounded_send(ObjectRef::from_obj(&**pool));
+                }
+            }
             // A claim gone frees its items at its pool's next reconcile: wake that pool now.
             if let watcher::Event::Delete(claim) = event {
                 let _ = deleted_claims_tx.unbounded_send(ObjectRef::<Pool>::new(&claim.spec.pool_ref));
@@ -233,6 +242,7 @@ pub async fn run(
     });
     let pool_controller = pool_controller
         .reconcile_on(gained_pools)
+        .reconcile_on(covered_pools)
         .reconcile_on(deleted_claims)
         .shutdown_on_signal()
         .run(pool::reconcile, pool::error_policy, ctx.clone())
