@@ -278,3 +278,31 @@ async fn replicas_newer_than_the_claim_crd_watch_every_claim() {
         .await;
     drop(replicas);
 }
+
+/// A replica stopped before its caches had their first listing (here: the CRDs are not
+/// installed yet, so it never has) exits at once, as it does once running: a Deployment
+/// waits out its grace period otherwise, and its member Lease outlives it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_stopped_before_its_caches_listed_exits_at_once() {
+    let dir = devenv::run_dir("no-crds").expect("run dir");
+    let cp = devenv::ControlPlane::start(&dir.join("control-plane")).await.expect("control plane");
+    let etcd = devenv::etcd::start_single(&dir, "lock-etcd").expect("lock etcd");
+    let deploy = repo().join("deploy");
+    kubectl(&cp, &["apply", "-f", deploy.join("manager/namespace.yaml").to_str().expect("utf8")], None);
+    kubectl(&cp, &["apply", "-k", deploy.join("rbac").to_str().expect("utf8")], None);
+    let kubeconfig = cp.service_account_kubeconfig(OPERATOR_NAMESPACE, "lockguard").await.expect("token");
+    let mut replicas = Replicas::none(&kubeconfig, &etcd.endpoint(), &[]);
+    replicas.add();
+    replicas
+        .eventually(Duration::from_secs(20), "the replica listed the members", || async {
+            replicas.log(0).contains("member Leases listed").then_some(())
+        })
+        .await;
+    assert!(!replicas.is_ready(0), "Ready without the CRDs");
+    let exit = replicas.terminate(0, Duration::from_secs(10));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "no clean exit within 10 s of SIGTERM ({exit:?}):\n{}",
+        replicas.tails()
+    );
+}

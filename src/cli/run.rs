@@ -105,7 +105,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         member_lease: std::time::Duration::from_secs(args.member_lease_seconds),
         namespace: args.lease_namespace.clone(),
     };
-    let controllers = controller::run(client.clone(), locks, settings, metrics, ready);
+    let controllers = controller::run(client.clone(), locks, settings, metrics, ready, shutdown.clone());
     if !args.leader_elect {
         controllers.await?;
         return Ok(ExitCode::SUCCESS);

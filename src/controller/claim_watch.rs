@@ -95,6 +95,7 @@ pub fn claims(
     let start = move |api: &Api<Claim>, pools: LeftOut, cache: &ClaimCache| -> Events {
         let config = watcher::Config::default();
         let config = if pools.is_empty() { config } else { config.fields(&selector(&pools)) };
+        tracing::info!(pools_left_out = pools.len(), "claim watch starting");
         cache.listing_leaves_out(pools);
         Box::pin(watcher(api.clone(), config))
     };

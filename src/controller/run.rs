@@ -13,6 +13,7 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
 
 use super::claim_cache::ClaimCache;
 use super::context::{Context, Settings};
@@ -27,14 +28,17 @@ use crate::metrics::Metrics;
 /// the pool watch back (it never drops an event).
 const POOL_EVENTS_BUFFER: usize = 1024;
 
-/// Runs both controllers until SIGTERM/SIGINT; `ready` turns true once both caches synced.
+/// Runs both controllers until SIGTERM/SIGINT (`shutdown` is cancelled on it); `ready` turns
+/// true once both caches synced.
 pub async fn run(
     client: Client,
     locks: Locks,
     settings: Settings,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let listed = ready.clone();
     let claims: Api<Claim> = Api::all(client.clone());
     let pools: Api<Pool> = Api::all(client.clone());
     let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
@@ -250,10 +254,20 @@ pub async fn run(
 
     tracing::info!(identity = %ctx.identity(), "controllers started");
     // The pool watch runs until both controllers stopped: they read its cache to the end.
+    // Stopped before the caches' first listing, nothing is in flight; but kube's controllers
+    // hold their runners until their cache has listed, which the watches, stopped by the same
+    // signal, no longer bring: they would wait until killed.
+    let stopped_unlisted = async {
+        shutdown.cancelled().await;
+        if listed.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = pool_watch => tracing::warn!("the pool watch ended"),
         _ = namespace_watch => tracing::warn!("the namespace watch ended"),
         _ = async { tokio::join!(claim_controller, pool_controller) } => {}
+        () = stopped_unlisted => tracing::info!("stopped before the caches had their first listing"),
     }
     tracing::info!("controllers stopped");
     if ctx.settings.shard {
