@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
-use super::claim_watch::LeftOut;
 use crate::api::Claim;
 
 #[derive(Clone)]
@@ -17,6 +16,9 @@ pub struct ClaimCache {
     index: Arc<Mutex<ByPool>>,
     listings: Arc<Mutex<Listings>>,
 }
+
+/// Pools whose claims a listing of the claim watch leaves out (`claim_watch.rs`).
+pub type LeftOut = Arc<std::collections::BTreeSet<String>>;
 
 /// The pools left out of the listing under way and of the last complete one.
 #[derive(Default)]

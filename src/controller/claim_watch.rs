@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use kube::runtime::reflector::Store;
 
-use super::claim_cache::ClaimCache;
+use super::claim_cache::{ClaimCache, LeftOut};
 use super::members::Members;
 use super::shard;
 use crate::api::{Claim, Pool};
@@ -34,9 +34,6 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// watch starts again. The claims it could leave out are dropped by the controller meanwhile;
 /// replicas starting together see each other one by one, and would each list anew each time.
 const NARROW_AFTER: Duration = Duration::from_secs(5);
-
-/// Pools whose claims the watch leaves out.
-pub type LeftOut = Arc<BTreeSet<String>>;
 
 /// Decides which pools the claim watch leaves out: those another live member serves.
 pub struct Scope {
