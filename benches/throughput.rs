@@ -9,6 +9,11 @@
 //! `LOCKGUARD_BIN` benchmarks another build; `LOCKGUARD_BENCH_SHARD=false` runs the replicas
 //! with `--shard=false` (every replica serves every pool); `LOCKGUARD_BENCH_PLOTS=dir` (default
 //! docs/bench) says where the plots go.
+//!
+//! Each replica runs one async worker thread, as it does in the Deployment's pod: tokio sizes
+//! its pool by `available_parallelism`, which a `limits.cpu` of 500m makes 1, while on this
+//! machine every process would start two. `LOCKGUARD_BENCH_WORKERS=N` runs N (0: tokio's own
+//! choice).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -24,7 +29,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use lockguard::api::{Claim, ClaimSpec, Pool};
 use plotters::prelude::*;
-use support::{Replicas, bound_reason, install_on};
+use support::{Replicas, Spec, bound_reason, install_on};
 
 /// Claims created at once are sent with this many requests in flight.
 const IN_FLIGHT: usize = 32;
@@ -211,12 +216,11 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
 
     let concurrency = format!("--concurrency={}", concurrency());
     let shard = format!("--shard={}", std::env::var("LOCKGUARD_BENCH_SHARD").as_deref().unwrap_or("true"));
-    let mut replicas = Replicas::start_with(
-        replicas_n,
-        &servers.operator_kubeconfig,
-        &servers.lock_etcd.endpoint(),
-        &[&concurrency, &shard],
-    );
+    let mut replicas =
+        Replicas::none(&servers.operator_kubeconfig, &servers.lock_etcd.endpoint(), &[&concurrency, &shard]);
+    for _ in 0..replicas_n {
+        replicas.add_spec(replica_spec());
+    }
     // Wait until every pool is protected (the replicas are up and their caches synced).
     let pool_api: Api<Pool> = Api::all(client.clone());
     let ready = Instant::now();
@@ -352,10 +356,17 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
     }
 }
 
+/// A replica as the Deployment runs it: one async worker thread (see the top of this file).
+fn replica_spec() -> Spec {
+    let workers = std::env::var("LOCKGUARD_BENCH_WORKERS").unwrap_or_else(|_| "1".into());
+    let env = if workers == "0" { Vec::new() } else { vec![("TOKIO_WORKER_THREADS".into(), workers)] };
+    Spec { env, ..Spec::default() }
+}
+
 /// Starts one more replica with every claim present and times it to Ready (/readyz 200).
 async fn start_up(replicas: &mut Replicas) -> Option<f64> {
     let started = Instant::now();
-    let i = replicas.add();
+    let i = replicas.add_spec(replica_spec());
     while started.elapsed() < Duration::from_secs(120) {
         if replicas.is_ready(i) {
             return Some(started.elapsed().as_secs_f64());
