@@ -46,6 +46,33 @@ fn kubectl(cp: &devenv::ControlPlane, args: &[&str], stdin: Option<&str>) {
     assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A control plane and a lock etcd of their own, with the operator's namespace and RBAC
+/// installed but no CRDs (each test installs the ones it is about).
+struct Cluster {
+    dir: PathBuf,
+    cp: devenv::ControlPlane,
+    lock_etcd: devenv::etcd::EtcdServer,
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    async fn start(label: &str) -> Self {
+        let dir = devenv::run_dir(label).expect("run dir");
+        let cp = devenv::ControlPlane::start(&dir.join("control-plane")).await.expect("control plane");
+        let lock_etcd = devenv::etcd::start_single(&dir, "lock-etcd").expect("lock etcd");
+        let deploy = repo().join("deploy");
+        kubectl(&cp, &["apply", "-f", deploy.join("manager/namespace.yaml").to_str().expect("utf8")], None);
+        kubectl(&cp, &["apply", "-k", deploy.join("rbac").to_str().expect("utf8")], None);
+        let kubeconfig = cp.service_account_kubeconfig(OPERATOR_NAMESPACE, "lockguard").await.expect("token");
+        Self { dir, cp, lock_etcd, kubeconfig }
+    }
+
+    /// No replica yet, under the operator's service account.
+    fn replicas(&self) -> Replicas {
+        Replicas::none(&self.kubeconfig, &self.lock_etcd.endpoint(), &[])
+    }
+}
+
 /// The CRDs of `crds` (a file or a kustomization directory), Established.
 fn apply_crds(cp: &devenv::ControlPlane, crds: &Path) {
     let path = crds.to_str().expect("utf8 path");
@@ -143,22 +170,16 @@ async fn a_rolling_upgrade_from_the_newest_release_moves_no_item() {
         old.display(),
         devenv::kubernetes_version().as_deref().unwrap_or("of hack/kube")
     );
-    let dir = devenv::run_dir("upgrade").expect("run dir");
-    let cp = devenv::ControlPlane::start(&dir.join("control-plane")).await.expect("control plane");
-    let etcd = devenv::etcd::start_single(&dir, "lock-etcd").expect("lock etcd");
+    // The release as it was installed: the namespace and RBAC, its CRDs, two replicas.
+    let cluster = Cluster::start("upgrade").await;
+    let cp = &cluster.cp;
     let client = cp.client().await.expect("admin client");
-
-    // The release as it was installed: its CRDs, the namespace and RBAC, two replicas.
-    apply_crds(&cp, &old.join("crds.yaml"));
-    let deploy = repo().join("deploy");
-    kubectl(&cp, &["apply", "-f", deploy.join("manager/namespace.yaml").to_str().expect("utf8")], None);
-    kubectl(&cp, &["apply", "-k", deploy.join("rbac").to_str().expect("utf8")], None);
-    let kubeconfig = cp.service_account_kubeconfig(OPERATOR_NAMESPACE, "lockguard").await.expect("token");
-    let mut replicas = Replicas::none(&kubeconfig, &etcd.endpoint(), &[]);
+    apply_crds(cp, &old.join("crds.yaml"));
+    let mut replicas = cluster.replicas();
     for _ in 0..2 {
         replicas.add_spec(Spec { binary: Some(old.join("lockguard")), ..Spec::default() });
     }
-    kubectl(&cp, &["create", "namespace", "up"], None);
+    kubectl(cp, &["create", "namespace", "up"], None);
     let (ports, vlans) = ("ports", "vlans");
     let pools = format!(
         "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {{name: {ports}}}\n\
@@ -167,7 +188,7 @@ async fn a_rolling_upgrade_from_the_newest_release_moves_no_item() {
          spec: {{items: {{list: [{}]}}, lock: {{backend: Lease, ttlSeconds: 5}}}}\n",
         (0..20).map(|i| format!("v{i}")).collect::<Vec<_>>().join(", ")
     );
-    kubectl(&cp, &["apply", "-f", "-"], Some(&pools));
+    kubectl(cp, &["apply", "-f", "-"], Some(&pools));
     let statuses = watch_statuses(client.clone(), "up");
 
     create_claims(&client, "up", ports, (0..10).map(|i| format!("p{i}"))).await;
@@ -180,7 +201,7 @@ async fn a_rolling_upgrade_from_the_newest_release_moves_no_item() {
     // is served objects pruned to the old schema for a while (a new ledger looks empty to it),
     // so the history is recorded from the moment a new watch sees the new schema: all the time
     // old and new replicas run side by side.
-    apply_crds(&cp, &repo().join("crds"));
+    apply_crds(cp, &repo().join("crds"));
     new_schema_served(&client).await;
     // The recorder lists what exists first; a claim listed before its pool would look like one
     // of a missing pool, so only revisions after that listing are judged.
@@ -240,27 +261,22 @@ async fn a_rolling_upgrade_from_the_newest_release_moves_no_item() {
 /// claim instead, and becomes Ready; the claims are bound.
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_newer_than_the_claim_crd_watch_every_claim() {
-    let dir = devenv::run_dir("crd-behind").expect("run dir");
-    let cp = devenv::ControlPlane::start(&dir.join("control-plane")).await.expect("control plane");
-    let etcd = devenv::etcd::start_single(&dir, "lock-etcd").expect("lock etcd");
+    let cluster = Cluster::start("crd-behind").await;
+    let cp = &cluster.cp;
     let client = cp.client().await.expect("admin client");
     let crds = std::fs::read_to_string(repo().join("crds/lockguard.dev.yaml")).expect("crds");
     let selectable = "    selectableFields:\n    - jsonPath: .spec.poolRef\n";
     assert!(crds.contains(selectable), "the Claim CRD declares spec.poolRef selectable");
-    let behind = dir.join("crds-behind.yaml");
+    let behind = cluster.dir.join("crds-behind.yaml");
     std::fs::write(&behind, crds.replace(selectable, "")).expect("write the older CRDs");
-    apply_crds(&cp, &behind);
-    let deploy = repo().join("deploy");
-    kubectl(&cp, &["apply", "-f", deploy.join("manager/namespace.yaml").to_str().expect("utf8")], None);
-    kubectl(&cp, &["apply", "-k", deploy.join("rbac").to_str().expect("utf8")], None);
-    let kubeconfig = cp.service_account_kubeconfig(OPERATOR_NAMESPACE, "lockguard").await.expect("token");
-    let mut replicas = Replicas::none(&kubeconfig, &etcd.endpoint(), &[]);
+    apply_crds(cp, &behind);
+    let mut replicas = cluster.replicas();
     replicas.add();
     replicas.add();
-    kubectl(&cp, &["create", "namespace", "behind"], None);
+    kubectl(cp, &["create", "namespace", "behind"], None);
     let pool = "apiVersion: lockguard.dev/v1alpha1\nkind: Pool\nmetadata: {name: behind}\n\
                 spec: {items: {range: {start: 1, end: 50}}, lock: {backend: Etcd, ttlSeconds: 5}}\n";
-    kubectl(&cp, &["apply", "-f", "-"], Some(pool));
+    kubectl(cp, &["apply", "-f", "-"], Some(pool));
     create_claims(&client, "behind", "behind", (0..5).map(|i| format!("c{i}"))).await;
     all_bound(&client, "behind", 5, &replicas, "bound with the older CRD").await;
     // One of the two serves the pool; the other leaves it out, is refused, and watches all.
@@ -284,14 +300,8 @@ async fn replicas_newer_than_the_claim_crd_watch_every_claim() {
 /// waits out its grace period otherwise, and its member Lease outlives it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_stopped_before_its_caches_listed_exits_at_once() {
-    let dir = devenv::run_dir("no-crds").expect("run dir");
-    let cp = devenv::ControlPlane::start(&dir.join("control-plane")).await.expect("control plane");
-    let etcd = devenv::etcd::start_single(&dir, "lock-etcd").expect("lock etcd");
-    let deploy = repo().join("deploy");
-    kubectl(&cp, &["apply", "-f", deploy.join("manager/namespace.yaml").to_str().expect("utf8")], None);
-    kubectl(&cp, &["apply", "-k", deploy.join("rbac").to_str().expect("utf8")], None);
-    let kubeconfig = cp.service_account_kubeconfig(OPERATOR_NAMESPACE, "lockguard").await.expect("token");
-    let mut replicas = Replicas::none(&kubeconfig, &etcd.endpoint(), &[]);
+    let cluster = Cluster::start("no-crds").await;
+    let mut replicas = cluster.replicas();
     replicas.add();
     replicas
         .eventually(Duration::from_secs(20), "the replica listed the members", || async {

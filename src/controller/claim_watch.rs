@@ -8,14 +8,15 @@
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kube::Api;
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use tokio::sync::watch;
-
-use kube::runtime::reflector::Store;
+use tokio::time::Instant;
 
 use super::claim_cache::{ClaimCache, LeftOut};
 use super::members::Members;
@@ -24,7 +25,7 @@ use crate::api::{Claim, Pool};
 
 /// At most this many pools are left out by name (a longer selector is a longer request line);
 /// the claims of the others are still dropped by the controller, as without a selector.
-pub const MOST_LEFT_OUT: usize = 400;
+const MOST_LEFT_OUT: usize = 400;
 
 /// How long after a change that gives this replica pools whose claims the watch leaves out it
 /// starts again: a burst of member changes costs one new listing, not one each.
@@ -39,13 +40,26 @@ const NARROW_AFTER: Duration = Duration::from_secs(5);
 pub struct Scope {
     members: Arc<Members>,
     pools: Store<Pool>,
+    /// How many pools the last computation saw.
+    pools_counted: AtomicUsize,
     left_out: watch::Sender<LeftOut>,
 }
 
 impl Scope {
     pub fn new(members: Arc<Members>, pools: Store<Pool>) -> (Self, watch::Receiver<LeftOut>) {
         let (left_out, changes) = watch::channel(LeftOut::default());
-        (Self { members, pools, left_out }, changes)
+        (Self { members, pools, pools_counted: AtomicUsize::new(0), left_out }, changes)
+    }
+
+    /// Follows the pool watch (after its cache applied `event`). Only a pool created or
+    /// deleted, or a new listing, changes what to leave out; most events are ledger writes of
+    /// pools already counted, and are not worth a computation over every pool.
+    pub fn pool_event(&self, event: &watcher::Event<Pool>) {
+        match event {
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+            watcher::Event::Apply(_) if self.pools.len() == self.pools_counted.load(Ordering::Acquire) => {}
+            _ => self.refresh(),
+        }
     }
 
     /// Computes the pools to leave out again; called when the pools or the members change.
@@ -55,6 +69,7 @@ impl Scope {
             return;
         }
         let pools = self.pools.state();
+        self.pools_counted.store(pools.len(), Ordering::Release);
         let names = pools.iter().map(|p| p.metadata.name.as_deref().unwrap_or_default());
         let wanted =
             shard::served_by_others(names, &self.members.live(), self.members.identity(), MOST_LEFT_OUT);
@@ -69,7 +84,7 @@ impl Scope {
 }
 
 /// The field selector that leaves out the claims of `pools`.
-pub fn selector(pools: &BTreeSet<String>) -> String {
+fn selector(pools: &BTreeSet<String>) -> String {
     pools.iter().map(|pool| format!("spec.poolRef!={}", escape(pool))).collect::<Vec<_>>().join(",")
 }
 
@@ -88,15 +103,6 @@ pub fn claims(
     left_out: watch::Receiver<LeftOut>,
     cache: ClaimCache,
 ) -> impl Stream<Item = Result<watcher::Event<Claim>, watcher::Error>> + Send {
-    type Events = Pin<Box<dyn Stream<Item = Result<watcher::Event<Claim>, watcher::Error>> + Send>>;
-    let start = move |api: &Api<Claim>, pools: LeftOut, cache: &ClaimCache| -> Events {
-        let config = watcher::Config::default();
-        let config = if pools.is_empty() { config } else { config.fields(&selector(&pools)) };
-        tracing::info!(pools_left_out = pools.len(), "claim watch starting");
-        cache.listing_leaves_out(pools);
-        Box::pin(watcher(api.clone(), config))
-    };
-    // The first watch starts at the first poll: the pools to leave out are known by then.
     let state = Switching {
         api,
         left_out,
@@ -107,12 +113,13 @@ pub fn claims(
         following: true,
         unselectable: false,
     };
-    futures::stream::unfold(state, move |mut s| async move {
+    futures::stream::unfold(state, |mut s| async move {
+        // The first watch starts at the first poll: the pools to leave out are known by then.
         let mut current = match s.current.take() {
             Some(current) => current,
             None => {
-                s.pools = s.left_out.borrow_and_update().clone();
-                start(&s.api, s.pools.clone(), &s.cache)
+                let wanted = s.left_out.borrow_and_update().clone();
+                s.start(wanted)
             }
         };
         loop {
@@ -123,22 +130,17 @@ pub fn claims(
                         s.following = false;
                         continue;
                     }
-                    let wanted = s.left_out.borrow().clone();
-                    s.restart_at = match restart_after(&s.pools, &wanted) {
-                        _ if s.unselectable => None,
-                        None => None,
-                        Some(wait) => {
-                            let at = tokio::time::Instant::now() + wait;
-                            Some(restart_at.map_or(at, |earlier| earlier.min(at)))
-                        }
-                    };
+                    let wait = restart_after(&s.pools, &s.left_out.borrow()).filter(|_| !s.unselectable);
+                    s.restart_at = wait.map(|wait| {
+                        let at = Instant::now() + wait;
+                        restart_at.map_or(at, |earlier| earlier.min(at))
+                    });
                 }
                 () = sleep_until(restart_at) => {
                     s.restart_at = None;
                     let wanted = s.left_out.borrow_and_update().clone();
                     if wanted != s.pools {
-                        s.pools = wanted;
-                        current = start(&s.api, s.pools.clone(), &s.cache);
+                        current = s.start(wanted);
                     }
                 }
                 event = current.next() => {
@@ -150,8 +152,7 @@ pub fn claims(
                         tracing::warn!(error = %e, "the API server cannot select claims by pool (is the Claim CRD older than this operator?); watching every claim");
                         s.unselectable = true;
                         s.restart_at = None;
-                        s.pools = LeftOut::default();
-                        current = start(&s.api, s.pools.clone(), &s.cache);
+                        current = s.start(LeftOut::default());
                         continue;
                     }
                     s.current = Some(current);
@@ -162,22 +163,36 @@ pub fn claims(
     })
 }
 
+type Events = Pin<Box<dyn Stream<Item = Result<watcher::Event<Claim>, watcher::Error>> + Send>>;
+
 /// The claim watch under way and what decides when it starts again.
-struct Switching<E> {
+struct Switching {
     api: Api<Claim>,
     left_out: watch::Receiver<LeftOut>,
     cache: ClaimCache,
-    current: Option<E>,
+    current: Option<Events>,
     /// The pools the current watch leaves out.
     pools: LeftOut,
     /// When the watch starts again, to leave out what `left_out` says by then.
-    restart_at: Option<tokio::time::Instant>,
+    restart_at: Option<Instant>,
     following: bool,
     unselectable: bool,
 }
 
+impl Switching {
+    /// A watch that leaves out `pools`, told to the cache before it lists.
+    fn start(&mut self, pools: LeftOut) -> Events {
+        let config = watcher::Config::default();
+        let config = if pools.is_empty() { config } else { config.fields(&selector(&pools)) };
+        tracing::info!(pools_left_out = pools.len(), "claim watch starting");
+        self.cache.listing_leaves_out(pools.clone());
+        self.pools = pools;
+        Box::pin(watcher(self.api.clone(), config))
+    }
+}
+
 /// Sleeps until `at`; never returns without one.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

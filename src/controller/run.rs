@@ -127,9 +127,7 @@ pub async fn run(
                 }
                 _ => {}
             }
-            if !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_)) {
-                pools_seen.refresh();
-            }
+            pools_seen.pool_event(event);
         })
         .for_each(|_| async {});
     // Namespaces, metadata only: their labels decide which pools admit their claims.
