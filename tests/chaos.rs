@@ -218,7 +218,11 @@ async fn round(cluster: &mut Cluster, name: &str, seed: u64, fence_off: bool, le
         vec![("LOCKGUARD_FAILPOINT".to_string(), list)]
     };
     let endpoints = cluster.etcd.endpoints();
-    let mut replicas = Replicas::none(&cluster.kubeconfig, &endpoints, &[]);
+    // The negative control lets every replica serve (and watch) every pool, so that without
+    // the fence they contend for each one; divided, one replica would mostly serve a pool
+    // alone, and a run could end before a violation.
+    let args: &[&str] = if fence_off { &["--shard=false"] } else { &[] };
+    let mut replicas = Replicas::none(&cluster.kubeconfig, &endpoints, args);
     replicas.add_spec(Spec { env: failpoints(""), ..Spec::default() });
     replicas.add_spec(Spec { env: failpoints(""), prefix: cluster.netns.prefix(), ..Spec::default() });
     // Stops itself (SIGSTOP) before every 8th ledger write: a pause at the worst moment,
