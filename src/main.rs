@@ -38,7 +38,15 @@ fn main() -> ExitCode {
     // Before the runtime's threads exist: each takes an arena at its first allocation.
     limit_malloc_arenas();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(run()),
+        // On a worker, not in `block_on`: the controllers would run on the main thread and
+        // every response their connections (on the workers) receive would wake it from
+        // another thread; a pod of one CPU runs one worker, and the work stays on it.
+        Ok(runtime) => runtime.block_on(async {
+            tokio::spawn(run()).await.unwrap_or_else(|e| {
+                eprintln!("lockguard: {e}");
+                ExitCode::from(cli::lock::EXIT_ERROR)
+            })
+        }),
         Err(e) => {
             eprintln!("lockguard: cannot start the async runtime: {e}");
             ExitCode::from(cli::lock::EXIT_ERROR)
