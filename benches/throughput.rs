@@ -75,6 +75,9 @@ struct Figures {
     apiserver_cpu: f64,
     /// Seconds a replica started after the claims were bound took to be Ready.
     startup: Option<f64>,
+    /// A backlog's: the rate of a plain client's first status writes to as many new claims
+    /// on the same API server right after, as lockguard writes them, a claim watch open.
+    same_server_ceiling: Option<f64>,
 }
 
 impl Figures {
@@ -339,6 +342,14 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
     let startup = start_up(&mut replicas).await;
+    let same_server_ceiling = if scenario.backlog {
+        for i in 0..replicas.len() {
+            replicas.terminate(i, Duration::from_secs(30));
+        }
+        Some(first_status_writes(&client, total).await)
+    } else {
+        None
+    };
     drop(replicas);
     Figures {
         scenario,
@@ -353,6 +364,7 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
         operator_cpu,
         apiserver_cpu,
         startup,
+        same_server_ceiling,
     }
 }
 
@@ -433,6 +445,31 @@ async fn ceiling() -> Ceiling {
     let (watched_bound_statuses, _) = bound_status_writes(&claims, written, "y").await;
     watch.abort();
     Ceiling { creates, statuses, bound_statuses, watched_bound_statuses }
+}
+
+/// On a run's own API server, its replicas stopped: the rate of `n` first status writes to
+/// new claims, as lockguard writes them, a watch of the claims open (as the bench's is in
+/// the run). The claims are created first, outside the clock.
+async fn first_status_writes(client: &kube::Client, n: usize) -> f64 {
+    create_namespace(client, "same-server").await;
+    let claims: Api<Claim> = Api::namespaced(client.clone(), "same-server");
+    let created: Vec<Claim> = stream::iter(0..n)
+        .map(|i| {
+            let claims = claims.clone();
+            async move {
+                let claim =
+                    Claim::new(&format!("c{i}"), ClaimSpec { pool_ref: "p".into(), count: 1, items: None });
+                claims.create(&PostParams::default(), &claim).await.expect("create")
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let watch = tokio::spawn(watcher(claims.clone(), watcher::Config::default()).for_each(|_| async {}));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rate, _) = bound_status_writes(&claims, created, "x").await;
+    watch.abort();
+    rate
 }
 
 /// Writes to each of `written` the Bound status lockguard would, showing item
@@ -712,8 +749,9 @@ fn main() {
         );
         for f in all.iter().filter(|f| f.scenario.backlog) {
             let share = |ceiling: f64| 100.0 * f.rate() / ceiling;
+            let here = f.same_server_ceiling.unwrap_or(f64::NAN);
             println!(
-                "{} with {} replica{} ({}): {:.1} claims/s; of the status-write ceilings: {:.0} % small, {:.0} % lockguard's, {:.0} % lockguard's watched",
+                "{} with {} replica{} ({}): {:.1} claims/s; of the status-write ceilings: {:.0} % small, {:.0} % lockguard's, {:.0} % lockguard's watched; {:.0} % of the same writes to as many new claims on its own API server right after ({here:.0}/s)",
                 f.scenario.title,
                 f.replicas,
                 if f.replicas == 1 { "" } else { "s" },
@@ -721,7 +759,8 @@ fn main() {
                 f.rate(),
                 share(statuses),
                 share(bound_statuses),
-                share(watched_bound_statuses)
+                share(watched_bound_statuses),
+                share(here)
             );
         }
         print_replica_ratios(&all);
