@@ -34,6 +34,9 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// How long after a change that only leaves out more (pools created, a member joined) the
 /// watch starts again. The claims it could leave out are dropped by the controller meanwhile;
 /// replicas starting together see each other one by one, and would each list anew each time.
+/// Not so for a replica's first watch in its first seconds: it listed the members before
+/// those starting with it announced themselves, and would take every claim of their pools
+/// (decoded, then dropped) for this long; narrowed at once, it has received few of them.
 const NARROW_AFTER: Duration = Duration::from_secs(5);
 
 /// Decides which pools the claim watch leaves out: those another live member serves.
@@ -110,6 +113,8 @@ pub fn claims(
         current: None,
         pools: LeftOut::default(),
         restart_at: None,
+        first_started: None,
+        watches: 0,
         following: true,
         unselectable: false,
     };
@@ -130,7 +135,9 @@ pub fn claims(
                         s.following = false;
                         continue;
                     }
-                    let wait = restart_after(&s.pools, &s.left_out.borrow()).filter(|_| !s.unselectable);
+                    let starting = s.first_started.is_some_and(|at| at.elapsed() < NARROW_AFTER);
+                    let wait =
+                        restart_after(&s.pools, &s.left_out.borrow(), starting).filter(|_| !s.unselectable);
                     s.restart_at = wait.map(|wait| {
                         let at = Instant::now() + wait;
                         restart_at.map_or(at, |earlier| earlier.min(at))
@@ -175,6 +182,9 @@ struct Switching {
     pools: LeftOut,
     /// When the watch starts again, to leave out what `left_out` says by then.
     restart_at: Option<Instant>,
+    /// When the first watch started, while it is the one under way.
+    first_started: Option<Instant>,
+    watches: u32,
     following: bool,
     unselectable: bool,
 }
@@ -185,6 +195,8 @@ impl Switching {
         let config = watcher::Config::default();
         let config = if pools.is_empty() { config } else { config.fields(&selector(&pools)) };
         tracing::info!(pools_left_out = pools.len(), "claim watch starting");
+        self.watches += 1;
+        self.first_started = (self.watches == 1).then(Instant::now);
         self.cache.listing_leaves_out(pools.clone());
         self.pools = pools;
         Box::pin(watcher(self.api.clone(), config))
@@ -200,11 +212,12 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// How long to wait before the watch that leaves out `watched` starts again to leave out
-/// `wanted` instead; `None` when they are the same.
-fn restart_after(watched: &BTreeSet<String>, wanted: &BTreeSet<String>) -> Option<Duration> {
+/// `wanted` instead; `None` when they are the same. `starting`: it is the replica's first
+/// watch, started moments ago.
+fn restart_after(watched: &BTreeSet<String>, wanted: &BTreeSet<String>, starting: bool) -> Option<Duration> {
     if watched == wanted {
         None
-    } else if watched.difference(wanted).next().is_some() {
+    } else if starting || watched.difference(wanted).next().is_some() {
         Some(SETTLE)
     } else {
         Some(NARROW_AFTER)
@@ -238,13 +251,18 @@ mod tests {
     #[test]
     fn a_pool_gained_restarts_the_watch_soon_and_more_left_out_later() {
         let set = |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
-        assert_eq!(restart_after(&set(&["a", "b"]), &set(&["a", "b"])), None);
-        // "b" is no longer left out: its claims are needed.
-        assert_eq!(restart_after(&set(&["a", "b"]), &set(&["a"])), Some(SETTLE));
-        assert_eq!(restart_after(&set(&["a", "b"]), &set(&["a", "c"])), Some(SETTLE));
+        for starting in [false, true] {
+            assert_eq!(restart_after(&set(&["a", "b"]), &set(&["a", "b"]), starting), None);
+            // "b" is no longer left out: its claims are needed.
+            assert_eq!(restart_after(&set(&["a", "b"]), &set(&["a"]), starting), Some(SETTLE));
+            assert_eq!(restart_after(&set(&["a", "b"]), &set(&["a", "c"]), starting), Some(SETTLE));
+        }
         // Only more to leave out: the controller drops those claims meanwhile.
-        assert_eq!(restart_after(&set(&["a"]), &set(&["a", "c"])), Some(NARROW_AFTER));
-        assert_eq!(restart_after(&set(&[]), &set(&["a"])), Some(NARROW_AFTER));
+        assert_eq!(restart_after(&set(&["a"]), &set(&["a", "c"]), false), Some(NARROW_AFTER));
+        assert_eq!(restart_after(&set(&[]), &set(&["a"]), false), Some(NARROW_AFTER));
+        // A replica's first watch, moments after it listed the members, before the replicas
+        // starting with it announced themselves: it would take their pools' claims.
+        assert_eq!(restart_after(&set(&[]), &set(&["a"]), true), Some(SETTLE));
     }
 
     #[test]
