@@ -63,6 +63,12 @@ async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action
     if !ctx.members.serves(&claim.spec.pool_ref) {
         return Ok(Action::requeue(NOT_SERVED_RECHECK));
     }
+    // The cache has not shown this replica's last status write of the claim yet: decided
+    // from this older copy, the claim would be written again. Its event wakes it (the
+    // requeue is a safety net).
+    if ctx.claims.behind_own_write(&claim) {
+        return Ok(Action::requeue(FRESH_READ));
+    }
     if claim.metadata.deletion_timestamp.is_some() {
         // A claim of an earlier version lets go of its items before its finalizer goes; any
         // other keeps them while it exists (another controller's finalizer may hold it, as
@@ -357,7 +363,10 @@ async fn write_status(claim: &Claim, ctx: &Context, status: &ClaimStatus) -> Res
         "status": status,
     });
     match api.patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(written) => Ok(written),
+        Ok(written) => {
+            ctx.claims.wrote_status(claim);
+            Ok(written)
+        }
         Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Changed { claim: claim.ledger_key() }),
         Err(e) => Err(e.into()),
     }
