@@ -268,6 +268,9 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
     let replica_cpu = |r: &Replicas| (0..replicas_n).filter_map(|i| r.pid(i)).map(cpu_seconds).sum::<f64>();
     let apiserver_pid = servers.control_plane.apiserver_pid();
     let mut cpu_before = (replica_cpu(&replicas), cpu_seconds(apiserver_pid));
+    let each_cpu =
+        |r: &Replicas| (0..replicas_n).map(|i| r.pid(i).map_or(0.0, cpu_seconds)).collect::<Vec<_>>();
+    let mut each_before = each_cpu(&replicas);
     let total = scenario.pools * scenario.claims_per_pool;
     if scenario.backlog {
         for i in 0..replicas_n {
@@ -299,6 +302,7 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
             replicas.restart(i);
         }
         cpu_before = (0.0, cpu_seconds(apiserver_pid));
+        each_before = vec![0.0; replicas_n];
     }
     // A backlog's time splits into the start-up (to the first replica's Ready) and the binding.
     let mut ready_after = None;
@@ -328,6 +332,9 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
     let after = api_requests(&breakdown_after);
     if std::env::var_os("LOCKGUARD_BENCH_VERBOSE").is_some() {
         print_breakdown(&breakdown_before, &breakdown_after);
+        let each: Vec<String> =
+            each_cpu(&replicas).iter().zip(&each_before).map(|(a, b)| format!("{:.2}", a - b)).collect();
+        println!("    CPU s per replica: {}", each.join(", "));
     }
     let (requests, ledger_writes) = (after.0 - requests_before.0 - total as f64, after.1 - requests_before.1);
     watch.abort();
