@@ -364,7 +364,7 @@ async fn write_status(claim: &Claim, ctx: &Context, status: &ClaimStatus) -> Res
     });
     match api.patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(written) => {
-            ctx.claims.wrote_status(claim);
+            ctx.claims.wrote_status(claim, &written);
             Ok(written)
         }
         Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Changed { claim: claim.ledger_key() }),

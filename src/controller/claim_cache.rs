@@ -47,14 +47,18 @@ impl ClaimCache {
         Self { store, index: Arc::default(), listings: Arc::default(), own_writes: Arc::default() }
     }
 
-    /// This replica wrote `claim`'s status over the version of it that it read.
-    pub fn wrote_status(&self, claim: &Claim) {
-        let Some(over) = claim.resource_version() else { return };
+    /// This replica wrote the status of claim `read` and the API server answered `written`.
+    /// A write that changed nothing leaves the version as it was: nothing to wait for.
+    pub fn wrote_status(&self, read: &Claim, written: &Claim) {
+        let Some(over) = read.resource_version() else { return };
+        if written.resource_version().as_ref() == Some(&over) {
+            return;
+        }
         let mut writes = self.own_writes();
         if writes.len() >= MOST_OWN_WRITES {
             writes.retain(|_, (_, at)| at.elapsed() < OWN_WRITE_KEPT);
         }
-        writes.insert(ObjectRef::from_obj(claim), (over, Instant::now()));
+        writes.insert(ObjectRef::from_obj(read), (over, Instant::now()));
     }
 
     /// Whether `claim` (from the cache) is the version this replica last wrote its status
@@ -88,11 +92,11 @@ impl ClaimCache {
             watcher::Event::Delete(claim) => {
                 self.own_writes().remove(&ObjectRef::from_obj(claim));
             }
-            watcher::Event::Init | watcher::Event::InitDone => {}
-        }
-        if matches!(event, watcher::Event::InitDone) {
-            let mut listings = self.listings();
-            listings.complete = Some(listings.started.clone());
+            watcher::Event::InitDone => {
+                let mut listings = self.listings();
+                listings.complete = Some(listings.started.clone());
+            }
+            watcher::Event::Init => {}
         }
     }
 
@@ -205,7 +209,10 @@ mod tests {
         let read = at_version("a", "1");
         let cache = fed(&[Event::Apply(read.clone())]);
         assert!(!cache.behind_own_write(&read), "nothing written yet");
-        cache.wrote_status(&read);
+        // A write that changed nothing keeps the version: the cache is not behind.
+        cache.wrote_status(&read, &read);
+        assert!(!cache.behind_own_write(&read), "a write that changed nothing");
+        cache.wrote_status(&read, &at_version("a", "2"));
         assert!(cache.behind_own_write(&read), "the copy the write was made over");
         assert!(!cache.behind_own_write(&at_version("b", "1")), "another claim");
         // The write's own event: the cache shows what was written, and the record goes.
@@ -213,8 +220,8 @@ mod tests {
         assert!(!cache.behind_own_write(&at_version("a", "2")));
         assert!(cache.own_writes().is_empty());
         // A claim deleted before its write was seen is forgotten too.
-        cache.wrote_status(&at_version("a", "2"));
-        cache.observe(&Event::Delete(at_version("a", "2")));
+        cache.wrote_status(&at_version("a", "2"), &at_version("a", "3"));
+        cache.observe(&Event::Delete(at_version("a", "3")));
         assert!(cache.own_writes().is_empty());
     }
 
