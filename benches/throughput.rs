@@ -265,12 +265,11 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
 
     let breakdown_before = request_breakdown(&client).await;
     let requests_before = api_requests(&breakdown_before);
-    let replica_cpu = |r: &Replicas| (0..replicas_n).filter_map(|i| r.pid(i)).map(cpu_seconds).sum::<f64>();
+    // CPU seconds of each replica, and of the API server, so far.
+    let replica_cpu =
+        |r: &Replicas| (0..replicas_n).map(|i| r.pid(i).map_or(0.0, cpu_seconds)).collect::<Vec<_>>();
     let apiserver_pid = servers.control_plane.apiserver_pid();
     let mut cpu_before = (replica_cpu(&replicas), cpu_seconds(apiserver_pid));
-    let each_cpu =
-        |r: &Replicas| (0..replicas_n).map(|i| r.pid(i).map_or(0.0, cpu_seconds)).collect::<Vec<_>>();
-    let mut each_before = each_cpu(&replicas);
     let total = scenario.pools * scenario.claims_per_pool;
     if scenario.backlog {
         for i in 0..replicas_n {
@@ -301,8 +300,7 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
         for i in 0..replicas_n {
             replicas.restart(i);
         }
-        cpu_before = (0.0, cpu_seconds(apiserver_pid));
-        each_before = vec![0.0; replicas_n];
+        cpu_before = (vec![0.0; replicas_n], cpu_seconds(apiserver_pid));
     }
     // A backlog's time splits into the start-up (to the first replica's Ready) and the binding.
     let mut ready_after = None;
@@ -326,14 +324,14 @@ async fn run(scenario: Scenario, backend: &str, replicas_n: usize) -> Figures {
             last.duration_since(started).as_secs_f64()
         );
     }
+    let each_cpu: Vec<f64> = replica_cpu(&replicas).iter().zip(&cpu_before.0).map(|(a, b)| a - b).collect();
     let (operator_cpu, apiserver_cpu) =
-        (replica_cpu(&replicas) - cpu_before.0, cpu_seconds(apiserver_pid) - cpu_before.1);
+        (each_cpu.iter().sum::<f64>(), cpu_seconds(apiserver_pid) - cpu_before.1);
     let breakdown_after = request_breakdown(&client).await;
     let after = api_requests(&breakdown_after);
     if std::env::var_os("LOCKGUARD_BENCH_VERBOSE").is_some() {
         print_breakdown(&breakdown_before, &breakdown_after);
-        let each: Vec<String> =
-            each_cpu(&replicas).iter().zip(&each_before).map(|(a, b)| format!("{:.2}", a - b)).collect();
+        let each: Vec<String> = each_cpu.iter().map(|cpu| format!("{cpu:.2}")).collect();
         println!("    CPU s per replica: {}", each.join(", "));
     }
     let (requests, ledger_writes) = (after.0 - requests_before.0 - total as f64, after.1 - requests_before.1);
@@ -417,18 +415,7 @@ async fn ceiling() -> Ceiling {
     let claims: Api<Claim> = Api::namespaced(client, "ceiling");
     let n = 2000;
     let started = Instant::now();
-    stream::iter(0..n)
-        .map(|i| {
-            let claims = claims.clone();
-            async move {
-                let claim =
-                    Claim::new(&format!("c{i}"), ClaimSpec { pool_ref: "p".into(), count: 1, items: None });
-                claims.create(&PostParams::default(), &claim).await.expect("create");
-            }
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await;
+    create_claims(&claims, n).await;
     let creates = n as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
     let written: Vec<Claim> = stream::iter(0..n)
@@ -454,13 +441,9 @@ async fn ceiling() -> Ceiling {
     Ceiling { creates, statuses, bound_statuses, watched_bound_statuses }
 }
 
-/// On a run's own API server, its replicas stopped: the rate of `n` first status writes to
-/// new claims, as lockguard writes them, a watch of the claims open (as the bench's is in
-/// the run). The claims are created first, outside the clock.
-async fn first_status_writes(client: &kube::Client, n: usize) -> f64 {
-    create_namespace(client, "same-server").await;
-    let claims: Api<Claim> = Api::namespaced(client.clone(), "same-server");
-    let created: Vec<Claim> = stream::iter(0..n)
+/// Claims `c0`…`c<n-1>` of pool `p` (which need not exist), `IN_FLIGHT` creates at once.
+async fn create_claims(claims: &Api<Claim>, n: usize) -> Vec<Claim> {
+    stream::iter(0..n)
         .map(|i| {
             let claims = claims.clone();
             async move {
@@ -471,7 +454,16 @@ async fn first_status_writes(client: &kube::Client, n: usize) -> f64 {
         })
         .buffer_unordered(IN_FLIGHT)
         .collect()
-        .await;
+        .await
+}
+
+/// On a run's own API server, its replicas stopped: the rate of `n` first status writes to
+/// new claims, as lockguard writes them, a watch of the claims open (as the bench's is in
+/// the run). The claims are created first, outside the clock.
+async fn first_status_writes(client: &kube::Client, n: usize) -> f64 {
+    create_namespace(client, "same-server").await;
+    let claims: Api<Claim> = Api::namespaced(client.clone(), "same-server");
+    let created = create_claims(&claims, n).await;
     let watch = tokio::spawn(watcher(claims.clone(), watcher::Config::default()).for_each(|_| async {}));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rate, _) = bound_status_writes(&claims, created, "x").await;

@@ -114,7 +114,6 @@ pub fn claims(
         pools: LeftOut::default(),
         restart_at: None,
         first_started: None,
-        watches: 0,
         following: true,
         unselectable: false,
     };
@@ -124,7 +123,9 @@ pub fn claims(
             Some(current) => current,
             None => {
                 let wanted = s.left_out.borrow_and_update().clone();
-                s.start(wanted)
+                let first = s.start(wanted);
+                s.first_started = Some(Instant::now());
+                first
             }
         };
         loop {
@@ -184,7 +185,6 @@ struct Switching {
     restart_at: Option<Instant>,
     /// When the first watch started, while it is the one under way.
     first_started: Option<Instant>,
-    watches: u32,
     following: bool,
     unselectable: bool,
 }
@@ -195,8 +195,7 @@ impl Switching {
         let config = watcher::Config::default();
         let config = if pools.is_empty() { config } else { config.fields(&selector(&pools)) };
         tracing::info!(pools_left_out = pools.len(), "claim watch starting");
-        self.watches += 1;
-        self.first_started = (self.watches == 1).then(Instant::now);
+        self.first_started = None;
         self.cache.listing_leaves_out(pools.clone());
         self.pools = pools;
         Box::pin(watcher(self.api.clone(), config))
