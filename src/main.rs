@@ -34,9 +34,12 @@ enum Command {
     Certs(cli::certs::CertsArgs),
 }
 
+/// jemalloc gives back what a burst of thousands of claims freed; glibc's malloc kept it
+/// spread over its arenas (docs/benchmarks.md: 20,000 claims, 151-154 MiB → 108 MiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
-    // Before the runtime's threads exist: each takes an arena at its first allocation.
-    limit_malloc_arenas();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         // On a worker, not in `block_on`: the controllers would run on the main thread and
         // every response their connections (on the workers) receive would wake it from
@@ -78,16 +81,5 @@ async fn run() -> ExitCode {
         Command::Run(args) => cli::run::run(args).await,
         Command::Audit(args) => cli::audit::audit(args).await,
         Command::Certs(args) => cli::certs::certs(args).await,
-    }
-}
-
-/// glibc gives threads that allocate at once arenas of their own, up to 8 per core, and the
-/// memory a burst of thousands of claims freed stays spread over them: two arenas kept a
-/// replica at 4,000 claims at 71 MiB instead of 86 (`make bench`, MALLOC_ARENA_MAX=2).
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
