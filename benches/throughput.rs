@@ -516,7 +516,8 @@ async fn bound_status_writes(claims: &Api<Claim>, written: Vec<Claim>, prefix: &
 
 /// For each scenario run with one and with three replicas: three against one, as the median
 /// rate and the median operator CPU of the runs of each (`LOCKGUARD_BENCH_REPLICAS=1,3,1,3`
-/// gives two runs of each).
+/// gives two runs of each), and how likely runs as slow as the three replicas' are if the
+/// number of replicas made no difference (below 5 %: slower beyond run-to-run noise).
 fn print_replica_ratios(all: &[Figures]) {
     fn median(mut values: Vec<f64>) -> Option<f64> {
         values.sort_by(f64::total_cmp);
@@ -533,22 +534,59 @@ fn print_replica_ratios(all: &[Figures]) {
                     .collect()
             };
             let (one, three) = (runs(1), runs(3));
-            let rates = |runs: &[&Figures]| median(runs.iter().map(|f| f.rate()).collect());
+            let rates = |runs: &[&Figures]| -> Vec<f64> { runs.iter().map(|f| f.rate()).collect() };
             let cpus = |runs: &[&Figures]| median(runs.iter().map(|f| f.operator_cpu).collect());
             if let (Some(r1), Some(r3), Some(c1), Some(c3)) =
-                (rates(&one), rates(&three), cpus(&one), cpus(&three))
+                (median(rates(&one)), median(rates(&three)), cpus(&one), cpus(&three))
             {
                 println!(
-                    "{} ({backend}), 3 replicas against 1 (medians of {} and {} runs): rate {:.2}×, operator CPU {:.2}×",
+                    "{} ({backend}), 3 replicas against 1 (medians of {} and {} runs): rate {:.2}×, operator CPU {:.2}×; chance of runs this slow by noise alone: {:.0} %",
                     scenario.title,
                     three.len(),
                     one.len(),
                     r3 / r1,
-                    c3 / c1
+                    c3 / c1,
+                    100.0 * chance_as_slow(&rates(&three), &rates(&one))
                 );
             }
         }
     }
+}
+
+/// The one-sided exact Mann-Whitney test: if `a` and `b` came from one distribution, the chance
+/// that `a`'s runs rank as low among all of them as they do (ties count half).
+fn chance_as_slow(a: &[f64], b: &[f64]) -> f64 {
+    let wins: f64 = a
+        .iter()
+        .flat_map(|x| {
+            b.iter().map(move |y| {
+                if x > y {
+                    1.0
+                } else if x == y {
+                    0.5
+                } else {
+                    0.0
+                }
+            })
+        })
+        .sum();
+    // ways[n][m][u]: orderings of n values of `a` and m of `b` in which `a` wins u pairs. The
+    // largest value is either one of `a` (winning against all m of `b`) or one of `b`.
+    let (n, m) = (a.len(), b.len());
+    let mut ways = vec![vec![vec![0.0_f64; n * m + 1]; m + 1]; n + 1];
+    for i in 0..=n {
+        for j in 0..=m {
+            for u in 0..=i * j {
+                ways[i][j][u] = if i == 0 || j == 0 {
+                    if u == 0 { 1.0 } else { 0.0 }
+                } else {
+                    (if u >= j { ways[i - 1][j][u - j] } else { 0.0 }) + ways[i][j - 1][u]
+                };
+            }
+        }
+    }
+    let all: f64 = ways[n][m].iter().sum();
+    ways[n][m].iter().take(wins.floor() as usize + 1).sum::<f64>() / all
 }
 
 fn plot_rates(figures: &[Figures], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
@@ -763,11 +801,18 @@ fn main() {
             );
         }
         print_replica_ratios(&all);
+        // Repeats (`LOCKGUARD_BENCH_REPLICAS=1,2,3,1,3`) count in the ratios above; the plots
+        // show one run of each configuration, the first.
+        let mut seen = std::collections::HashSet::new();
+        let first_runs: Vec<Figures> = all
+            .into_iter()
+            .filter(|f| seen.insert((f.scenario.id, f.backend.clone(), f.replicas)))
+            .collect();
         if std::fs::create_dir_all(&plots).is_ok() {
             for (name, result) in [
-                ("throughput-replicas.svg", plot_scaling(&all, &plots.join("throughput-replicas.svg"))),
-                ("throughput.svg", plot_rates(&all, &plots.join("throughput.svg"))),
-                ("latency-burst1000.svg", plot_latency(&all, &plots.join("latency-burst1000.svg"))),
+                ("throughput-replicas.svg", plot_scaling(&first_runs, &plots.join("throughput-replicas.svg"))),
+                ("throughput.svg", plot_rates(&first_runs, &plots.join("throughput.svg"))),
+                ("latency-burst1000.svg", plot_latency(&first_runs, &plots.join("latency-burst1000.svg"))),
             ] {
                 match result {
                     Ok(()) => println!("plot: {}", plots.join(name).display()),
