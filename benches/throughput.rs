@@ -516,8 +516,9 @@ async fn bound_status_writes(claims: &Api<Claim>, written: Vec<Claim>, prefix: &
 
 /// For each scenario run with one and with three replicas: three against one, as the median
 /// rate and the median operator CPU of the runs of each (`LOCKGUARD_BENCH_REPLICAS=1,3,1,3`
-/// gives two runs of each), and how likely runs as slow as the three replicas' are if the
-/// number of replicas made no difference (below 5 %: slower beyond run-to-run noise).
+/// gives two runs of each), and whether three replicas were slower beyond run-to-run noise.
+/// Runs alternate, and the machine's speed drifts between them, so each run of three is set
+/// against the run of one in the same position: a pair shares the machine's state of the time.
 fn print_replica_ratios(all: &[Figures]) {
     fn median(mut values: Vec<f64>) -> Option<f64> {
         values.sort_by(f64::total_cmp);
@@ -534,59 +535,47 @@ fn print_replica_ratios(all: &[Figures]) {
                     .collect()
             };
             let (one, three) = (runs(1), runs(3));
-            let rates = |runs: &[&Figures]| -> Vec<f64> { runs.iter().map(|f| f.rate()).collect() };
+            let rates = |runs: &[&Figures]| median(runs.iter().map(|f| f.rate()).collect());
             let cpus = |runs: &[&Figures]| median(runs.iter().map(|f| f.operator_cpu).collect());
-            if let (Some(r1), Some(r3), Some(c1), Some(c3)) =
-                (median(rates(&one)), median(rates(&three)), cpus(&one), cpus(&three))
-            {
-                println!(
-                    "{} ({backend}), 3 replicas against 1 (medians of {} and {} runs): rate {:.2}×, operator CPU {:.2}×; chance of runs this slow by noise alone: {:.0} %",
-                    scenario.title,
-                    three.len(),
-                    one.len(),
-                    r3 / r1,
-                    c3 / c1,
-                    100.0 * chance_as_slow(&rates(&three), &rates(&one))
-                );
-            }
+            let Some((r1, r3, c1, c3)) = rates(&one)
+                .zip(rates(&three))
+                .zip(cpus(&one).zip(cpus(&three)))
+                .map(|((a, b), (c, d))| (a, b, c, d))
+            else {
+                continue;
+            };
+            let pairs: Vec<f64> = three.iter().zip(&one).map(|(t, o)| t.rate() / o.rate()).collect();
+            let each: Vec<String> = pairs.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "{} ({backend}), 3 replicas against 1 (medians of {} and {} runs): rate {:.2}×, operator CPU {:.2}×; pair by pair {}×, chance of pairs this slow by noise alone: {:.0} %",
+                scenario.title,
+                three.len(),
+                one.len(),
+                r3 / r1,
+                c3 / c1,
+                each.join(", "),
+                100.0 * chance_as_slow(&pairs)
+            );
         }
     }
 }
 
-/// The one-sided exact Mann-Whitney test: if `a` and `b` came from one distribution, the chance
-/// that `a`'s runs rank as low among all of them as they do (ties count half).
-fn chance_as_slow(a: &[f64], b: &[f64]) -> f64 {
-    let wins: f64 = a
-        .iter()
-        .flat_map(|x| {
-            b.iter().map(move |y| {
-                if x > y {
-                    1.0
-                } else if x == y {
-                    0.5
-                } else {
-                    0.0
-                }
-            })
-        })
-        .sum();
-    // ways[n][m][u]: orderings of n values of `a` and m of `b` in which `a` wins u pairs. The
-    // largest value is either one of `a` (winning against all m of `b`) or one of `b`.
-    let (n, m) = (a.len(), b.len());
-    let mut ways = vec![vec![vec![0.0_f64; n * m + 1]; m + 1]; n + 1];
-    for i in 0..=n {
-        for j in 0..=m {
-            for u in 0..=i * j {
-                ways[i][j][u] = if i == 0 || j == 0 {
-                    if u == 0 { 1.0 } else { 0.0 }
-                } else {
-                    (if u >= j { ways[i - 1][j][u - j] } else { 0.0 }) + ways[i][j - 1][u]
-                };
-            }
-        }
+/// The one-sided exact Wilcoxon signed-rank test over ratios of paired runs: if the ratios were
+/// as likely above 1 as below, the chance of a rank sum above 1 as small as theirs.
+fn chance_as_slow(ratios: &[f64]) -> f64 {
+    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).filter(|d| *d != 0.0).collect();
+    let mut order: Vec<usize> = (0..logs.len()).collect();
+    order.sort_by(|a, b| logs[*a].abs().total_cmp(&logs[*b].abs()));
+    let mut rank = vec![0.0; logs.len()];
+    for (r, i) in order.iter().enumerate() {
+        rank[*i] = r as f64 + 1.0;
     }
-    let all: f64 = ways[n][m].iter().sum();
-    ways[n][m].iter().take(wins.floor() as usize + 1).sum::<f64>() / all
+    let above =
+        |signs: u32| -> f64 { (0..logs.len()).filter(|i| signs >> i & 1 == 1).map(|i| rank[i]).sum() };
+    let observed = (0..logs.len()).filter(|i| logs[*i] > 0.0).map(|i| rank[i]).sum::<f64>();
+    // Every way of giving the ranks signs is equally likely under the null.
+    let all = 1_u32 << logs.len();
+    (0..all).filter(|signs| above(*signs) <= observed).count() as f64 / all as f64
 }
 
 fn plot_rates(figures: &[Figures], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
