@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use lockguard::controller::pool_owner;
 use support::{Operator, apply, audit, create_claim, pool_yaml, reasons, unique};
 
-/// The identities of the replicas still running.
+/// The identities of the replicas still running: not killed or stopped here (the harness
+/// forgets their process), not exited by themselves, not frozen.
 fn live(op: &mut Operator) -> Vec<String> {
     let dead = op.replicas.dead();
     let mut ids: Vec<String> = (0..op.replicas.len())
-        .filter(|i| !dead.contains(i) && !op.replicas.is_stopped(*i))
+        .filter(|i| op.replicas.pid(*i).is_some() && !dead.contains(i) && !op.replicas.is_stopped(*i))
         .map(|i| op.replicas.identity(i).to_string())
         .collect();
     ids.sort();
@@ -114,7 +115,9 @@ async fn pools_are_divided_and_follow_members_that_die_stop_and_join() {
     let victim = 0;
     let victims: Vec<&String> =
         pools.iter().filter(|p| pool_owner(p, &members) == Some(op.replicas.identity(victim))).collect();
+    let killed = op.replicas.identity(victim).to_string();
     op.replicas.kill(victim);
+    assert!(!live(&mut op).contains(&killed), "a killed replica is not counted among the members");
     let after_kill: Vec<String> = victims.iter().map(|p| format!("k-{p}")).collect();
     for (name, pool) in after_kill.iter().zip(&victims) {
         create_claim(&op.ns, name, pool, 1).await;
