@@ -537,10 +537,8 @@ fn print_replica_ratios(all: &[Figures]) {
             let (one, three) = (runs(1), runs(3));
             let rates = |runs: &[&Figures]| median(runs.iter().map(|f| f.rate()).collect());
             let cpus = |runs: &[&Figures]| median(runs.iter().map(|f| f.operator_cpu).collect());
-            let Some((r1, r3, c1, c3)) = rates(&one)
-                .zip(rates(&three))
-                .zip(cpus(&one).zip(cpus(&three)))
-                .map(|((a, b), (c, d))| (a, b, c, d))
+            let (Some(r1), Some(r3), Some(c1), Some(c3)) =
+                (rates(&one), rates(&three), cpus(&one), cpus(&three))
             else {
                 continue;
             };

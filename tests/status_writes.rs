@@ -27,8 +27,8 @@ async fn a_burst_over_a_few_pools_writes_each_status_once() {
         .collect::<Vec<_>>()
         .await;
     op.bound_exactly(400, Duration::from_secs(90), "not all 400 claims bound").await;
-    // Only this test's claims: the other tests' replicas (other shard groups) serve every
-    // pool too, this one theirs.
+    // Only this test's claims: the binary holds this test alone, and stays right if another
+    // test (and its replicas, serving every pool too) joins it.
     let (log, ours) = (op.replicas.log(0), format!("claim={}/", op.ns));
     let rewritten: Vec<&str> = log
         .lines()
