@@ -58,6 +58,7 @@ pub struct Metrics {
     pub members: Gauge,
     pub pools_served: Gauge,
     pub cached_claims: Gauge,
+    pub cached_pools: Gauge,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -157,6 +158,12 @@ impl Default for Metrics {
             "Claims this replica watches and keeps in its cache (with the pools divided, those of the pools it serves)",
             cached_claims.clone(),
         );
+        let cached_pools = Gauge::default();
+        registry.register(
+            "cached_pools",
+            "Pools this replica watches and keeps in its cache (with the pools divided, those it serves and those created since its watch started)",
+            cached_pools.clone(),
+        );
         // Counters an alert watches exist from the start at 0: a series that first appears
         // at 1 is not an increase to Prometheus, and the first lost lock would go unseen.
         for backend in [Backend::Etcd, Backend::Lease] {
@@ -185,6 +192,7 @@ impl Default for Metrics {
             members,
             pools_served,
             cached_claims,
+            cached_pools,
         }
     }
 }

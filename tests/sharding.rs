@@ -60,19 +60,21 @@ fn pools_of(prefix: &str, member: &str, members: &[String], n: usize) -> Vec<Str
         .collect()
 }
 
-/// Waits until the claims cached by the live replicas add up to `claims`, each claim in the
-/// cache of the one replica that serves its pool (every replica cached all of them before the
-/// claim watch left out the pools of the others).
-async fn cached_once(op: &Operator, claims: usize, when: &str) {
-    let what = format!("{when}: the replicas' caches do not hold each of {claims} claims once");
-    let cached = op
+/// Waits until the claims and the pools cached by the live replicas add up to `claims` and
+/// `pools`, each in the cache of the one replica that serves the pool (every replica cached
+/// all of them before the watches left out the pools of the others).
+async fn cached_once(op: &Operator, claims: usize, pools: usize, when: &str) {
+    let what =
+        format!("{when}: the replicas' caches do not hold each of {claims} claims and {pools} pools once");
+    let (claims, pools) = op
         .replicas
         .eventually(Duration::from_secs(15), &what, || async {
             let cached = op.replicas.metric_sum("lockguard_cached_claims");
-            (cached == claims as f64).then_some(cached)
+            let pooled = op.replicas.metric_sum("lockguard_cached_pools");
+            (cached == claims as f64 && pooled == pools as f64).then_some((cached, pooled))
         })
         .await;
-    eprintln!("sharding: {when}, {cached} claims cached over the live replicas");
+    eprintln!("sharding: {when}, {claims} claims and {pools} pools cached over the live replicas");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,8 +110,8 @@ async fn pools_are_divided_and_follow_members_that_die_stop_and_join() {
         let expected: Vec<usize> = (0..3).filter(|&i| op.replicas.identity(i) == owner).collect();
         assert_eq!(by, expected, "pool {pool} written by {by:?}, served by {owner}");
     }
-    // Each replica watches only the claims of the pools it serves: each claim is cached once.
-    cached_once(&op, names.len(), "after the burst").await;
+    // Each replica watches only the pools it serves and their claims: each is cached once.
+    cached_once(&op, names.len(), pools.len(), "after the burst").await;
 
     // A member killed (no goodbye): its pools are served again once its Lease expires.
     let victim = 0;
@@ -170,8 +172,8 @@ async fn pools_are_divided_and_follow_members_that_die_stop_and_join() {
     assert!(by_new.values().all(|by| by.contains(&joined)), "the new member wrote its pools: {by_new:?}");
 
     let total = 5 * pools.len() + after_kill.len() + after_stop.len() + after_join.len();
-    // The two left gave the new member its pools' claims and stopped watching them.
-    cached_once(&op, total, "after the kill, the stop and the join").await;
+    // The two left gave the new member its pools and their claims and stopped watching them.
+    cached_once(&op, total, pools.len(), "after the kill, the stop and the join").await;
     let total = 5 * 2 * pools.len() + after_kill.len() + after_stop.len() + after_join.len();
     let pool_refs: Vec<&str> = pools.iter().map(String::as_str).collect();
     assert_eq!(audit(&pool_refs).await, Ok(total));

@@ -25,8 +25,8 @@ use super::error::Error;
 use super::fetch::get_existing;
 use super::hold;
 use super::policy::{
-    AGAIN_SOON, CLAIM_RESYNC, FRESH_READ, NOT_SERVED_RECHECK, PENDING_RECHECK, POOL_MISSING_RECHECK,
-    retry_delay,
+    AGAIN_SOON, CLAIM_RESYNC, FRESH_READ, NOT_LISTED_RECHECK, NOT_SERVED_RECHECK, PENDING_RECHECK,
+    POOL_MISSING_RECHECK, retry_delay,
 };
 use super::pool_ledger::ledger_of;
 use crate::api::{BOUND, Claim, ClaimStatus, FINALIZER, Pool, Reason, condition, set_condition};
@@ -62,6 +62,11 @@ async fn reconcile_claim(claim: Arc<Claim>, ctx: &Arc<Context>) -> Result<Action
     // the claim again.
     if !ctx.members.serves(&claim.spec.pool_ref) {
         return Ok(Action::requeue(NOT_SERVED_RECHECK));
+    }
+    // A pool just gained is cached once the pool watch, started again to include it, has
+    // listed it; until then each of its claims would read the pool from the server.
+    if !ctx.pools_listed.covers(&claim.spec.pool_ref) {
+        return Ok(Action::requeue(NOT_LISTED_RECHECK));
     }
     // The cache has not shown this replica's last status write of the claim yet: decided
     // from this older copy, the claim would be written again. Its event wakes it (the

@@ -10,13 +10,14 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
+use super::narrow::Coverage;
 use crate::api::Claim;
 
 #[derive(Clone)]
 pub struct ClaimCache {
     store: Store<Claim>,
     index: Arc<Mutex<ByPool>>,
-    listings: Arc<Mutex<Listings>>,
+    listed: Coverage,
     own_writes: Arc<Mutex<OwnWrites>>,
 }
 
@@ -32,19 +33,9 @@ type OwnWrites = HashMap<ObjectRef<Claim>, (String, Instant)>;
 const MOST_OWN_WRITES: usize = 4096;
 const OWN_WRITE_KEPT: Duration = Duration::from_secs(60);
 
-/// Pools whose claims a listing of the claim watch leaves out (`claim_watch.rs`).
-pub type LeftOut = Arc<std::collections::BTreeSet<String>>;
-
-/// The pools left out of the listing under way and of the last complete one.
-#[derive(Default)]
-struct Listings {
-    started: LeftOut,
-    complete: Option<LeftOut>,
-}
-
 impl ClaimCache {
     pub fn new(store: Store<Claim>) -> Self {
-        Self { store, index: Arc::default(), listings: Arc::default(), own_writes: Arc::default() }
+        Self { store, index: Arc::default(), listed: Coverage::default(), own_writes: Arc::default() }
     }
 
     /// This replica wrote the status of claim `read` and the API server answered `written`.
@@ -70,14 +61,16 @@ impl ClaimCache {
             .is_some_and(|(over, _)| version.as_deref() == Some(over.as_str()))
     }
 
-    /// The watch starts a listing that leaves out the claims of `pools`.
-    pub fn listing_leaves_out(&self, pools: LeftOut) {
-        self.listings().started = pools;
+    /// What the claim watch's listings leave out: the watch tells it which pools each listing
+    /// leaves out, the cache when a listing is complete.
+    pub fn coverage(&self) -> &Coverage {
+        &self.listed
     }
 
     /// Follows the claim watch; called with each event after the store has applied it.
     pub fn observe(&self, event: &watcher::Event<Claim>) {
         self.index().observe(event);
+        self.listed.observe(event);
         match event {
             watcher::Event::Apply(claim) | watcher::Event::InitApply(claim) => {
                 let mut writes = self.own_writes();
@@ -92,11 +85,7 @@ impl ClaimCache {
             watcher::Event::Delete(claim) => {
                 self.own_writes().remove(&ObjectRef::from_obj(claim));
             }
-            watcher::Event::InitDone => {
-                let mut listings = self.listings();
-                listings.complete = Some(listings.started.clone());
-            }
-            watcher::Event::Init => {}
+            watcher::Event::Init | watcher::Event::InitDone => {}
         }
     }
 
@@ -104,7 +93,7 @@ impl ClaimCache {
     /// listing: listed, and not left out of that listing (a pool just gained was). Before,
     /// a claim of it missing from the cache says nothing about the server.
     pub fn covers(&self, pool: &str) -> bool {
-        self.listings().complete.as_ref().is_some_and(|left_out| !left_out.contains(pool))
+        self.listed.covers(pool)
     }
 
     pub fn get(&self, claim: &ObjectRef<Claim>) -> Option<Arc<Claim>> {
@@ -122,10 +111,6 @@ impl ClaimCache {
 
     fn index(&self) -> MutexGuard<'_, ByPool> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn listings(&self) -> MutexGuard<'_, Listings> {
-        self.listings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn own_writes(&self) -> MutexGuard<'_, OwnWrites> {
@@ -274,22 +259,5 @@ mod tests {
         let listing = [Event::Init, Event::InitApply(claim("a", "p"))];
         assert!(!fed(&listing).covers("p"), "a claim missing now may exist on the server");
         assert!(fed(&[&listing[..], &[Event::InitDone]].concat()).covers("p"));
-    }
-
-    #[test]
-    fn a_pool_left_out_is_covered_only_once_a_listing_that_includes_it_is_complete() {
-        let cache = fed(&[]);
-        cache.listing_leaves_out(LeftOut::new(["q".to_string()].into()));
-        assert!(!cache.covers("p"), "nothing listed yet");
-        cache.observe(&Event::InitDone);
-        assert!(cache.covers("p"));
-        assert!(!cache.covers("q"), "its claims were left out");
-        // The pool is gained: a new listing starts, and until it is complete "q" is not covered.
-        cache.listing_leaves_out(LeftOut::default());
-        cache.observe(&Event::Init);
-        cache.observe(&Event::InitApply(claim("a", "q")));
-        assert!(!cache.covers("q"));
-        cache.observe(&Event::InitDone);
-        assert!(cache.covers("q") && cache.covers("p"));
     }
 }

@@ -21,6 +21,7 @@ use super::fetch::get_existing;
 use super::gauges::CorruptPools;
 use super::locks::Locks;
 use super::members::Members;
+use super::narrow::Coverage;
 use super::policy::Failures;
 use crate::api::Pool;
 use crate::ledger::Ledger;
@@ -42,14 +43,18 @@ pub struct Settings {
 }
 
 /// The caches the controllers read.
-pub type Stores = (ClaimCache, Store<Pool>, Store<PartialObjectMeta<Namespace>>);
+pub type Stores = (ClaimCache, Store<Pool>, Coverage, Store<PartialObjectMeta<Namespace>>);
 
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
-    /// Every claim, pool and namespace (metadata only), each fed by one watch.
+    /// The claims and pools (sharded: those of the pools this replica serves) and every
+    /// namespace (metadata only), each fed by one watch.
     pub claims: ClaimCache,
     pub pools: Store<Pool>,
+    /// Which pools the pool cache's last complete listing included (sharded, it leaves out
+    /// those other members serve).
+    pub pools_listed: Coverage,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub locks: Locks,
     pub batches: Batches,
@@ -70,7 +75,7 @@ impl Context {
         client: Client,
         locks: Locks,
         settings: Settings,
-        (claims, pools, namespaces): Stores,
+        (claims, pools, pools_listed, namespaces): Stores,
         metrics: Arc<Metrics>,
         members: Arc<Members>,
     ) -> Self {
@@ -81,6 +86,7 @@ impl Context {
             settings,
             claims,
             pools,
+            pools_listed,
             namespaces,
             locks,
             batches: Batches::default(),

@@ -70,7 +70,9 @@ pub fn observe(
         metrics.claims.get_or_create(&ByReason { reason: reason.to_string() }).set(n);
     }
     let mut seen = HashSet::new();
-    for pool in pools.state() {
+    let pools = pools.state();
+    metrics.cached_pools.set(pools.len() as i64);
+    for pool in pools {
         let labels = ByPool { pool: pool.name_any() };
         let free = pool.status.as_ref().map_or(0, |s| i64::from(s.free));
         metrics.pool_free.get_or_create(&labels).set(free);

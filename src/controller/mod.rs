@@ -8,7 +8,7 @@
 //! The files, from the decisions down to the wiring: `plan.rs` and `decide.rs` decide
 //! without I/O (`adopt.rs` for a pool that lost its ledger); `claim.rs` and `pool.rs` reconcile; `hold.rs` runs a pool's holds for all of
 //! its claims, `batches.rs` is what the claims and that task share; `pool_ledger.rs` writes
-//! a ledger fenced; `claim_cache.rs` finds a pool's claims, `claim_watch.rs` asks only for those of the pools a replica may serve; `context.rs` holds what they all share, one value per responsibility
+//! a ledger fenced; `claim_cache.rs` finds a pool's claims, `narrow.rs` asks only for the pools a replica may serve and their claims; `context.rs` holds what they all share, one value per responsibility
 //! (`locks.rs`, `events.rs`, `defer.rs`, `epoch.rs`, `policy.rs`, `members.rs`); `run.rs` wires
 //! the watches and both controllers.
 
@@ -16,7 +16,6 @@ mod adopt;
 mod batches;
 mod claim;
 mod claim_cache;
-mod claim_watch;
 mod context;
 mod decide;
 mod defer;
@@ -28,6 +27,7 @@ mod gauges;
 mod hold;
 mod locks;
 mod members;
+mod narrow;
 mod plan;
 mod policy;
 mod pool;

@@ -40,9 +40,10 @@ pub const AGAIN_SOON: Duration = Duration::from_millis(100);
 /// Pools a replica holds at once; the others wait their turn (their claims are served by
 /// the next hold all the same).
 pub const HOLDS_AT_ONCE: usize = 16;
-/// A pool's reconcile waits for a listing of the claim cache that includes the pool's claims:
-/// the first one (20,000 claims: about 2 s), or the one a pool just gained starts.
-pub const CLAIMS_NOT_LISTED_RECHECK: Duration = Duration::from_millis(250);
+/// A pool's reconcile waits for a listing of the claim cache that includes the pool's claims,
+/// and a claim's for one of the pool cache that includes its pool: the first one (20,000
+/// claims: about 2 s), or the one a pool just gained starts.
+pub const NOT_LISTED_RECHECK: Duration = Duration::from_millis(250);
 /// A claim or pool another replica serves is looked at again after this, in case a change of
 /// members that gives it to this replica went unnoticed (a change wakes them at once).
 pub const NOT_SERVED_RECHECK: Duration = Duration::from_secs(30);

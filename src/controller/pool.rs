@@ -17,7 +17,7 @@ use super::error::Error;
 use super::fetch::get_existing;
 use super::hold;
 use super::policy::{
-    AGAIN_SOON, CLAIMS_NOT_LISTED_RECHECK, DELETION_RECHECK, NOT_SERVED_RECHECK, POOL_RESYNC, retry_delay,
+    AGAIN_SOON, DELETION_RECHECK, NOT_LISTED_RECHECK, NOT_SERVED_RECHECK, POOL_RESYNC, retry_delay,
 };
 use super::pool_ledger::{
     disallowed_held, ledger_of, limits_condition, lock_pool, report_corrupt, report_lock_unavailable,
@@ -93,7 +93,7 @@ async fn reconcile_pool(pool: &Pool, ctx: &Arc<Context>) -> Result<Action, Error
     // still listing, that was a read per entry of every pool served (thousands at start-up),
     // and a pool just gained has its claims listed only once the claim watch starts again.
     if !ctx.claims.covers(&name) {
-        return Ok(Action::requeue(CLAIMS_NOT_LISTED_RECHECK));
+        return Ok(Action::requeue(NOT_LISTED_RECHECK));
     }
     let ledger = match pool.ledger() {
         Ok(l) => l,

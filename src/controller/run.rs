@@ -20,7 +20,8 @@ use super::context::{Context, Settings};
 use super::fetch::lean;
 use super::locks::Locks;
 use super::members::{self, Members};
-use super::{claim, claim_watch, gauges, pool, shard};
+use super::narrow::{self, Coverage};
+use super::{claim, gauges, pool, shard};
 use crate::api::{Claim, Pool};
 use crate::metrics::Metrics;
 
@@ -62,10 +63,12 @@ pub async fn run(
     ));
 
     // One pool watch and cache. Its subscribers get applied pools only; a pool deleted for
-    // good is passed to the claim controller on a channel of its own.
-    let (pool_store, pool_writer) = reflector::store_shared(POOL_EVENTS_BUFFER);
+    // good is passed to the claim controller on a channel of its own. Sharded, the pool watch
+    // and the claim watch leave out the pools other members serve.
+    let (pool_store, pool_writer) = reflector::store_shared::<Pool>(POOL_EVENTS_BUFFER);
     let (pools_for_claims, pools_for_pools) = (subscribe(&pool_writer)?, subscribe(&pool_writer)?);
-    let (scope, left_out) = claim_watch::Scope::new(members.clone(), pool_store.clone());
+    let pools_coverage = Coverage::default();
+    let (scope, left_out) = narrow::Scope::new(members.clone(), pools_coverage.clone());
     let scope = Arc::new(scope);
     let (pools_listed_tx, mut pools_listed) = tokio::sync::watch::channel(false);
 
@@ -83,7 +86,7 @@ pub async fn run(
     .filter_map(|()| futures::future::ready(None));
     let claim_events = members_known
         .chain(
-            claim_watch::claims(claims, left_out, claim_cache.clone())
+            narrow::narrowed(claims, narrow::CLAIM_POOL, left_out.clone(), claim_cache.coverage().clone())
                 .default_backoff()
                 .modify(lean)
                 .reflect(writer),
@@ -111,13 +114,14 @@ pub async fn run(
         Controller::for_stream(claim_events, claim_store.clone()).with_config(config.clone());
 
     let (deleted_tx, deleted_rx) = futures::channel::mpsc::unbounded();
-    let pools_seen = scope.clone();
-    let pool_watch = watcher(pools, watcher::Config::default())
+    let (pools_seen, pools_covered) = (scope.clone(), pools_coverage.clone());
+    let pool_watch = narrow::narrowed(pools, narrow::POOL_NAME, left_out, pools_coverage.clone())
         .default_backoff()
         .modify(lean)
         .reflect_shared(pool_writer)
         .inspect_ok(move |event| {
             pools_synced.listed(1, event);
+            pools_covered.observe(event);
             match event {
                 watcher::Event::Delete(pool) => {
                     let _ = deleted_tx.unbounded_send(Arc::new(pool.clone()));
@@ -150,7 +154,7 @@ pub async fn run(
                 .map(|p| ObjectRef::from_obj(&**p))
                 .collect::<Vec<_>>()
         });
-    let stores = (claim_cache.clone(), pool_store.clone(), namespace_store);
+    let stores = (claim_cache.clone(), pool_store.clone(), pools_coverage, namespace_store);
     let ctx = Arc::new(Context::new(client.clone(), locks, settings, stores, metrics, members.clone()));
 
     // Sharded: announce this replica, follow the others, and when the members change wake the
