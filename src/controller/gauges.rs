@@ -1,6 +1,7 @@
 //! Gauges of what this replica's caches hold: claims per reason of their `Bound`
 //! condition, of the pools this replica serves (dashboards sum them over the replicas), and
-//! free and total items per pool (every replica sees every pool: take the max).
+//! free and total items per pool it caches (sharded, those it serves; a pool moving or just
+//! created may be in two replicas' caches for a moment: dashboards take the min or the max).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;

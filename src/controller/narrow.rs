@@ -263,7 +263,8 @@ where
                         && !s.pools.is_empty()
                         && refuses_selector(e)
                     {
-                        tracing::warn!(error = %e, field = s.field, "the API server cannot select by this field (is the CRD older than this operator?); watching everything");
+                        let kind = K::kind(&K::DynamicType::default()).to_lowercase();
+                        tracing::warn!(error = %e, field = s.field, "the API server cannot select {kind}s by pool (is the CRD older than this operator?); watching every {kind}");
                         s.unselectable = true;
                         s.restart_at = None;
                         current = s.start(LeftOut::default());
