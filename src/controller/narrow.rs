@@ -34,19 +34,19 @@ pub const POOL_NAME: &str = "metadata.name";
 pub const CLAIM_POOL: &str = "spec.poolRef";
 
 /// At most this many pools are left out by name (a longer selector is a longer request line);
-/// the claims of the others are still dropped by the controller, as without a selector.
+/// the others' events are still dropped by the controllers, as without a selector.
 const MOST_LEFT_OUT: usize = 400;
 
-/// How long after a change that gives this replica pools whose claims the watch leaves out it
-/// starts again: a burst of member changes costs one new listing, not one each.
+/// How long after a change that gives this replica pools the watch leaves out it starts
+/// again: a burst of member changes costs one new listing, not one each.
 const SETTLE: Duration = Duration::from_millis(200);
 
 /// How long after a change that only leaves out more (pools created, a member joined) the
-/// watch starts again. The claims it could leave out are dropped by the controller meanwhile;
+/// watch starts again. What it could leave out is dropped by the controllers meanwhile;
 /// replicas starting together see each other one by one, and would each list anew each time.
 /// Not so for a replica's first watch in its first seconds: it listed the members before
-/// those starting with it announced themselves, and would take every claim of their pools
-/// (decoded, then dropped) for this long; narrowed at once, it has received few of them.
+/// those starting with it announced themselves, and would take every claim and ledger write
+/// of their pools (decoded, then dropped) for this long; narrowed at once, it has received few.
 const NARROW_AFTER: Duration = Duration::from_secs(5);
 
 /// Decides which pools the watches leave out: those another live member serves.
