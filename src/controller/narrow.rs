@@ -68,8 +68,7 @@ impl Scope {
     /// created or deleted, or a listing that changes the names known, changes what to leave
     /// out; most events are ledger writes of pools already known.
     pub fn pool_event(&self, event: &watcher::Event<Pool>) {
-        let left_out = self.pools_listed.left_out();
-        if self.known().observe(event, &left_out) {
+        if self.known().observe(event, || self.pools_listed.left_out()) {
             self.refresh();
         }
     }
@@ -113,8 +112,8 @@ struct KnownPools {
 
 impl KnownPools {
     /// Follows the pool watch; true when the names changed. `left_out`: what the listing an
-    /// `InitDone` completes left out.
-    fn observe(&mut self, event: &watcher::Event<Pool>, left_out: &BTreeSet<String>) -> bool {
+    /// `InitDone` completes left out (asked for only then).
+    fn observe(&mut self, event: &watcher::Event<Pool>, left_out: impl FnOnce() -> LeftOut) -> bool {
         match event {
             watcher::Event::Init => {
                 self.listing.clear();
@@ -126,6 +125,7 @@ impl KnownPools {
             }
             watcher::Event::InitDone => {
                 let listed = std::mem::take(&mut self.listing);
+                let left_out = left_out();
                 let names: BTreeSet<String> = self
                     .names
                     .iter()
@@ -213,6 +213,7 @@ where
 {
     let state = Switching {
         api,
+        kind: K::kind(&K::DynamicType::default()).into_owned(),
         field,
         left_out,
         coverage,
@@ -263,7 +264,7 @@ where
                         && !s.pools.is_empty()
                         && refuses_selector(e)
                     {
-                        let kind = K::kind(&K::DynamicType::default()).to_lowercase();
+                        let kind = s.kind.to_lowercase();
                         tracing::warn!(error = %e, field = s.field, "the API server cannot select {kind}s by pool (is the CRD older than this operator?); watching every {kind}");
                         s.unselectable = true;
                         s.restart_at = None;
@@ -283,6 +284,7 @@ type Events<K> = Pin<Box<dyn Stream<Item = Result<watcher::Event<K>, watcher::Er
 /// The watch under way and what decides when it starts again.
 struct Switching<K> {
     api: Api<K>,
+    kind: String,
     field: &'static str,
     left_out: watch::Receiver<LeftOut>,
     coverage: Coverage,
@@ -306,8 +308,7 @@ where
     fn start(&mut self, pools: LeftOut) -> Events<K> {
         let config = watcher::Config::default();
         let config = if pools.is_empty() { config } else { config.fields(&selector(self.field, &pools)) };
-        let kind = K::kind(&K::DynamicType::default()).into_owned();
-        tracing::info!(%kind, pools_left_out = pools.len(), "watch starting");
+        tracing::info!(kind = %self.kind, pools_left_out = pools.len(), "watch starting");
         self.first_started = None;
         self.coverage.listing_leaves_out(pools.clone());
         self.pools = pools;
@@ -373,21 +374,25 @@ mod tests {
     fn pools_left_out_stay_known_and_others_missing_from_a_listing_are_forgotten() {
         let mut known = KnownPools::default();
         let none = BTreeSet::new();
+        let given = |set: &BTreeSet<String>| {
+            let set = LeftOut::new(set.clone());
+            move || set
+        };
         let listing = |known: &mut KnownPools, names: &[&str], left_out: &BTreeSet<String>| {
-            known.observe(&watcher::Event::Init, left_out);
+            known.observe(&watcher::Event::Init, given(left_out));
             for name in names {
-                assert!(!known.observe(&watcher::Event::InitApply(pool(name)), left_out));
+                assert!(!known.observe(&watcher::Event::InitApply(pool(name)), given(left_out)));
             }
-            known.observe(&watcher::Event::InitDone, left_out)
+            known.observe(&watcher::Event::InitDone, given(left_out))
         };
         assert!(listing(&mut known, &["a", "b", "c"], &none));
-        assert!(!known.observe(&watcher::Event::Apply(pool("a")), &none), "a ledger write");
-        assert!(known.observe(&watcher::Event::Apply(pool("d")), &none), "a pool created");
+        assert!(!known.observe(&watcher::Event::Apply(pool("a")), given(&none)), "a ledger write");
+        assert!(known.observe(&watcher::Event::Apply(pool("d")), given(&none)), "a pool created");
         // A listing that leaves out "b" and "c": they are still known; "d", not left out and
         // not listed, was deleted meanwhile.
         assert!(listing(&mut known, &["a"], &set(&["b", "c"])));
         assert_eq!(known.names, set(&["a", "b", "c"]));
-        assert!(known.observe(&watcher::Event::Delete(pool("a")), &none));
+        assert!(known.observe(&watcher::Event::Delete(pool("a")), given(&none)));
         assert!(!listing(&mut known, &[], &set(&["b", "c"])), "nothing new");
         // "c" gained and listed again; "b", gone while left out, is forgotten once included.
         assert!(listing(&mut known, &["c"], &none));
