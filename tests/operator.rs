@@ -99,9 +99,16 @@ async fn an_exhausted_pool_binds_the_waiting_claim_once_items_are_freed() {
     op.claim("first", 2).await;
     op.bound("first", Duration::from_secs(30), "the first claim binds").await;
 
+    // The hold that refuses it tells the claim at once: without that it would learn it only
+    // from its safety-net recheck (PLANNED_RECHECK, 10 s).
     op.claim("second", 2).await;
-    op.reports("second", "PoolExhausted", Duration::from_secs(30), "the second claim reports PoolExhausted")
-        .await;
+    op.reports(
+        "second",
+        "PoolExhausted",
+        Duration::from_secs(5),
+        "the second claim reports PoolExhausted at once",
+    )
+    .await;
     let events = kubectl_ok(&["get", "events", "-n", &op.ns, "-o", "jsonpath={.items[*].reason}"], None);
     assert!(events.contains("PoolExhausted"), "an Event says why: {events}");
 

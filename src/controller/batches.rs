@@ -112,11 +112,35 @@ impl PoolBatch {
         self.wake.notified().await
     }
 
-    pub fn planned(&self, pool: &Pool, planned: &Plan) {
+    /// Records why the last hold failed; returns the claims of the last plan when the lock
+    /// just became unavailable (they show that, and learn it only from a reconcile).
+    pub fn failed(&self, failure: Failure) -> Vec<String> {
         let mut state = self.state();
-        state.outcomes = Arc::new(planned.outcomes.clone());
-        state.planned_at = pool.version();
+        let news = failure.lock_unavailable && !state.failure.as_ref().is_some_and(|f| f.lock_unavailable);
+        state.failure = Some(failure);
+        if news { state.outcomes.keys().cloned().collect() } else { Vec::new() }
     }
+
+    /// Records the outcomes of a plan made on `pool`; returns the claims whose outcome is
+    /// new or changed and that no ledger write of this plan will wake (those it refuses or
+    /// keeps waiting): they learn it only from a reconcile.
+    pub fn planned(&self, pool: &Pool, planned: &Plan) -> Vec<String> {
+        let mut state = self.state();
+        let before = std::mem::replace(&mut state.outcomes, Arc::new(planned.outcomes.clone()));
+        state.planned_at = pool.version();
+        news_to_tell(&before, &state.outcomes)
+    }
+}
+
+/// The claims whose outcome in `now` differs from the one in `before`, save those the plan
+/// gives or takes items from (its ledger write wakes them through the pool watch).
+fn news_to_tell(before: &BTreeMap<String, Outcome>, now: &BTreeMap<String, Outcome>) -> Vec<String> {
+    now.iter()
+        .filter(|(key, outcome)| {
+            !matches!(outcome, Outcome::Changed(_)) && before.get(*key) != Some(*outcome)
+        })
+        .map(|(key, _)| key.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -134,6 +158,25 @@ mod tests {
             held.push(turn);
         }
         held.len()
+    }
+
+    #[test]
+    fn only_new_outcomes_that_no_ledger_write_shows_are_told() {
+        use crate::ledger::{AllocError, Change};
+        let refused = || Outcome::Refused(AllocError::TooSmall { count: 2, capacity: 1 });
+        let before: BTreeMap<String, Outcome> =
+            [("ns/same".to_string(), refused()), ("ns/moved".to_string(), Outcome::Unchanged)].into();
+        let now: BTreeMap<String, Outcome> = [
+            ("ns/same".to_string(), refused()),
+            ("ns/moved".to_string(), refused()),
+            ("ns/new".to_string(), Outcome::BehindLongWait),
+            ("ns/given".to_string(), Outcome::Changed(Change { added: vec![0], removed: Vec::new() })),
+        ]
+        .into();
+        assert_eq!(news_to_tell(&before, &now), ["ns/moved", "ns/new"]);
+        // The same plan again tells nobody: a told claim that asks for a hold is not woken
+        // again by it.
+        assert!(news_to_tell(&now, &now).is_empty());
     }
 
     #[tokio::test]

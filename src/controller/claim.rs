@@ -26,7 +26,7 @@ use super::fetch::get_existing;
 use super::hold;
 use super::policy::{
     AGAIN_SOON, CLAIM_RESYNC, FRESH_READ, NOT_LISTED_RECHECK, NOT_SERVED_RECHECK, PENDING_RECHECK,
-    POOL_MISSING_RECHECK, retry_delay,
+    PLANNED_RECHECK, POOL_MISSING_RECHECK, retry_delay,
 };
 use super::pool_ledger::ledger_of;
 use crate::api::{BOUND, Claim, ClaimStatus, FINALIZER, Pool, Reason, condition, set_condition};
@@ -130,8 +130,8 @@ async fn apply(claim: &Claim, ctx: &Arc<Context>) -> Result<Action, Error> {
             let outcome = ctx.batches.outcome(pool_name, &claim.ledger_key(), pool.version());
             match waiting(&claim, &pool, failure.as_ref(), outcome.as_ref()) {
                 Some((state, recheck)) => not_bound(&claim, ctx, state, None, recheck).await,
-                // Planned or about to be: the ledger write wakes it; this is only a safety net.
-                None => Ok(Action::requeue(PENDING_RECHECK)),
+                // Planned or about to be: the hold wakes it.
+                None => Ok(Action::requeue(PLANNED_RECHECK)),
             }
         }
         // decide() shows and allocates only from a pool it was given.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::{PartialObjectMeta, SelectorExt};
 use kube::runtime::controller::Action;
@@ -23,7 +24,7 @@ use super::locks::Locks;
 use super::members::Members;
 use super::narrow::Coverage;
 use super::policy::Failures;
-use crate::api::Pool;
+use crate::api::{Claim, Pool};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 
@@ -68,6 +69,9 @@ pub struct Context {
     pub members: Arc<Members>,
     /// Per pool: its ledger as parsed at a resourceVersion.
     ledgers: Mutex<HashMap<String, (String, Arc<Ledger>)>>,
+    /// Claims to reconcile now: a hold decided something about them that no ledger write
+    /// shows (the claim controller takes them).
+    told: UnboundedSender<ObjectRef<Claim>>,
 }
 
 impl Context {
@@ -78,6 +82,7 @@ impl Context {
         (claims, pools, pools_listed, namespaces): Stores,
         metrics: Arc<Metrics>,
         members: Arc<Members>,
+        told: UnboundedSender<ObjectRef<Claim>>,
     ) -> Self {
         Self {
             members,
@@ -96,6 +101,16 @@ impl Context {
             corrupt: CorruptPools::default(),
             metrics,
             ledgers: Mutex::default(),
+            told,
+        }
+    }
+
+    /// Reconciles the claims of `keys` (`namespace/name`) soon.
+    pub fn tell(&self, keys: Vec<String>) {
+        for key in keys {
+            if let Some((namespace, name)) = key.split_once('/') {
+                let _ = self.told.unbounded_send(ObjectRef::new(name).within(namespace));
+            }
         }
     }
 

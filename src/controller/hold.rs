@@ -69,7 +69,7 @@ async fn run(ctx: Arc<Context>, name: String, batch: Arc<PoolBatch>) {
                     let delay = retry_delay(&error, failures);
                     warn!(pool = %name, %error, kind = error.kind(), retry_in_ms = delay.as_millis() as u64, "hold of the pool's lock failed");
                     let lock_unavailable = matches!(error, Error::Lock(_));
-                    batch.state().failure = Some(Failure { message: error.to_string(), lock_unavailable });
+                    ctx.tell(batch.failed(Failure { message: error.to_string(), lock_unavailable }));
                     if let Some(pool) = ctx.cached_pool(&name).filter(|_| lock_unavailable)
                         && let Err(e) = report_lock_unavailable(&ctx, &pool, &error).await
                     {
@@ -92,7 +92,7 @@ async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Er
     let written = batch.state().written.clone();
     let Some(pool) = Pool::newest(ctx.pool(name).await?, written) else { return Ok(Round::NoPool) };
     let (planned, work) = planned(ctx, &pool)?;
-    batch.planned(&pool, &planned);
+    ctx.tell(batch.planned(&pool, &planned));
     if !work {
         return Ok(Round::Idle);
     }
@@ -103,7 +103,7 @@ async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Er
     ctx.locks.unlock(guard).await;
     match result {
         Ok(Some(held)) => {
-            batch.planned(&held.pool, &held.plan);
+            ctx.tell(batch.planned(&held.pool, &held.plan));
             batch.state().written = Some(Arc::new(held.pool));
             Ok(if held.wrote { Round::Wrote } else { Round::Idle })
         }

@@ -17,6 +17,10 @@ pub const DELETION_RECHECK: Duration = Duration::from_secs(15);
 /// A claim waiting for a hold of its pool looks again after this long at the latest (the
 /// pool's ledger write wakes it sooner).
 pub const PENDING_RECHECK: Duration = Duration::from_secs(2);
+/// A claim the pool's task plans for looks again after this long at the latest: the hold's
+/// ledger write wakes it if it gives the claim items, the task itself if it decides
+/// anything else about it (refused, waiting, lock unavailable), so this is only a net.
+pub const PLANNED_RECHECK: Duration = Duration::from_secs(10);
 /// A claim whose pool is missing or being deleted looks again this often.
 pub const POOL_MISSING_RECHECK: Duration = Duration::from_secs(60);
 /// A claim whose pool is not set up yet (its finalizer) looks again this soon.

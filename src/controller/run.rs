@@ -155,7 +155,9 @@ pub async fn run(
                 .collect::<Vec<_>>()
         });
     let stores = (claim_cache.clone(), pool_store.clone(), pools_coverage, namespace_store);
-    let ctx = Arc::new(Context::new(client.clone(), locks, settings, stores, metrics, members.clone()));
+    let (told_tx, told_claims) = futures::channel::mpsc::unbounded();
+    let ctx =
+        Arc::new(Context::new(client.clone(), locks, settings, stores, metrics, members.clone(), told_tx));
 
     // Sharded: announce this replica, follow the others, and when the members change wake the
     // pools (and their claims) that this replica serves from now on.
@@ -195,6 +197,7 @@ pub async fn run(
     let (in_namespace, admitting) = (claim_store.clone(), pool_store.clone());
     let claim_controller = claim_controller
         .reconcile_on(gained_claims)
+        .reconcile_on(told_claims)
         .watches_shared_stream(namespaces_for_claims, move |ns: Arc<PartialObjectMeta<Namespace>>| {
             let namespace = ns.name_any();
             in_namespace
