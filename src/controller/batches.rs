@@ -121,9 +121,9 @@ impl PoolBatch {
         if news { state.outcomes.keys().cloned().collect() } else { Vec::new() }
     }
 
-    /// Records the outcomes of a plan made on `pool`; returns the claims whose outcome is
-    /// new or changed and that no ledger write of this plan will wake (those it refuses or
-    /// keeps waiting): they learn it only from a reconcile.
+    /// Records the outcomes of a plan made on `pool`; returns the claims it newly keeps
+    /// waiting (refused, behind another claim, …): no ledger write wakes them, and they
+    /// learn it only from a reconcile.
     pub fn planned(&self, pool: &Pool, planned: &Plan) -> Vec<String> {
         let mut state = self.state();
         let before = std::mem::replace(&mut state.outcomes, Arc::new(planned.outcomes.clone()));
@@ -132,13 +132,12 @@ impl PoolBatch {
     }
 }
 
-/// The claims whose outcome in `now` differs from the one in `before`, save those the plan
-/// gives or takes items from (its ledger write wakes them through the pool watch).
+/// The claims that `now` keeps waiting for another reason than `before` did. Those it gives
+/// or takes items from are woken by its ledger write (through the pool watch), and those it
+/// leaves as they are need nothing.
 fn news_to_tell(before: &BTreeMap<String, Outcome>, now: &BTreeMap<String, Outcome>) -> Vec<String> {
     now.iter()
-        .filter(|(key, outcome)| {
-            !matches!(outcome, Outcome::Changed(_)) && before.get(*key) != Some(*outcome)
-        })
+        .filter(|(key, outcome)| outcome.keeps_waiting() && before.get(*key) != Some(*outcome))
         .map(|(key, _)| key.clone())
         .collect()
 }
@@ -164,13 +163,21 @@ mod tests {
     fn only_new_outcomes_that_no_ledger_write_shows_are_told() {
         use crate::ledger::{AllocError, Change};
         let refused = || Outcome::Refused(AllocError::TooSmall { count: 2, capacity: 1 });
-        let before: BTreeMap<String, Outcome> =
-            [("ns/same".to_string(), refused()), ("ns/moved".to_string(), Outcome::Unchanged)].into();
+        let given = || Outcome::Changed(Change { added: vec![0], removed: Vec::new() });
+        let before: BTreeMap<String, Outcome> = [
+            ("ns/same".to_string(), refused()),
+            ("ns/moved".to_string(), Outcome::Unchanged),
+            ("ns/was-given".to_string(), given()),
+        ]
+        .into();
         let now: BTreeMap<String, Outcome> = [
             ("ns/same".to_string(), refused()),
             ("ns/moved".to_string(), refused()),
             ("ns/new".to_string(), Outcome::BehindLongWait),
-            ("ns/given".to_string(), Outcome::Changed(Change { added: vec![0], removed: Vec::new() })),
+            ("ns/given".to_string(), given()),
+            // Bound by the last plan: nothing to tell (it would cost every claim a reconcile).
+            ("ns/was-given".to_string(), Outcome::Unchanged),
+            ("ns/first-seen-bound".to_string(), Outcome::Unchanged),
         ]
         .into();
         assert_eq!(news_to_tell(&before, &now), ["ns/moved", "ns/new"]);

@@ -96,6 +96,20 @@ pub struct Plan {
     pub outcomes: BTreeMap<String, Outcome>,
 }
 
+impl Outcome {
+    /// The claim gets nothing from the plan and its status says why (it waits).
+    pub fn keeps_waiting(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Refused(_)
+                | Outcome::Behind { .. }
+                | Outcome::BehindLongWait
+                | Outcome::NamespaceNotAllowed
+                | Outcome::NamespaceLimit(_)
+        )
+    }
+}
+
 impl Plan {
     /// Whether the ledger must be written.
     pub fn changes(&self) -> bool {
