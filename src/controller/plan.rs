@@ -97,16 +97,17 @@ pub struct Plan {
 }
 
 impl Outcome {
-    /// The claim gets nothing from the plan and its status says why (it waits).
+    /// The claim gets nothing from the plan and its status says why (it waits). Every
+    /// variant is named: a new one must say whether a hold tells the claim about it.
     pub fn keeps_waiting(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Outcome::Refused(_)
-                | Outcome::Behind { .. }
-                | Outcome::BehindLongWait
-                | Outcome::NamespaceNotAllowed
-                | Outcome::NamespaceLimit(_)
-        )
+            | Outcome::Behind { .. }
+            | Outcome::BehindLongWait
+            | Outcome::NamespaceNotAllowed
+            | Outcome::NamespaceLimit(_) => true,
+            Outcome::Unchanged | Outcome::Changed(_) | Outcome::StatusFirst | Outcome::OtherUid => false,
+        }
     }
 }
 

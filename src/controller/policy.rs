@@ -14,8 +14,8 @@ pub const CLAIM_RESYNC: Duration = Duration::from_secs(300);
 pub const POOL_RESYNC: Duration = Duration::from_secs(60);
 /// A pool whose deletion waits for its claims looks again this often.
 pub const DELETION_RECHECK: Duration = Duration::from_secs(15);
-/// A claim waiting for a hold of its pool looks again after this long at the latest (the
-/// pool's ledger write wakes it sooner).
+/// A claim being released, or whose items wait for adoption, looks again after this long
+/// at the latest (the pool's ledger write wakes it sooner).
 pub const PENDING_RECHECK: Duration = Duration::from_secs(2);
 /// A claim the pool's task plans for looks again after this long at the latest: the hold's
 /// ledger write wakes it if it gives the claim items, the task itself if it decides
