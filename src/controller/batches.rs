@@ -7,22 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::decide::Failure;
 use super::plan::{Outcome, Plan};
-use super::policy::HOLDS_AT_ONCE;
 use crate::api::Pool;
 
 /// Per pool on this replica: a task runs the pool's holds one after another, woken by the
 /// claims that need one. A claim's reconcile asks and goes on; the hold's ledger write wakes
 /// the claims it served (through the pool watch), and they show their items.
+#[derive(Default)]
 pub struct Batches {
     pools: Mutex<HashMap<String, Arc<PoolBatch>>>,
-    /// Holds running at once on this replica.
-    holding: tokio::sync::Semaphore,
-}
-
-impl Default for Batches {
-    fn default() -> Self {
-        Self { pools: Mutex::default(), holding: tokio::sync::Semaphore::new(HOLDS_AT_ONCE) }
-    }
 }
 
 #[derive(Default)]
@@ -53,16 +45,6 @@ impl Batches {
             batch
         });
         batch.wake.notify_one();
-    }
-
-    /// Waits for a turn to hold a pool's lock. Each hold keeps API requests (and their
-    /// connections) in flight: 200 pools held at once made a replica slower, not faster. The
-    /// API server is shared, so the replicas share the turns: with `members` replicas each
-    /// holds at most 1/`members` of [`HOLDS_AT_ONCE`] pools at once, and a pool that waits
-    /// gathers more claims for its next hold (fewer ledger writes, each serving more).
-    pub async fn turn(&self, members: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        let share = members.clamp(1, HOLDS_AT_ONCE) as u32;
-        self.holding.acquire_many(share).await.ok()
     }
 
     /// The task of pool `name` ended (the pool is gone).
@@ -145,19 +127,6 @@ fn news_to_tell(before: &BTreeMap<String, Outcome>, now: &BTreeMap<String, Outco
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    /// Turns available at once to a replica among `members`.
-    async fn turns_at_once(members: usize) -> usize {
-        let batches = Batches::default();
-        let mut held = Vec::new();
-        while let Ok(Some(turn)) =
-            tokio::time::timeout(Duration::from_millis(20), batches.turn(members)).await
-        {
-            held.push(turn);
-        }
-        held.len()
-    }
 
     #[test]
     fn only_new_outcomes_that_no_ledger_write_shows_are_told() {
@@ -184,13 +153,5 @@ mod tests {
         // The same plan again tells nobody: a told claim that asks for a hold is not woken
         // again by it.
         assert!(news_to_tell(&now, &now).is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_replicas_share_the_holds_at_once() {
-        assert_eq!(turns_at_once(1).await, HOLDS_AT_ONCE);
-        assert_eq!(turns_at_once(3).await, HOLDS_AT_ONCE / 3);
-        // More replicas than turns: each still holds one pool at a time.
-        assert_eq!(turns_at_once(40).await, 1);
     }
 }

@@ -24,6 +24,7 @@ use super::locks::Locks;
 use super::members::Members;
 use super::narrow::Coverage;
 use super::policy::Failures;
+use super::turns::Turns;
 use crate::api::{Claim, Pool};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -59,6 +60,8 @@ pub struct Context {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub locks: Locks,
     pub batches: Batches,
+    /// Turns to hold a pool's lock, shared by this replica's pools.
+    pub turns: Turns,
     pub events: Events,
     pub deferrals: Deferrals,
     pub failures: Failures,
@@ -95,6 +98,7 @@ impl Context {
             namespaces,
             locks,
             batches: Batches::default(),
+            turns: Turns::default(),
             deferrals: Deferrals::default(),
             failures: Failures::default(),
             quiet: Quiet::default(),

@@ -96,7 +96,7 @@ async fn round(ctx: &Context, name: &str, batch: &PoolBatch) -> Result<Round, Er
     if !work {
         return Ok(Round::Idle);
     }
-    let _turn = ctx.batches.turn(ctx.members.live().len()).await;
+    let _turn = ctx.turns.take(ctx.members.holds_at_once()).await;
     let Some(guard) = acquire_unless_done(ctx, &pool, batch).await? else { return Ok(Round::Idle) };
     let result = hold(ctx, name, &guard).await;
     let lost = guard.is_lost();

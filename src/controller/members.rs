@@ -4,7 +4,7 @@
 //! the writer's), so clocks that disagree do not split the members' views for long.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
-use super::shard;
+use super::{shard, turns};
 
 /// The label that marks a member Lease; its value is the replica's shard group.
 pub const MEMBER_LABEL: &str = "lockguard.dev/member";
@@ -47,6 +47,9 @@ pub struct Members {
     /// would take itself for the only member.
     listed: AtomicBool,
     first_listing: tokio::sync::Notify,
+    /// How many of the pools known this replica serves, as last divided (none known: all).
+    served: AtomicUsize,
+    known: AtomicUsize,
 }
 
 impl Members {
@@ -60,6 +63,8 @@ impl Members {
             live: RwLock::new(Arc::new(vec![identity.to_string()])),
             listed: AtomicBool::new(false),
             first_listing: tokio::sync::Notify::new(),
+            served: AtomicUsize::new(0),
+            known: AtomicUsize::new(0),
         }
     }
 
@@ -90,6 +95,17 @@ impl Members {
 
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// Records that this replica serves `served` of the `known` pools.
+    pub fn set_share(&self, served: usize, known: usize) {
+        self.served.store(served, Ordering::Relaxed);
+        self.known.store(known, Ordering::Relaxed);
+    }
+
+    /// How many pools this replica holds at once: its share of the turns.
+    pub fn holds_at_once(&self) -> usize {
+        turns::holds_at_once(self.served.load(Ordering::Relaxed), self.known.load(Ordering::Relaxed))
     }
 
     /// The live members as last computed.

@@ -34,6 +34,7 @@ mod pool;
 mod pool_ledger;
 mod run;
 mod shard;
+mod turns;
 
 pub use context::Settings;
 pub use error::Error;

@@ -73,17 +73,21 @@ impl Scope {
         }
     }
 
-    /// Computes the pools to leave out again; called when the pools or the members change.
-    /// Without division (`--shard=false`) or before the members are known, none.
+    /// Computes the pools to leave out again, and this replica's share of the pools (its turns
+    /// to hold them); called when the pools or the members change. Without division
+    /// (`--shard=false`) or before the members are known, none left out.
     pub fn refresh(&self) {
         if !self.members.sharded() || !self.members.is_listed() {
             return;
         }
         let live = self.members.live();
+        let me = self.members.identity();
         let wanted = {
             let known = self.known();
-            let names = known.names.iter().map(String::as_str);
-            shard::served_by_others(names, &live, self.members.identity(), MOST_LEFT_OUT)
+            let names = || known.names.iter().map(String::as_str);
+            let served = names().filter(|pool| shard::owner(pool, &live) == Some(me)).count();
+            self.members.set_share(served, known.names.len());
+            shard::served_by_others(names(), &live, me, MOST_LEFT_OUT)
         };
         self.left_out.send_if_modified(|now| {
             let changed = **now != wanted;
