@@ -2,8 +2,8 @@
 //! flight: 200 pools held at once made a replica slower, not faster. The API server is shared,
 //! so the replicas share [`HOLDS_AT_ONCE`] between them, each in proportion to the pools it
 //! serves: an even split gave the replica with the most pools (73 of 200 among three) the
-//! longest wait between two holds of a pool (9.8 s, against 6.2 s for one replica alone), and
-//! its claims the longest wait for items.
+//! longest wait between two holds of a pool (9.8 s, against 7.5–8.2 s for one replica alone),
+//! and its claims the longest wait for items.
 
 use std::sync::{Mutex, MutexGuard};
 
