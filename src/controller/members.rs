@@ -265,10 +265,24 @@ pub async fn leave(client: Client, namespace: &str, identity: &str) {
 }
 
 #[cfg(test)]
+impl Members {
+    /// Sharded and listed once, with `others` live beside this replica.
+    pub(super) fn listed_with(identity: &str, others: &[&str]) -> Self {
+        let members = Self::new(identity, "g", true, Duration::from_secs(10));
+        members.observe(&Event::InitDone);
+        for other in others {
+            members.observe(&Event::Apply(tests::lease(&format!("l-{other}"), other, "1", 0)));
+        }
+        members.refresh(Instant::now());
+        members
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    fn lease(name: &str, identity: &str, version: &str, renewed_ago: u64) -> Lease {
+    pub(super) fn lease(name: &str, identity: &str, version: &str, renewed_ago: u64) -> Lease {
         let renewed = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(renewed_ago as i64);
         Lease {
             metadata: ObjectMeta {

@@ -375,6 +375,29 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_takes_hold_turns_in_proportion_to_the_pools_it_serves() {
+        use crate::controller::policy::HOLDS_AT_ONCE;
+        use crate::controller::turns::holds_at_once;
+        let pools: Vec<String> = (0..200).map(|i| format!("pool-{i}")).collect();
+        let turns_with = |others: &[&str]| {
+            let members = Arc::new(Members::listed_with("me", others));
+            let (scope, _left_out) = Scope::new(members.clone(), Coverage::default());
+            assert_eq!(members.holds_at_once(), HOLDS_AT_ONCE, "no pools known yet");
+            for name in &pools {
+                scope.pool_event(&watcher::Event::Apply(pool(name)));
+            }
+            let live = members.live();
+            let served = pools.iter().filter(|p| shard::owner(p, &live) == Some("me")).count();
+            (members.holds_at_once(), served)
+        };
+        let (turns, served) = turns_with(&["a", "b"]);
+        assert!((40..100).contains(&served), "{served} of 200");
+        assert_eq!(turns, holds_at_once(served, pools.len()));
+        assert!(turns < HOLDS_AT_ONCE / 2, "{turns} turns for {served} of 200 pools");
+        assert_eq!(turns_with(&[]), (HOLDS_AT_ONCE, pools.len()), "alone: every turn");
+    }
+
+    #[test]
     fn pools_left_out_stay_known_and_others_missing_from_a_listing_are_forgotten() {
         let mut known = KnownPools::default();
         let none = BTreeSet::new();
