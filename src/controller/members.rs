@@ -47,9 +47,9 @@ pub struct Members {
     /// would take itself for the only member.
     listed: AtomicBool,
     first_listing: tokio::sync::Notify,
-    /// How many of the pools known this replica serves, as last divided (none known: all).
-    served: AtomicUsize,
-    known: AtomicUsize,
+    /// Pools this replica holds at once: its share of the turns, as the pools were last
+    /// divided (all of them until then).
+    holds_at_once: AtomicUsize,
 }
 
 impl Members {
@@ -63,8 +63,7 @@ impl Members {
             live: RwLock::new(Arc::new(vec![identity.to_string()])),
             listed: AtomicBool::new(false),
             first_listing: tokio::sync::Notify::new(),
-            served: AtomicUsize::new(0),
-            known: AtomicUsize::new(0),
+            holds_at_once: AtomicUsize::new(turns::holds_at_once(0, 0)),
         }
     }
 
@@ -99,13 +98,12 @@ impl Members {
 
     /// Records that this replica serves `served` of the `known` pools.
     pub fn set_share(&self, served: usize, known: usize) {
-        self.served.store(served, Ordering::Relaxed);
-        self.known.store(known, Ordering::Relaxed);
+        self.holds_at_once.store(turns::holds_at_once(served, known), Ordering::Relaxed);
     }
 
     /// How many pools this replica holds at once: its share of the turns.
     pub fn holds_at_once(&self) -> usize {
-        turns::holds_at_once(self.served.load(Ordering::Relaxed), self.known.load(Ordering::Relaxed))
+        self.holds_at_once.load(Ordering::Relaxed)
     }
 
     /// The live members as last computed.
